@@ -1,0 +1,95 @@
+"""Command line entry point: ``msat-lava [--version] COMMAND ...``.
+
+Adding a subcommand: write ``add_<name>_parser(subparsers)`` that creates the parser
+with ``subparsers.add_parser(...)`` and sets ``func=<handler>`` via ``set_defaults``,
+then list it in :data:`SUBCOMMANDS`. A handler takes the parsed ``argparse.Namespace``
+and returns an exit code (``None`` means 0). Handlers import their heavy modules
+(torch, lava) lazily so that ``--help`` and ``--version`` stay fast.
+
+Handlers and library code raise exceptions instead of printing and exiting;
+:func:`main` turns an exception into a one-line message on stderr and exit code 1
+(set ``MSAT_LAVA_DEBUG=1`` for the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+
+from msat_lava import __version__
+
+__all__ = ["SUBCOMMANDS", "add_doctor_parser", "build_parser", "main"]
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from msat_lava import doctor
+
+    report = doctor.run_doctor()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(doctor.format_report(report))
+    if not report.ok:
+        print(f"msat-lava doctor: FAILED: {report.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_doctor_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "doctor",
+        help="check the environment and run a tiny Lava network",
+        description=(
+            "Print Python/torch/numpy/lava-nc/lava-dl versions, whether the Python 3.11 Lava fix is "
+            "active and whether Loihi 2 (lava-loihi) is available, then run a tiny Dense+LIF network "
+            "in Lava's CPU simulator (fixed_pt) against an integer reference. Exit 0 if it matches, 1 otherwise."
+        ),
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_doctor)
+
+
+#: Parser builders, in the order their subcommands appear in ``--help``.
+SUBCOMMANDS = [
+    add_doctor_parser,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="msat-lava",
+        description="Convert PyTorch ANNs to MSAT spiking networks and run them in Intel Lava.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add_parser in SUBCOMMANDS:
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "func", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        code = handler(args)
+    except KeyboardInterrupt:
+        print(f"msat-lava {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("MSAT_LAVA_DEBUG"):
+            traceback.print_exc()
+        detail = str(exc).strip().splitlines()
+        message = f"{type(exc).__name__}: {detail[0]}" if detail else type(exc).__name__
+        print(f"msat-lava {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    return 0 if code is None else int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
