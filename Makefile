@@ -54,7 +54,7 @@ test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: venv
-	$(VENV)/bin/msat-lava doctor
+	$(VENV)/bin/msat-lava demo
 
 # Forces the next `make venv` to re-run the install steps (without deleting the venv).
 clean-venv-stamp:

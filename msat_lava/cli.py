@@ -19,6 +19,8 @@ import sys
 import traceback
 
 from msat_lava import __version__
+from msat_lava.cli_convert import add_convert_parser, add_info_parser
+from msat_lava.cli_run import add_demo_parser, add_run_parser, add_verify_parser
 
 __all__ = ["SUBCOMMANDS", "add_doctor_parser", "build_parser", "main"]
 
@@ -54,6 +56,11 @@ def add_doctor_parser(subparsers) -> None:
 #: Parser builders, in the order their subcommands appear in ``--help``.
 SUBCOMMANDS = [
     add_doctor_parser,
+    add_convert_parser,
+    add_info_parser,
+    add_run_parser,
+    add_verify_parser,
+    add_demo_parser,
 ]
 
 

@@ -1,0 +1,175 @@
+"""Accuracy vs time steps of converted networks (reference simulator), with the ANN beside them.
+
+Reproduces the accuracy tables of docs/RESULTS.md. Models and data come from ../shared/data (env var
+MSAT_SHARED_DATA overrides); the models are rebuilt by tests/models.py from their published descriptions.
+
+    python benchmarks/accuracy.py --model resnet20 --samples 1000 --steps 128 \
+        --methods const,msat --precision fixed,float --out benchmarks/results/resnet20_n1000_T128
+
+writes ``<out>.json`` (config, hashes, per-method accuracy after every step, steps to reach ANN−1 %, ANN−0.1 %,
+ANN) and ``<out>.png`` (accuracy vs T, ANN line). ``--samples`` takes an evenly strided subset of the test set
+(the CIFAR-10 file is class-sorted, so a stride keeps every class); 0 means the full test set.
+Calibration: λ = max of each ReLU output over ``--calib`` training images drawn with seed 23 (paper-faithful
+setting, ALGORITHMS §1.5), input scale λ^0 = max |x| over the same images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import msat_lava  # noqa: E402,F401  (installs the Lava compatibility hooks)
+import models as zoo  # noqa: E402  tests/models.py
+
+MODELS = {
+    "mnist": dict(load=zoo.load_mnistnet, data="mnist.npz", shape=(1, 28, 28), mean=(0.1307,), std=(0.3081,)),
+    "resnet20": dict(load=lambda: zoo.load_resnet(20), data="cifar10.npz", shape=(3, 32, 32),
+                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+    "resnet32": dict(load=lambda: zoo.load_resnet(32), data="cifar10.npz", shape=(3, 32, 32),
+                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+    "resnet56": dict(load=lambda: zoo.load_resnet(56), data="cifar10.npz", shape=(3, 32, 32),
+                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+}
+
+
+def _prep(images: np.ndarray, cfg: dict) -> np.ndarray:
+    x = images.astype(np.float64) / 255.0
+    if x.ndim == 3:
+        x = x[:, None]
+    else:
+        x = x.transpose(0, 3, 1, 2)
+    mean = np.asarray(cfg["mean"]).reshape(1, -1, 1, 1)
+    std = np.asarray(cfg["std"]).reshape(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def steps_to_reach(curve: np.ndarray, target: float) -> int | None:
+    """1-based step count k at which the accuracy first reaches ``target`` (None if never)."""
+    hit = np.nonzero(curve >= target - 1e-12)[0]
+    return int(hit[0]) + 1 if hit.size else None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=sorted(MODELS), required=True)
+    ap.add_argument("--samples", type=int, default=1000, help="strided test subset size (0 = full test set)")
+    ap.add_argument("--steps", type=int, default=128)
+    ap.add_argument("--methods", default="const,msat")
+    ap.add_argument("--precision", default="fixed")
+    ap.add_argument("--preset", default="resnet20")
+    ap.add_argument("--calib", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=250)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--report-steps", default="16,32,64,128,256")
+    ap.add_argument("--out", required=True, help="output path without extension")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from msat_lava import reference
+    from msat_lava.program import from_converted
+    from netx_export import ann
+    from netx_export.calibrate import calibrate
+    from netx_export.quantize import quantize, state_hash
+    from netx_export.trace import trace
+
+    cfg = MODELS[args.model]
+    model = cfg["load"]()
+    data = np.load(zoo.shared_file(cfg["data"]), allow_pickle=False)
+    rng = np.random.default_rng(23)
+    calib_idx = np.sort(rng.choice(len(data["x_train"]), args.calib, replace=False))
+    x_cal = _prep(data["x_train"][calib_idx], cfg)
+    n_test = len(data["x_test"])
+    idx = np.arange(n_test) if args.samples in (0, n_test) else \
+        np.unique(np.linspace(0, n_test - 1, args.samples).round().astype(int))
+    x = _prep(data["x_test"][idx], cfg)
+    y = data["y_test"][idx]
+
+    t0 = time.perf_counter()
+    graph = trace(model, cfg["shape"])
+    cal = calibrate(graph, x_cal, method="max", progress=False)
+    convert_s = time.perf_counter() - t0
+    with torch.no_grad():
+        ann_pred = ann.evaluate(graph, x).argmax(1).numpy()
+    ann_acc = float((ann_pred == y).mean())
+
+    report_steps = [int(s) for s in args.report_steps.split(",") if int(s) <= args.steps]
+    results = []
+    for method in args.methods.split(","):
+        net = quantize(graph, cal, method=method, preset=None if method == "const" else args.preset,
+                       model_hash=state_hash(model.state_dict()), seed=23)
+        program = from_converted(net)
+        for precision in args.precision.split(","):
+            t1 = time.perf_counter()
+            run = reference.simulate(program, x, args.steps, precision=precision, sample_ids=idx,
+                                     batch_size=args.batch_size, device=args.device, threads=args.threads)
+            wall = time.perf_counter() - t1
+            curve = run.accuracy(y)
+            row = {
+                "method": method, "precision": precision, "wall_s": round(wall, 1),
+                "ms_per_sample_step": round(1000 * wall / (len(y) * args.steps), 3),
+                "accuracy": {str(k): round(float(curve[k - 1]), 4) for k in report_steps},
+                "steps_to_ann_minus_1pct": steps_to_reach(curve, ann_acc - 0.01),
+                "steps_to_ann_minus_0.1pct": steps_to_reach(curve, ann_acc - 0.001),
+                "steps_to_ann": steps_to_reach(curve, ann_acc),
+                "curve": [round(float(a), 5) for a in curve],
+                "input_clipped": run.input_clipped,
+                "saturated": run.saturated,
+            }
+            results.append(row)
+            print(f"{args.model} {method:>6} {precision:>5}: " +
+                  " ".join(f"T={k}:{100 * row['accuracy'][str(k)]:.2f}%" for k in report_steps) +
+                  f"  (ANN {100 * ann_acc:.2f}%, {row['ms_per_sample_step']} ms/sample-step)", flush=True)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "model": args.model, "samples": int(len(y)), "subset": "full" if len(y) == n_test else "strided",
+        "steps": args.steps, "ann_accuracy": ann_acc, "calibration": {
+            "images": args.calib, "seed": 23, "lambda": "max", "data_hash": cal.data_hash,
+            "input_scale": cal.input_scale},
+        "model_hash": state_hash(model.state_dict()), "preset": args.preset,
+        "convert_s": round(convert_s, 2), "torch_threads": torch.get_num_threads(),
+        "command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "results": results,
+    }
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out.with_suffix(".json"))
+    _plot(manifest, out.with_suffix(".png"))
+    return 0
+
+
+def _plot(manifest: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in manifest["results"]:
+        curve = 100 * np.asarray(row["curve"])
+        ax.plot(np.arange(1, len(curve) + 1), curve, label=f"{row['method']} ({row['precision']})")
+    ax.axhline(100 * manifest["ann_accuracy"], color="k", ls="--", lw=1, label="ANN")
+    ax.set_xlabel("time step T (1-based)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"{manifest['model']}: {manifest['samples']} test images ({manifest['subset']})")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

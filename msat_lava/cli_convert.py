@@ -1,0 +1,357 @@
+"""``msat-lava convert`` and ``msat-lava info``.
+
+``add_convert_parser(subparsers)`` / ``add_info_parser(subparsers)`` register the two subcommands (see
+``msat_lava.cli``). Their handlers return 0 on success and **2** for bad input or an unsupported model
+(unreadable files, bad arguments, unsupported nodes — all listed in one message —, calibration or
+quantization errors, a malformed network file, an existing output without ``--overwrite``); the message goes
+to stderr. Anything else propagates (``msat_lava.cli.main`` turns it into exit code 1).
+
+``main(argv)`` runs the two subcommands standalone (tests, ``python -m msat_lava.cli_convert``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+__all__ = ["add_convert_parser", "add_info_parser", "main", "load_model", "load_data", "format_summary",
+           "EXIT_OK", "EXIT_BAD_INPUT"]
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+class BadInput(Exception):
+    """A user-supplied file or argument is unusable (exit code 2)."""
+
+
+def _bad_input_errors() -> tuple[type[BaseException], ...]:
+    from netx_export.errors import NetxExportError
+
+    return (BadInput, NetxExportError)
+
+
+def _fail(command: str, exc: BaseException) -> int:
+    text = str(exc).strip() or type(exc).__name__
+    print(f"msat-lava {command}: error: {text}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+# ---------------------------------------------------------------------------------------------------------
+# model and data loading
+# ---------------------------------------------------------------------------------------------------------
+
+def _strip_module_prefix(state: dict) -> dict:
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def load_model(spec: str | None = None, weights: str | None = None, exported: str | None = None):
+    """The ``nn.Module`` named by ``--model module:callable`` (+ ``--weights``) or ``--exported file.pt2``.
+
+    ``module`` is a dotted module name (the current directory is importable) or a path to a ``.py`` file;
+    ``callable`` is called without arguments. ``--weights`` is loaded with ``torch.load(weights_only=True)``;
+    a ``{'state_dict': ...}`` container is unwrapped and a ``module.`` prefix stripped. Unexpected keys, or
+    missing keys other than BatchNorm ``num_batches_tracked``, are errors.
+    """
+    import torch
+
+    if (spec is None) == (exported is None):
+        raise BadInput("give exactly one of --model module:callable or --exported file.pt2")
+    if exported is not None:
+        if weights is not None:
+            raise BadInput("--weights cannot be combined with --exported")
+        path = Path(exported)
+        if not path.is_file():
+            raise BadInput(f"exported program {exported!r} does not exist")
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:
+            raise BadInput(f"cannot load exported program {exported!r}: {type(exc).__name__}: {exc}") from None
+        module = program.module()
+        # An unlifted exported module refuses .eval()/.train(); it already has the mode it was exported in.
+        module.eval = types.MethodType(lambda self: self, module)
+        module.train = types.MethodType(lambda self, mode=True: self, module)
+        return module
+
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise BadInput(f"--model must look like module:callable or path/to/file.py:callable, got {spec!r}")
+    try:
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            file = Path(module_name)
+            if not file.is_file():
+                raise BadInput(f"model file {module_name!r} does not exist")
+            mod_spec = importlib.util.spec_from_file_location(f"_msat_lava_model_{file.stem}", file)
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except BadInput:
+        raise
+    except Exception as exc:
+        raise BadInput(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
+    factory = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise BadInput(f"{module_name!r} has no attribute {attr!r}")
+    if not callable(factory):
+        raise BadInput(f"{spec!r} is not callable")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise BadInput(f"calling {spec!r} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise BadInput(f"{spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
+
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise BadInput(f"weights file {weights!r} does not exist")
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise BadInput(f"cannot load weights {weights!r}: {type(exc).__name__}: {exc}") from None
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise BadInput(f"weights file {weights!r} holds a {type(state).__name__}, not a state_dict")
+        state = _strip_module_prefix(state)
+        result = model.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+        if missing or result.unexpected_keys:
+            raise BadInput(f"weights {weights!r} do not match the model: missing {missing[:8]}"
+                           f"{'...' if len(missing) > 8 else ''}, unexpected {result.unexpected_keys[:8]}")
+    model.eval()
+    return model
+
+
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BadInput(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def load_data(path: str, *, norm_mean: list[float] | None = None, norm_std: list[float] | None = None,
+              input_scale: float | None = None, samples: int | None = None, seed: int = 0):
+    """Calibration inputs from an ``.npz``: key ``x_train`` if present, else ``x`` (``y`` is ignored).
+
+    Layout: (N, H, W) gets a channel axis; (N, H, W, C) with C ∈ {1, 3, 4} and H, W > 4 is transposed to
+    (N, C, H, W); (N, C, H, W) and (N, F) are kept. Values become float32 and are divided by
+    ``input_scale`` (default 255 for uint8 data, else 1), then normalized per channel with
+    ``(x − mean) / std`` when given. ``samples``: a seeded random subset of that many samples (sorted
+    indices; the CIFAR-10 file is class-sorted, so a prefix would be one class).
+    """
+    import numpy as np
+
+    file = Path(path)
+    if not file.is_file():
+        raise BadInput(f"data file {path!r} does not exist")
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            key = "x_train" if "x_train" in data.files else ("x" if "x" in data.files else None)
+            if key is None:
+                raise BadInput(f"{path!r} has no 'x' or 'x_train' array (keys: {data.files})")
+            x = data[key]
+    except BadInput:
+        raise
+    except Exception as exc:
+        raise BadInput(f"cannot read {path!r} as .npz: {type(exc).__name__}: {exc}") from None
+    if x.dtype.kind not in "uif" or x.ndim < 2 or x.shape[0] == 0:
+        raise BadInput(f"{path!r}:{key} must be a non-empty numeric array (N, ...), got {x.dtype} {x.shape}")
+    if samples is not None:
+        if samples < 1:
+            raise BadInput("--calib-samples must be >= 1")
+        if samples < x.shape[0]:
+            idx = np.sort(np.random.default_rng(seed).choice(x.shape[0], size=samples, replace=False))
+            x = x[idx]
+    scale = input_scale if input_scale is not None else (255.0 if x.dtype == np.uint8 else 1.0)
+    if not scale > 0:
+        raise BadInput("--input-scale must be > 0")
+    x = x.astype(np.float32) / np.float32(scale)
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4) and min(x.shape[1:3]) > 4:
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if norm_mean is not None or norm_std is not None:
+        if x.ndim != 4:
+            raise BadInput("--norm-mean/--norm-std need image data (N, C, H, W)")
+        c = x.shape[1]
+        mean = np.asarray(norm_mean if norm_mean is not None else [0.0], dtype=np.float32)
+        std = np.asarray(norm_std if norm_std is not None else [1.0], dtype=np.float32)
+        for name, arr in (("--norm-mean", mean), ("--norm-std", std)):
+            if arr.size not in (1, c):
+                raise BadInput(f"{name} has {arr.size} values for {c} channel(s)")
+        if np.any(std <= 0):
+            raise BadInput("--norm-std values must be > 0")
+        x = (x - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------------------
+# text output
+# ---------------------------------------------------------------------------------------------------------
+
+def format_summary(info: dict) -> str:
+    """The layer table of :func:`netx_export.api.summary` as text."""
+    inp = info["input"]
+    lines = [f"method {info['method']}  format {info['format_version']}  input {inp['name']} "
+             f"{tuple(inp['shape'])}  λ0 {inp['scale']:.6g}  F_in {inp['frac_bits']}"]
+    head = f"{'layer':<22} {'kind':<8} {'shape':<14} {'λ':>10} {'mode':<6} {'SC p':>5} {'terms':<44} {'bias':>21}"
+    lines += [head, "-" * len(head)]
+    for row in info["layers"]:
+        terms = ", ".join(f"{t['source']}{'·' + t['op'] if t['op'] else ''} e{t['exponent']}"
+                          for t in row["terms"])
+        if len(terms) > 44:
+            terms = terms[:41] + "..."
+        sc = "" if row["sc_p"] is None else f"{row['sc_p']:.3g}"
+        lines.append(f"{row['name']:<22} {row['kind']:<8} {'x'.join(map(str, row['shape'])):<14} "
+                     f"{row['lam']:>10.5g} {row['mode'] or '-':<6} {sc:>5} {terms:<44} "
+                     f"{'[' + str(row['bias_min']) + ', ' + str(row['bias_max']) + ']':>21}")
+    t = info["totals"]
+    lines.append(f"{t['spiking_layers']} spiking layers, {t['neurons']} neurons, {t['weights']} int8 weights in "
+                 f"{t['terms']} terms, {t['lut_entries']} LUT entries, {t['clipped']} clipped values")
+    nx = info["netx"]
+    lines.append("netx view: loadable by lava-dl netx.hdf5.Network (input_message_bits="
+                 f"{nx['input_message_bits']})" if nx["loadable"] else f"netx view: not loadable ({nx['reason']})")
+    for warning in info["warnings"]:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# subcommands
+# ---------------------------------------------------------------------------------------------------------
+
+def _sc_pairs(values: list[str] | None) -> dict[str, float] | None:
+    if not values:
+        return None
+    out = {}
+    for item in values:
+        name, sep, value = item.rpartition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            name = ""
+        if not sep or not name:
+            raise BadInput(f"--sc-p expects LAYER=P, got {item!r}")
+    return out
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    try:
+        from netx_export.api import convert, summary
+
+        out = Path(args.out)
+        if out.exists() and not args.overwrite:
+            raise BadInput(f"{args.out!r} exists; pass --overwrite to replace it")
+        model = load_model(args.model, args.weights, args.exported)
+        x = load_data(args.data, norm_mean=_floats(args.norm_mean, "--norm-mean"),
+                      norm_std=_floats(args.norm_std, "--norm-std"), input_scale=args.input_scale,
+                      samples=args.calib_samples, seed=args.seed)
+        net = convert(model, x, method=args.method, preset=args.preset, lambda_method=args.lambda_method,
+                      percentile=args.percentile, nonzero_only=args.nonzero_only, sc_p=_sc_pairs(args.sc_p),
+                      seed=args.seed, progress=not (args.quiet or args.json))
+        net.save(out, overwrite=args.overwrite)
+    except _bad_input_errors() as exc:
+        return _fail("convert", exc)
+    info = summary(net)
+    info["file"] = {"path": str(out), "bytes": out.stat().st_size}
+    if args.json:
+        print(json.dumps(info, indent=2))
+    elif not args.quiet:
+        print(format_summary(info))
+        print(f"wrote {out} ({out.stat().st_size} bytes)")
+    return EXIT_OK
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    try:
+        from netx_export.api import load, summary
+
+        net = load(args.net)
+    except _bad_input_errors() as exc:
+        return _fail("info", exc)
+    info = summary(net)
+    info["file"] = {"path": str(args.net), "bytes": os.path.getsize(args.net)}
+    print(json.dumps(info, indent=2) if args.json else format_summary(info))
+    return EXIT_OK
+
+
+def add_convert_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "convert",
+        help="convert a PyTorch model into a network file (.net)",
+        description=(
+            "Trace a PyTorch model, calibrate λ per spiking layer on --data, quantize to the fixed-point "
+            "program and write the network file (netx HDF5 + /msat extension, docs/FORMAT.md). "
+            "Exit 0 on success, 2 for bad input or an unsupported model (every unsupported node is listed)."),
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", metavar="MODULE:CALLABLE",
+                     help="import MODULE (dotted name or path/to/file.py) and call CALLABLE() for the nn.Module")
+    src.add_argument("--exported", metavar="FILE.pt2", help="a torch.export archive (torch.export.save)")
+    p.add_argument("--weights", metavar="FILE", help="state_dict (.pt/.th) for --model; loaded with "
+                   "torch.load(weights_only=True); {'state_dict': ...} and a 'module.' prefix are accepted")
+    p.add_argument("--data", required=True, metavar="FILE.npz",
+                   help="calibration data: key x_train (preferred) or x; (N,H,W), (N,H,W,C), (N,C,H,W) or (N,F)")
+    p.add_argument("--norm-mean", metavar="M1,M2,..", help="per-channel mean subtracted after --input-scale")
+    p.add_argument("--norm-std", metavar="S1,S2,..", help="per-channel std divided after the mean")
+    p.add_argument("--input-scale", type=float, default=None,
+                   help="divide raw data by this first (default 255 for uint8 data, else 1)")
+    p.add_argument("--calib-samples", type=int, default=512, metavar="N",
+                   help="seeded random subset of N calibration samples (default 512)")
+    p.add_argument("--method", choices=("const", "dtt", "det", "msat"), default="msat",
+                   help="threshold mode (default msat; const = max-norm/percentile IF)")
+    p.add_argument("--preset", choices=("vgg16", "resnet20", "resnet34"), default="resnet20",
+                   help="MSAT coefficient preset (ALGORITHMS §2.4; default resnet20)")
+    p.add_argument("--lambda", dest="lambda_method", choices=("max", "percentile"), default="max",
+                   help="λ per layer: max activation or a percentile (default max)")
+    p.add_argument("--percentile", type=float, default=99.99, help="percentile for --lambda percentile")
+    p.add_argument("--nonzero-only", action="store_true", help="percentile over non-zero activations only")
+    p.add_argument("--sc-p", action="append", metavar="LAYER=P", help="spike confidence p for a relu node "
+                   "(repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset and the SC gate")
+    p.add_argument("--out", required=True, metavar="NET", help="output network file")
+    p.add_argument("--overwrite", action="store_true", help="replace NET if it exists")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    p.set_defaults(func=_cmd_convert)
+
+
+def add_info_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="show the layer table of a network file",
+        description="Read and validate a network file and print its layer table. Exit 2 if it is malformed.",
+    )
+    p.add_argument("net", metavar="NET", help="network file written by msat-lava convert")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_cmd_info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry with just ``convert`` and ``info``."""
+    parser = argparse.ArgumentParser(prog="msat-lava")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_convert_parser(sub)
+    add_info_parser(sub)
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

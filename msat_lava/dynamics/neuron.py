@@ -1,0 +1,277 @@
+"""The neuron rules, one definition per precision (ALGORITHMS §1.2, §2.2–2.3, §3.4, §9.4).
+
+Pure step functions over immutable state; arrays are batched (axis 0 = sample, then the layer shape) and may be
+numpy arrays or torch tensors (through :mod:`msat_lava.dynamics.xp`). The neuron index used by the spike-
+confidence gate is the flat C-order index within one sample; ``sample_ids`` (B,) are dataset indices.
+
+Float model (raw ANN activation units, dtype of the state; float64 by default). Per step t (layer-local, 0-based):
+
+    1. x(t) input;  m = v + x
+    2. θ(t) = k·λ                                  mode 'const' (every t)
+       θ(0) = λ;  for t ≥ 1 (§2.2):
+           V̄ = S/t,  Δ = v − V̄
+           z = τ_mp·(α·Δ − λ + k_a·softplus(Δ/k_i))  [dtt, msat]  +  τ_rd·exp(−x/C)  [det, msat]
+           θ = max(λ·σ(z), λ·2^−F)                 (same 1-LSB floor as the fixed model; exp argument is
+                                                    capped at 80 to avoid overflow, σ is then 1)
+    3. s = [m ≥ θ] if Γ = 1, else min(Γ, max(0, ⌊m/θ⌋))
+    4. v = m − s·θ                                 (soft reset with the ungated s)
+    5. gate (sc_p set and t < E): s_g = ε·s, ε from :mod:`~msat_lava.dynamics.prng`;
+       'keep_charge' variant: v = m − s_g·θ instead of step 4
+    6. payload o = s_g·θ; suppressed = (s − s_g)·θ for 'code' (charge discarded), 0 for 'keep_charge'
+    7. n += s_g;  S += v;  t += 1
+
+Fixed model (normalized domain, real = integer·λ·2^−F, F = frac_bits; §9.4). All arrays int64:
+
+    v̂: residual, saturated to ±(2^(state_bits−1) − 1) (24-bit state by default); Ŝ: int64 sum of v̂;
+    n: int64 spike counter; t: Python int.
+    1. x̂ integer input (incl. bias);  m̂ = v̂ + x̂ (int64, unsaturated)
+    2. θ̂ = floor(k·2^F + 0.5) (const);  θ̂(0) = ONE = 2^F;  for t ≥ 1:
+           V̄ = ⌊Ŝ / t⌋ (floor division), Δ̂ = clip(v̂ − V̄, ±2^31)
+           θ̂ = LUT evaluation of σ(g(Δ̂) + h(x̂))·2^F ∈ [1, 2^F]  (see :mod:`netx_export.lut`)
+    3. s = [m̂ ≥ θ̂] if Γ = 1, else min(Γ, max(0, ⌊m̂/θ̂⌋))
+    4.–7. as the float model, with v̂ = sat(m̂ − s_eff·θ̂); payload = s_g·θ̂ (unsigned, ≤ Γ·2^F).
+
+Charge conservation holds exactly in the fixed model while nothing saturates:
+Σ_t payload + Σ_t suppressed + v̂(T−1) = Σ_t x̂.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from msat_lava.dynamics import prng, xp
+from netx_export.lut import ThresholdLuts
+from netx_export.neuron import NeuronSpec
+
+__all__ = [
+    "FloatState", "FixedState", "StepOut", "init_float_state", "init_fixed_state", "step_float", "step_fixed",
+    "float_threshold", "fixed_threshold", "float_msat_theta", "fixed_msat_theta", "gate_mask",
+    "EXP_ARG_MAX", "DELTA_CLIP",
+]
+
+EXP_ARG_MAX = 80.0      # float model: exp(−x/C) argument cap (σ(z) = 1 beyond in any float width)
+DELTA_CLIP = 1 << 31    # fixed model: |Δ̂| clip before the slope multiply (keeps products < 2^63)
+
+
+@dataclass(frozen=True, eq=False)
+class FloatState:
+    """Float neuron state: v (residual, raw units), vsum (S = Σ v), count (int64 spikes), t (layer-local step)."""
+
+    v: Any
+    vsum: Any
+    count: Any
+    t: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class FixedState:
+    """Fixed neuron state (int64 arrays): v̂ (saturating, state_bits wide), vsum (Ŝ), count (n), t."""
+
+    v: Any
+    vsum: Any
+    count: Any
+    t: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class StepOut:
+    """One step's outputs, all shaped like the input.
+
+    payload: graded output o = s_g·θ (float raw units, or int64 normalized for the fixed model);
+    spikes: gated spike count s_g (int64); suppressed: charge discarded by the gate (same units as payload;
+    zero without gate or with 'keep_charge'); theta: θ(t) used this step (float raw / int64 θ̂).
+    """
+
+    payload: Any
+    spikes: Any
+    suppressed: Any
+    theta: Any
+
+
+def _like(like: Any) -> Any:
+    return np.zeros(0) if like is None else like
+
+
+def init_float_state(shape: Sequence[int], like: Any = None) -> FloatState:
+    """Zero state of batched ``shape`` (B, ...) in ``like``'s backend/device and float dtype (default float64)."""
+    like = _like(like)
+    return FloatState(v=xp.zeros(shape, like, "float"), vsum=xp.zeros(shape, like, "float"),
+                      count=xp.zeros(shape, like, "int"), t=0)
+
+
+def init_fixed_state(shape: Sequence[int], like: Any = None) -> FixedState:
+    """Zero int64 state of batched ``shape`` (B, ...) in ``like``'s backend/device."""
+    like = _like(like)
+    return FixedState(v=xp.zeros(shape, like, "int"), vsum=xp.zeros(shape, like, "int"),
+                      count=xp.zeros(shape, like, "int"), t=0)
+
+
+# ---------------------------------------------------------------------------------------------- thresholds
+
+def _sigmoid(z):
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def float_msat_theta(spec: NeuronSpec, delta: Any, x: Any) -> Any:
+    """θ = max(λ·σ(z), λ·2^−F) for t ≥ 1 in raw units, from Δ = v − V̄ and the input x (§2.2)."""
+    c, lam = spec.coefs, spec.lam
+    z = 0.0
+    if spec.mode in ("dtt", "msat"):
+        y = delta / c.k_i
+        softplus = xp.maximum(y, 0.0) + xp.log1p(xp.exp(-xp.abs(y)))
+        z = c.tau_mp * (c.alpha * delta - lam + c.k_a * softplus)
+    if spec.mode in ("det", "msat"):
+        z = z + c.tau_rd * xp.exp(xp.minimum(-x / c.C, EXP_ARG_MAX))
+    return xp.maximum(lam * _sigmoid(z), lam * 2.0 ** (-spec.frac_bits))
+
+
+def _interp(lut: Any, n: int, a: Any, shift: int, extra: int) -> Any:
+    """(L[i]·2^s + (L[min(i+1, n−1)] − L[i])·r + 2^(s+extra−1)) >> (s+extra), i = a >> s, r = a mod 2^s."""
+    i = a >> shift
+    r = a & ((1 << shift) - 1)
+    lo = lut[i]
+    hi = lut[xp.minimum(i + 1, n - 1)]
+    total = shift + extra
+    return ((lo << shift) + (hi - lo) * r + ((1 << total) >> 1)) >> total
+
+
+def fixed_msat_theta(luts: ThresholdLuts, delta: Any, x: Any) -> Any:
+    """θ̂ ∈ [1, 2^F] for t ≥ 1 from integer Δ̂ = v̂ − ⌊Ŝ/t⌋ and x̂ (int64 arrays), per :mod:`netx_export.lut`."""
+    like = x if delta is None else delta
+    z = 0
+    if luts.mode in ("dtt", "msat"):
+        d = xp.clip(delta, -DELTA_CLIP, DELTA_CLIP)
+        slope = xp.where(d < 0, luts.dtt_slope_neg, luts.dtt_slope_pos)
+        p = luts.dtt_slope_shift
+        lin = (d * slope + ((1 << p) >> 1)) >> p
+        n_sp = int(luts.sp_lut.size)
+        a = xp.minimum(xp.abs(d), (n_sp - 1) << luts.sp_shift)
+        z = luts.dtt_offset + lin + _interp(xp.table(luts.sp_lut, like), n_sp, a, luts.sp_shift, 0)
+    if luts.mode in ("det", "msat"):
+        n_det = int(luts.det_lut.size)
+        xi = xp.clip(x - luts.det_x0, 0, (n_det - 1) << luts.det_shift)
+        z = z + _interp(xp.table(luts.det_lut, like), n_det, xi, luts.det_shift, 0)
+    zc = xp.clip(z, -luts.z_max, luts.z_max) + luts.z_max
+    theta = _interp(xp.table(luts.sig_lut, like), int(luts.sig_lut.size), zc, luts.sig_shift, luts.sig_guard)
+    return xp.clip(theta, 1, luts.one)
+
+
+def float_threshold(spec: NeuronSpec, state: FloatState, x: Any) -> Any:
+    """θ(t) of the float model for the current state and input (raw units, shaped like x)."""
+    if spec.mode == "const":
+        return xp.full(x.shape, spec.k_const * spec.lam, x, "float")
+    if state.t == 0:
+        return xp.full(x.shape, spec.lam, x, "float")
+    delta = state.v - state.vsum / state.t
+    return float_msat_theta(spec, delta, x)
+
+
+def fixed_threshold(spec: NeuronSpec, luts: ThresholdLuts | None, state: FixedState, x: Any) -> Any:
+    """θ̂(t) of the fixed model (int64, shaped like x)."""
+    if spec.mode == "const":
+        return xp.full(x.shape, spec.theta_const_fixed, x, "int")
+    if state.t == 0:
+        return xp.full(x.shape, spec.one, x, "int")
+    delta = state.v - xp.floor_divide(state.vsum, state.t)
+    return fixed_msat_theta(luts, delta, x)
+
+
+# ---------------------------------------------------------------------------------------------- gate
+
+def gate_mask(spec: NeuronSpec, t: int, shape: Sequence[int], sample_ids: Any, layer_id: int, seed: int,
+              like: Any) -> Any | None:
+    """ε for step t as a bool array of batched ``shape``, or None when the gate does not act at this step."""
+    if not spec.sc_enabled or t >= spec.sc_early:
+        return None
+    if prng.keep_threshold(spec.sc_p) == 0:
+        return None  # p rounds to "keep every spike"
+    if sample_ids is None:
+        raise ValueError("sample_ids are required while the spike-confidence gate is active")
+    keep = prng.keep_mask(sample_ids, tuple(shape)[1:], t, layer_id, seed, spec.sc_p, like)
+    if tuple(keep.shape) != tuple(shape):
+        raise ValueError(f"sample_ids has {keep.shape[0]} entries, batch has {shape[0]}")
+    return keep
+
+
+# ---------------------------------------------------------------------------------------------- steps
+
+def _check(state, x):
+    if tuple(x.shape) != tuple(state.v.shape):
+        raise ValueError(f"input shape {tuple(x.shape)} does not match state shape {tuple(state.v.shape)}")
+    if xp.is_torch(x) != xp.is_torch(state.v):
+        raise TypeError("input and state must use the same array backend")
+
+
+def _fire(spec: NeuronSpec, m: Any, theta: Any, integer: bool) -> Any:
+    if spec.gamma == 1:
+        return xp.as_int64(m >= theta)
+    if integer:
+        return xp.clip(xp.floor_divide(m, theta), 0, spec.gamma)
+    return xp.as_int64(xp.clip(xp.floor(m / theta), 0, spec.gamma))
+
+
+def step_float(spec: NeuronSpec, state: FloatState, x: Any, sample_ids: Any = None, layer_id: int = 0,
+               seed: int = 0) -> tuple[FloatState, StepOut]:
+    """One step of the float model (raw units). See the module docstring for the equations."""
+    if xp.is_torch(x) != xp.is_torch(state.v):
+        raise TypeError("input and state must use the same array backend")
+    x = xp.as_float(x, state.v)
+    _check(state, x)
+    t = state.t
+    theta = float_threshold(spec, state, x)
+    m = state.v + x
+    s = _fire(spec, m, theta, integer=False)
+    keep = gate_mask(spec, t, x.shape, sample_ids, layer_id, seed, x)
+    sf = xp.as_float(s, theta)
+    if keep is None:
+        sg, sgf = s, sf
+        v = m - sf * theta
+        suppressed = xp.zeros_like(theta)
+    else:
+        sg = xp.where(keep, s, 0)
+        sgf = xp.as_float(sg, theta)
+        if spec.sc_gate == "code":
+            v = m - sf * theta
+            suppressed = (sf - sgf) * theta
+        else:
+            v = m - sgf * theta
+            suppressed = xp.zeros_like(theta)
+    out = StepOut(payload=sgf * theta, spikes=sg, suppressed=suppressed, theta=theta)
+    new = FloatState(v=v, vsum=state.vsum + v, count=state.count + sg, t=t + 1)
+    return new, out
+
+
+def step_fixed(spec: NeuronSpec, luts: ThresholdLuts | None, state: FixedState, x_int: Any,
+               sample_ids: Any = None, layer_id: int = 0, seed: int = 0) -> tuple[FixedState, StepOut]:
+    """One step of the fixed model (§9.4; int64 in, int64 out). See the module docstring for the equations."""
+    if not xp.is_integer_dtype(x_int):
+        raise TypeError("step_fixed needs an integer input array")
+    if spec.mode != "const":
+        if not isinstance(luts, ThresholdLuts):
+            raise ValueError(f"mode {spec.mode!r} needs ThresholdLuts (netx_export.lut.make_luts)")
+        if luts.mode != spec.mode or luts.frac_bits != spec.frac_bits:
+            raise ValueError(f"LUTs (mode {luts.mode!r}, F={luts.frac_bits}) do not match the spec "
+                             f"(mode {spec.mode!r}, F={spec.frac_bits})")
+    x = xp.as_int64(x_int)
+    _check(state, x)
+    t = state.t
+    theta = fixed_threshold(spec, luts, state, x)
+    m = state.v + x
+    s = _fire(spec, m, theta, integer=True)
+    keep = gate_mask(spec, t, x.shape, sample_ids, layer_id, seed, x)
+    if keep is None:
+        sg, s_eff = s, s
+        suppressed = xp.zeros_like(theta)
+    else:
+        sg = xp.where(keep, s, 0)
+        if spec.sc_gate == "code":
+            s_eff, suppressed = s, (s - sg) * theta
+        else:
+            s_eff, suppressed = sg, xp.zeros_like(theta)
+    v = xp.clip(m - s_eff * theta, -spec.v_max, spec.v_max)
+    out = StepOut(payload=sg * theta, spikes=sg, suppressed=suppressed, theta=theta)
+    new = FixedState(v=v, vsum=state.vsum + v, count=state.count + sg, t=t + 1)
+    return new, out

@@ -1,0 +1,399 @@
+"""Execution program of a converted network: stages and synaptic terms, shared by every backend.
+
+A :class:`Program` is derived once from a :class:`netx_export.quantize.ConvertedNetwork`. It lists the
+stateful **stages** in topological order:
+
+* ``neuron``  — one spiking layer (a ReLU of the ANN), rule given by its ``NeuronSpec`` (+ LUTs);
+* ``lipool``  — LIPooling of one spiking layer's payloads (ALGORITHMS §1.9);
+* ``readout`` — the accumulating, non-spiking classifier (ALGORITHMS §1.8).
+
+A neuron or readout stage receives x(t) = Σ_terms term(t) + bias, where each :class:`Term` is one linear path
+from a source (``input``, a neuron stage or a lipool stage) through structural ops (subsample, chanpad,
+sum-pool, flatten) and at most one weighted op (conv / linear, or a scalar gain).
+
+Precisions (DESIGN.md §3–4):
+
+* float: payloads and x in raw ANN units; the weighted op uses the float weight W; sum-pools are scaled by
+  1/area; the input payload is the analog image.
+* fixed: payloads are integers (normalized domain, F fractional bits); the weighted op uses the int8
+  mantissa, and the term ends with ``round_shift(acc, exp)`` = floor((acc + 2^(−exp−1)) / 2^−exp) for exp < 0,
+  acc·2^exp otherwise. All intermediate sums are integers below 2^53, so float64 arithmetic is exact.
+
+The op implementations below exist once per array library (torch for the batched reference, numpy for
+the Lava process models); ``tests/test_program.py`` feeds both the same integers and demands equal bits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Op:
+    """One linear op of a term. ``kind`` ∈ subsample | chanpad | sumpool | flatten | conv | linear | gain.
+
+    ``params``: subsample (step), chanpad (before, after), sumpool (kernel, stride, padding, area),
+    conv (stride, padding, groups), linear (), gain (). Weighted ops carry ``weight`` (float, raw units)
+    and ``mant`` (int8 mantissa, fixed point); ``gain`` ops carry scalars.
+    """
+
+    kind: str
+    node: str
+    in_shape: Shape
+    out_shape: Shape
+    params: Mapping[str, Any] = field(default_factory=dict)
+    weight: Any = None  # float64 array (or scalar for gain)
+    mant: Any = None    # int64 array (or scalar for gain)
+
+
+@dataclass(frozen=True)
+class Term:
+    source: str
+    ops: tuple[Op, ...]
+    exp: int                 # fixed-point shift applied at the end of the term
+    float_scale: float = 1.0  # extra float factor (1/area of sum-pools when no weighted op absorbs it)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    kind: str                 # neuron | lipool | readout
+    shape: Shape
+    index: int                # layer id (PRNG key, Lava process naming)
+    terms: tuple[Term, ...] = ()
+    bias_float: Any = None    # float64 array of `shape`, raw units
+    bias_fixed: Any = None    # int64 array of `shape`, state units
+    spec: Any = None          # netx_export.neuron.NeuronSpec for neuron stages
+    luts: Any = None          # netx_export.lut.ThresholdLuts or None
+    source: str | None = None  # lipool: the neuron stage it pools
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
+class Program:
+    input_shape: Shape
+    input_scale: float        # λ^0
+    input_frac_bits: int      # F_in
+    frac_bits: int            # F (state / payload fractional bits)
+    stages: tuple[Stage, ...]
+    seed: int = 0             # spike-confidence gate seed
+
+    @property
+    def readout(self) -> Stage:
+        return self.stages[-1]
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def neuron_stages(self) -> tuple[Stage, ...]:
+        return tuple(s for s in self.stages if s.kind == "neuron")
+
+    def sources_of(self, stage: Stage) -> tuple[str, ...]:
+        """Distinct term sources of a stage, in first-use order (LIPool: its pooled stage)."""
+        if stage.kind == "lipool":
+            return (stage.source,)  # type: ignore[return-value]
+        out: list[str] = []
+        for t in stage.terms:
+            if t.source not in out:
+                out.append(t.source)
+        return tuple(out)
+
+    def source_shape(self, name: str) -> Shape:
+        return self.input_shape if name == "input" else self.stage(name).shape
+
+
+# ----------------------------------------------------------------------------------------------
+# Input encoding
+# ----------------------------------------------------------------------------------------------
+def quantize_input_np(x: np.ndarray, scale: float, frac_bits: int) -> tuple[np.ndarray, int]:
+    """p_in = clip(round_half_up(x / λ^0 · 2^F_in), ±(2^(F_in+7)−1)); returns (int64 array, #clipped).
+
+    The clip bound leaves 7 integer bits above the calibrated maximum (|x| ≤ 128·λ^0)."""
+    lim = (1 << (frac_bits + 7)) - 1
+    q = np.floor(np.asarray(x, dtype=np.float64) / scale * (1 << frac_bits) + 0.5)
+    clipped = int(np.count_nonzero(np.abs(q) > lim))
+    return np.clip(q, -lim, lim).astype(np.int64), clipped
+
+
+# ----------------------------------------------------------------------------------------------
+# numpy backend (Lava process models): arrays without batch axis, one sample at a time
+# ----------------------------------------------------------------------------------------------
+def _round_shift_np(acc: np.ndarray, exp: int) -> np.ndarray:
+    if exp >= 0:
+        return acc * float(1 << exp)
+    half = float(1 << (-exp - 1))
+    return np.floor((acc + half) / float(1 << -exp))
+
+
+def _conv_np(x: np.ndarray, w: np.ndarray, stride, padding, groups: int) -> np.ndarray:
+    """Cross-correlation like torch.conv2d for one sample: x (C,H,W), w (Cout, C/g, kh, kw)."""
+    ph, pw = padding
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (ph, ph), (pw, pw)))
+    cout, cin_g, kh, kw = w.shape
+    sh, sw = stride
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # C,Ho,Wo,kh,kw
+    out_g = cout // groups
+    outs = []
+    for g in range(groups):
+        xs = win[g * cin_g:(g + 1) * cin_g]
+        ws = w[g * out_g:(g + 1) * out_g]
+        outs.append(np.tensordot(ws, xs, axes=([1, 2, 3], [0, 3, 4])))
+    return np.concatenate(outs, axis=0) if groups > 1 else outs[0]
+
+
+def _sumpool_np(x: np.ndarray, kernel, stride, padding) -> np.ndarray:
+    ph, pw = padding
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (ph, ph), (pw, pw)))
+    win = np.lib.stride_tricks.sliding_window_view(x, tuple(kernel), axis=(1, 2))[:, ::stride[0], ::stride[1]]
+    return win.sum(axis=(3, 4))
+
+
+def apply_op_np(op: Op, x: np.ndarray, fixed: bool) -> np.ndarray:
+    k = op.kind
+    if k == "subsample":
+        sh, sw = op.params["step"]
+        return x[:, ::sh, ::sw]
+    if k == "chanpad":
+        return np.pad(x, ((op.params["before"], op.params["after"]), (0, 0), (0, 0)))
+    if k == "sumpool":
+        return _sumpool_np(x, op.params["kernel"], op.params["stride"], op.params["padding"])
+    if k == "flatten":
+        return x.reshape(-1)
+    w = np.asarray(op.mant if fixed else op.weight, dtype=np.float64)
+    if k == "conv":
+        return _conv_np(x, w, op.params["stride"], op.params["padding"], op.params["groups"])
+    if k == "linear":
+        return w @ x
+    if k == "gain":
+        return x * w
+    raise ValueError(f"unknown op kind {k!r} in node {op.node!r}")
+
+
+def apply_term_np(term: Term, payload: np.ndarray, fixed: bool) -> np.ndarray:
+    x = np.asarray(payload, dtype=np.float64)
+    for op in term.ops:
+        x = apply_op_np(op, x, fixed)
+    if fixed:
+        return _round_shift_np(x, term.exp)
+    return x * term.float_scale if term.float_scale != 1.0 else x
+
+
+# ----------------------------------------------------------------------------------------------
+# torch backend (reference simulator): batched arrays (B, *shape)
+# ----------------------------------------------------------------------------------------------
+def _round_shift_torch(acc, exp: int):
+    import torch
+
+    if exp >= 0:
+        return acc * float(1 << exp)
+    half = float(1 << (-exp - 1))
+    return torch.floor((acc + half) / float(1 << -exp))
+
+
+def apply_op_torch(op: Op, x, fixed: bool, cache: dict | None = None):
+    import torch
+    import torch.nn.functional as F
+
+    k = op.kind
+    if k == "subsample":
+        sh, sw = op.params["step"]
+        return x[:, :, ::sh, ::sw]
+    if k == "chanpad":
+        return F.pad(x, (0, 0, 0, 0, op.params["before"], op.params["after"]))
+    if k == "sumpool":
+        return F.avg_pool2d(x, tuple(op.params["kernel"]), tuple(op.params["stride"]),
+                            tuple(op.params["padding"]), count_include_pad=True, divisor_override=1)
+    if k == "flatten":
+        return x.reshape(x.shape[0], -1)
+    if k not in ("conv", "linear", "gain"):
+        raise ValueError(f"unknown op kind {k!r} in node {op.node!r}")
+    if fixed and k != "gain":
+        chunks, bits = _exact_f32_chunks(op, x)
+        if chunks:
+            return _weighted_f32_exact(op, x, chunks, bits, cache)
+    return _weighted(op, x, _weight_tensor(op, fixed, x.device, x.dtype, cache))
+
+
+def _weight_tensor(op: Op, fixed: bool, device, dtype, cache: dict | None):
+    import torch
+
+    key = (id(op), fixed, device, dtype)
+    w = cache.get(key) if cache is not None else None
+    if w is None:
+        w = torch.as_tensor(np.array(op.mant if fixed else op.weight, dtype=np.float64)).to(
+            device=device, dtype=dtype)
+        if cache is not None:
+            cache[key] = w
+    return w
+
+
+def _weighted(op: Op, x, w):
+    import torch.nn.functional as F
+
+    if op.kind == "conv":
+        return F.conv2d(x, w, None, tuple(op.params["stride"]), tuple(op.params["padding"]), 1,
+                        op.params["groups"])
+    if op.kind == "linear":
+        return x @ w.T
+    return x * w
+
+
+#: float32 represents every integer of magnitude below 2^24 exactly.
+_F32_EXACT_BITS = 24
+
+
+def _exact_f32_chunks(op: Op, x) -> tuple[int, int]:
+    """(number of chunks, bits per chunk) for an exact float32 conv/linear of ``x``; (0, 0) = use float64.
+
+    x must hold non-negative integers (spike payloads, LIPool outputs). Split x = Σ_k c_k·2^(b·k) with
+    0 ≤ c_k < 2^b; each chunk's products and sums stay below 2^24 when fan_in·128·(2^b − 1) < 2^24, so
+    every float32 partial result is exact, and recombining in float64 is exact as well.
+    """
+    mant = np.asarray(op.mant)
+    fan_in = int(np.prod(mant.shape[1:]))
+    wmax = int(np.abs(mant).max()) if mant.size else 0
+    if wmax == 0 or x.numel() == 0 or float(x.min()) < 0:
+        return 0, 0
+    bits = _F32_EXACT_BITS - 1 - int(np.ceil(np.log2(fan_in * wmax + 1)))
+    if bits < 1:
+        return 0, 0
+    chunks = -(-max(1, int(x.max()).bit_length()) // bits)
+    return (chunks, bits) if chunks <= 3 else (0, 0)
+
+
+def _weighted_f32_exact(op: Op, x, chunks: int, bits: int, cache: dict | None):
+    import torch
+
+    w = _weight_tensor(op, True, x.device, torch.float32, cache)
+    base = float(1 << bits)
+    rest = x
+    out = None
+    scale = 1.0
+    for _ in range(chunks):
+        low = torch.remainder(rest, base)
+        part = _weighted(op, low.to(torch.float32), w).to(torch.float64) * scale
+        out = part if out is None else out + part
+        rest = torch.div(rest - low, base)
+        scale *= base
+    return out
+
+
+def apply_term_torch(term: Term, payload, fixed: bool, cache: dict | None = None):
+    x = payload
+    for op in term.ops:
+        x = apply_op_torch(op, x, fixed, cache)
+    if fixed:
+        return _round_shift_torch(x, term.exp)
+    return x * term.float_scale if term.float_scale != 1.0 else x
+
+
+def stage_depths(program: Program) -> dict[str, int]:
+    """Longest path (in stages) from the input: used to model Loihi's one step of latency per layer."""
+    depth: dict[str, int] = {"input": 0}
+    for s in program.stages:
+        depth[s.name] = 1 + max(depth[src] for src in program.sources_of(s))
+    return depth
+
+
+def sample_ids_array(ids: Sequence[int] | None, n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# ConvertedNetwork -> Program
+# ----------------------------------------------------------------------------------------------
+def from_converted(net: Any) -> Program:
+    """Derive the execution program of a :class:`netx_export.quantize.ConvertedNetwork`.
+
+    Stages follow the graph order: each ``relu`` → neuron stage, each ``maxpool`` → lipool stage, the graph's
+    output node → readout. Each target's terms become :class:`Term` objects whose ops carry both the raw float
+    weights (float model) and the int8 mantissas (fixed model); a path without a weighted op ends with a scalar
+    ``gain`` op (float weight 1, fixed mantissa). Float terms are scaled by Π 1/area of their avgpools.
+    """
+    from netx_export.quantize import _target_root, _zero_source_values
+
+    graph = net.graph
+    targets = {t.name: t for t in net.targets}
+    roots = {name: _target_root(graph, name) for name in targets}
+    zero = _zero_source_values(graph, roots.values())
+
+    def make_op(name: str, term_mant: np.ndarray) -> tuple[Op, float]:
+        node = graph[name]
+        in_shape = graph.shape(node.inputs[0])
+        out_shape = graph.shape(name)
+        k = node.kind
+        if k == "subsample":
+            return Op("subsample", name, in_shape, out_shape, {"step": node.step}), 1.0
+        if k == "chanpad":
+            return Op("chanpad", name, in_shape, out_shape, {"before": node.before, "after": node.after}), 1.0
+        if k == "avgpool":
+            area = float(node.kernel[0] * node.kernel[1])
+            return Op("sumpool", name, in_shape, out_shape, {"kernel": node.kernel, "stride": node.stride,
+                                                                 "padding": node.padding}), 1.0 / area
+        if k == "flatten":
+            return Op("flatten", name, in_shape, out_shape), 1.0
+        mant = np.asarray(term_mant, dtype=np.int64)
+        if k == "conv":
+            return Op("conv", name, in_shape, out_shape,
+                      {"stride": node.stride, "padding": node.padding, "groups": node.groups},
+                      weight=np.asarray(node.weight, dtype=np.float64), mant=mant), 1.0
+        if k == "linear":
+            return Op("linear", name, in_shape, out_shape, {}, weight=np.asarray(node.weight, dtype=np.float64),
+                      mant=mant), 1.0
+        raise ValueError(f"node {name!r} of kind {k!r} cannot be on a synaptic path")
+
+    def make_terms(target: Any) -> tuple[Term, ...]:
+        terms = []
+        for t in target.terms:
+            ops, scale = [], 1.0
+            for name in t.path:
+                op, s = make_op(name, t.mantissa)
+                ops.append(op)
+                scale *= s
+            if t.op is None:
+                shape = ops[-1].out_shape if ops else (graph.input.shape if t.source == "input"
+                                                       else graph.shape(t.source))
+                ops.append(Op("gain", f"{t.source}->gain", shape, shape, {}, weight=np.float64(1.0),
+                              mant=np.int64(int(np.asarray(t.mantissa)))))
+            source = "input" if t.source == graph.input.name else t.source
+            terms.append(Term(source=source, ops=tuple(ops), exp=int(t.exponent), float_scale=scale))
+        return tuple(terms)
+
+    def float_bias(name: str) -> np.ndarray:
+        root = roots[name]
+        value = zero.get(root)
+        shape = graph.shape(root)
+        return np.zeros(shape) if value is None else np.asarray(value, dtype=np.float64).reshape(shape)
+
+    stages: list[Stage] = []
+    for node in graph:
+        if node.kind == "relu":
+            tgt = targets[node.name]
+            stages.append(Stage(node.name, "neuron", graph.shape(node.name), len(stages), terms=make_terms(tgt),
+                                bias_float=float_bias(node.name), bias_fixed=np.asarray(tgt.bias, np.int64),
+                                spec=net.neurons[node.name], luts=net.luts[node.name]))
+        elif node.kind == "maxpool":
+            stages.append(Stage(node.name, "lipool", graph.shape(node.name), len(stages), source=node.inputs[0],
+                                kernel=node.kernel, stride=node.stride, padding=node.padding))
+    out = graph.output
+    tgt = targets[out.name]
+    stages.append(Stage(out.name, "readout", graph.shape(out.name), len(stages), terms=make_terms(tgt),
+                        bias_float=float_bias(out.name), bias_fixed=np.asarray(tgt.bias, np.int64)))
+    frac = {t.frac_bits for t in net.targets}
+    if len(frac) != 1:
+        raise ValueError(f"targets use different fractional bit widths {sorted(frac)}")
+    return Program(input_shape=tuple(graph.input.shape), input_scale=float(net.input_scale),
+                   input_frac_bits=int(net.input_frac_bits), frac_bits=frac.pop(), stages=tuple(stages),
+                   seed=int(getattr(net.provenance, "seed", 0) or 0))

@@ -1,0 +1,233 @@
+"""Batched PyTorch reference simulator of a converted network, in float and in fixed point.
+
+It executes the same :class:`~msat_lava.program.Program` as the Lava process graph, with the neuron rules of
+:mod:`msat_lava.dynamics` (the single definition per precision), on a batch of samples at once:
+
+    for t = 0..T−1:   for each stage in topological order:
+        neuron : x(t) = Σ_terms term(payload_src(t)) + bias;  (state, payload) = step(spec, state, x)
+        lipool : (A, y(t)) = step_lipool(A, payload_src(t))
+        readout: Out(t) = Out(t−1) + Σ_terms term(payload_src(t)) + bias
+
+Units: float = raw ANN units (image fed as is every step); fixed = integers of the normalized domain
+(DESIGN.md §4), the image quantized once to p_in = round(x/λ^0·2^F_in). The readout accumulator is float64
+(float) or exact integers held in float64 (< 2^53, fixed). Zero delay (ANN-like timing) is the native timing and
+is what the Lava graph does; ``delay=True`` models Loihi 2's one step of latency per layer by shifting the readout
+(predictions and accumulated readout) by its depth (every layer runs on layer-local time, so the shift is exact);
+recorded traces and spike counts stay on layer-local time.
+
+One run of T steps returns the prediction after every step (accuracy vs T from one run) and, on request,
+per-layer spike counts and full payload traces. CPU by default, any torch device on request.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from msat_lava.dynamics import lipool as lip
+from msat_lava.dynamics import neuron as dyn
+from msat_lava.program import Program, apply_term_torch, quantize_input_np, stage_depths
+
+PRECISIONS = ("float", "fixed")
+
+
+@dataclass
+class RunResult:
+    """Outputs of one reference run over N samples and T steps.
+
+    predictions: (T, N) int64, argmax of the accumulated readout after step t (lowest index on ties).
+    readout: (T, N, K) accumulated readout (raw units / fixed integers) when requested, else None.
+    spike_counts: per neuron stage (N, *shape) int64 total gated spikes over T steps, when requested.
+    traces: per recorded stage (T, N, *shape) payloads (float raw / int64), when requested.
+    input_clipped: number of input values clipped by the fixed-point input quantizer.
+    saturated: per neuron stage, number of (sample, neuron, step) where v̂ hit the state bound (fixed only).
+    """
+
+    precision: str
+    steps: int
+    predictions: np.ndarray
+    readout: np.ndarray | None = None
+    spike_counts: dict[str, np.ndarray] = field(default_factory=dict)
+    traces: dict[str, np.ndarray] = field(default_factory=dict)
+    input_clipped: int = 0
+    saturated: dict[str, int] = field(default_factory=dict)
+
+    def accuracy(self, labels: Sequence[int]) -> np.ndarray:
+        """(T,) accuracy after each step (1-based step k = index + 1)."""
+        labels = np.asarray(labels).reshape(1, -1)
+        return (self.predictions == labels).mean(axis=1)
+
+
+def _batches(n: int, batch_size: int) -> Iterable[tuple[int, int]]:
+    for start in range(0, n, batch_size):
+        yield start, min(n, start + batch_size)
+
+
+def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", seed: int | None = None,
+             sample_ids: Sequence[int] | None = None, batch_size: int = 64, device: str | None = None,
+             record: Sequence[str] = (), record_readout: bool = False, record_counts: bool = False,
+             delay: bool = False, progress: bool = True, threads: int | None = None) -> RunResult:
+    """Run ``program`` on inputs ``x`` (N, *input_shape) for ``steps`` steps.
+
+    ``seed`` keys the spike-confidence gate (default: the program's seed); ``sample_ids`` are the dataset
+    indices used in the gate key (default 0..N−1), so a sample's result does not depend on the batch it is in.
+    ``record`` names stages whose payload traces to return; ``device`` defaults to CPU ("cuda" if asked);
+    ``threads`` sets torch's intra-op threads for this call only (1 is fastest for small batches on few cores).
+    """
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    fixed = precision == "fixed"
+    x = np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+    if tuple(x.shape[1:]) != tuple(program.input_shape):
+        raise ValueError(f"input shape {tuple(x.shape[1:])} does not match the network input "
+                         f"{tuple(program.input_shape)}")
+    n = x.shape[0]
+    ids = np.arange(n, dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
+    if ids.shape != (n,):
+        raise ValueError(f"sample_ids must have shape ({n},), got {ids.shape}")
+    seed = program.seed if seed is None else int(seed)
+    dev = torch.device(device or "cpu")
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        return _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, record_counts, delay,
+                         progress, batch_size)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, record_counts, delay, progress,
+              batch_size) -> RunResult:
+    import torch
+
+    precision = "fixed" if fixed else "float"
+    n = x.shape[0]
+    unknown = set(record) - {s.name for s in program.stages}
+    if unknown:
+        raise ValueError(f"cannot record unknown stage(s) {sorted(unknown)}")
+
+    out = program.readout
+    k = int(np.prod(out.shape))
+    preds = np.zeros((steps, n), dtype=np.int64)
+    readout = np.zeros((steps, n, k), dtype=np.float64) if record_readout else None
+    counts = {s.name: np.zeros((n,) + s.shape, dtype=np.int64) for s in program.neuron_stages} \
+        if record_counts else {}
+    traces = {name: np.zeros((steps, n) + program.stage(name).shape,
+                             dtype=np.int64 if fixed else np.float64) for name in record}
+    saturated = {s.name: 0 for s in program.neuron_stages}
+    clipped = 0
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n * steps, desc=f"reference {precision}", unit="sample-step", leave=False)
+    cache: dict = {}
+    with torch.no_grad():
+        for lo, hi in _batches(n, batch_size):
+            xb = x[lo:hi]
+            if fixed:
+                q, c = quantize_input_np(xb, program.input_scale, program.input_frac_bits)
+                clipped += c
+                inp = torch.as_tensor(q, dtype=torch.float64, device=dev)
+            else:
+                inp = torch.as_tensor(xb, dtype=torch.float64, device=dev)
+            ids_b = torch.as_tensor(ids[lo:hi], device=dev)
+            res = _run_batch(program, inp, steps, fixed, seed, ids_b, cache, bar, record, traces, lo)
+            preds[:, lo:hi] = res["preds"]
+            if readout is not None:
+                readout[:, lo:hi] = res["readout"]
+            for name, c in res["counts"].items():
+                if record_counts:
+                    counts[name][lo:hi] = c
+            for name, c in res["saturated"].items():
+                saturated[name] += c
+    if bar is not None:
+        bar.close()
+    if delay:
+        d = stage_depths(program)[out.name]
+        shifted = np.zeros_like(preds)
+        shifted[d:] = preds[:steps - d] if d < steps else shifted[d:]
+        preds = shifted
+        if readout is not None:
+            r = np.zeros_like(readout)
+            r[d:] = readout[:steps - d] if d < steps else r[d:]
+            readout = r
+    return RunResult(precision=precision, steps=steps, predictions=preds, readout=readout,
+                     spike_counts=counts, traces=traces, input_clipped=clipped,
+                     saturated=saturated if fixed else {})
+
+
+def _run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, cache: dict, bar,
+               record: Sequence[str], traces: dict, lo: int) -> dict:
+    import torch
+
+    b = inp.shape[0]
+    hi = lo + b
+    like = inp.to(torch.int64) if fixed else inp
+    # Terms fed by the input are constant over time: evaluate them once per batch.
+    const_x: dict[str, Any] = {}
+    states: dict[str, Any] = {}
+    for s in program.stages:
+        bias = s.bias_fixed if fixed else s.bias_float
+        base = torch.as_tensor(np.asarray(bias, dtype=np.float64), device=inp.device).expand((b,) + s.shape).clone()
+        for term in s.terms:
+            if term.source == "input":
+                base = base + apply_term_torch(term, inp, fixed, cache)
+        const_x[s.name] = base
+        if s.kind == "neuron":
+            states[s.name] = (dyn.init_fixed_state((b,) + s.shape, like) if fixed
+                              else dyn.init_float_state((b,) + s.shape, like))
+        elif s.kind == "lipool":
+            src = program.stage(s.source)
+            geom = lip.lipool_geometry(src.shape[1:], s.kernel, s.stride, s.padding)
+            states[s.name] = (geom, lip.init_lipool_state(geom, b, src.shape[0], like, integer=fixed))
+    out = program.readout
+    acc = torch.zeros((b,) + out.shape, dtype=torch.float64, device=inp.device)
+    preds = np.zeros((steps, b), dtype=np.int64)
+    readout = np.zeros((steps, b, int(np.prod(out.shape))), dtype=np.float64)
+    counts = {s.name: torch.zeros((b,) + s.shape, dtype=torch.int64, device=inp.device)
+              for s in program.neuron_stages}
+    saturated = {s.name: 0 for s in program.neuron_stages}
+    for t in range(steps):
+        payload: dict[str, Any] = {}
+        for s in program.stages:
+            if s.kind == "lipool":
+                geom, st = states[s.name]
+                st, y = lip.step_lipool(geom, st, payload[s.source])
+                states[s.name] = (geom, st)
+                payload[s.name] = y
+            else:
+                xin = const_x[s.name]
+                for term in s.terms:
+                    if term.source != "input":
+                        src = payload[term.source]
+                        xin = xin + apply_term_torch(term, src.to(torch.float64), fixed, cache)
+                if s.kind == "readout":
+                    acc = acc + xin
+                    payload[s.name] = acc
+                else:
+                    st = states[s.name]
+                    if fixed:
+                        st, o = dyn.step_fixed(s.spec, s.luts, st, xin.to(torch.int64), ids, s.index, seed)
+                        saturated[s.name] += int((st.v.abs() >= s.spec.v_max).sum())
+                    else:
+                        st, o = dyn.step_float(s.spec, st, xin, ids, s.index, seed)
+                    states[s.name] = st
+                    counts[s.name] += o.spikes
+                    payload[s.name] = o.payload
+            if s.name in traces:
+                traces[s.name][t, lo:hi] = payload[s.name].cpu().numpy()
+        flat = acc.reshape(b, -1)
+        preds[t] = torch.argmax(flat, dim=1).cpu().numpy()  # first maximal index on ties
+        readout[t] = flat.cpu().numpy()
+        if bar is not None:
+            bar.update(b)
+    return {"preds": preds, "readout": readout,
+            "counts": {k: v.cpu().numpy() for k, v in counts.items()}, "saturated": saturated}

@@ -1,0 +1,149 @@
+"""One-call conversion: ``convert(model, data) -> ConvertedNetwork``, ``load(path)``, ``summary(net)``.
+
+``convert`` = :func:`netx_export.trace.trace` (BatchNorm folded, graph simplified) →
+:func:`netx_export.calibrate.calibrate` (λ per spiking layer, λ^0) → :func:`netx_export.quantize.quantize`
+(fixed-point program, LUTs, provenance). Save with ``net.save(path)`` (:func:`netx_export.hdf5.write`),
+read back with :func:`load`.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from netx_export.errors import CalibrationError, QuantizationError
+from netx_export.quantize import ConvertedNetwork, quantize, state_hash
+
+__all__ = ["convert", "load", "summary"]
+
+
+def _first_batch_shape(data: Any) -> tuple[tuple[int, ...], Any]:
+    """Per-sample input shape of ``data`` and the data to use (a consumed iterator is put back together)."""
+    if hasattr(data, "shape") and hasattr(data, "__len__"):
+        shape = tuple(int(s) for s in data.shape)
+        if len(shape) < 2:
+            raise CalibrationError(f"calibration data must be (N, *input_shape), got shape {shape}")
+        return shape[1:], data
+    try:
+        iterator = iter(data)
+    except TypeError:
+        raise CalibrationError(f"cannot iterate calibration data of type {type(data).__name__}") from None
+    try:
+        first = next(iterator)
+    except StopIteration:
+        raise CalibrationError("calibration data is empty") from None
+    batch = first[0] if isinstance(first, (tuple, list)) else first
+    if not hasattr(batch, "shape") or len(batch.shape) < 2:
+        raise CalibrationError("calibration batches must be arrays/tensors of shape (B, *input_shape)")
+    if iterator is data:  # a one-shot iterator: chain the consumed batch back in front
+        data = itertools.chain([first], iterator)
+    return tuple(int(s) for s in batch.shape[1:]), data
+
+
+def convert(model, calibration_data, *, method: str = "msat", preset: str | None = "resnet20",
+            input_shape: tuple[int, ...] | None = None, lambda_method: str = "max", percentile: float = 99.99,
+            nonzero_only: bool = False, channelwise: bool = False, sc_p: Mapping[str, float] | None = None,
+            seed: int = 0, progress: bool = True) -> ConvertedNetwork:
+    """Convert a PyTorch ``model`` into a :class:`ConvertedNetwork`.
+
+    * ``calibration_data``: tensor/array ``(N, *input_shape)`` (normalized exactly as the model expects),
+      a DataLoader, or an iterable of batches (or of ``(x, y)`` tuples).
+    * ``method``: 'const' (max-norm / percentile IF), 'dtt', 'det' or 'msat'; ``preset``: MSAT coefficients
+      ('vgg16', 'resnet20', 'resnet34'), ignored for 'const'.
+    * ``input_shape``: per-sample (C, H, W) or (F,); inferred from the data when None.
+    * ``lambda_method`` 'max' | 'percentile' with ``percentile`` (in (0, 100]) and ``nonzero_only``.
+    * ``channelwise``: not supported by format 1.x (one λ per layer); True raises QuantizationError.
+    * ``sc_p``: spike confidence p per relu node name; ``seed``: recorded for the SC gate.
+    * ``progress``: tqdm bar (stderr) during calibration.
+
+    Raises UnsupportedOpError (every unsupported node listed), CalibrationError, QuantizationError.
+    """
+    from netx_export.calibrate import calibrate
+    from netx_export.trace import trace
+
+    if channelwise:
+        raise QuantizationError("channel-wise λ is not supported: format 1.x and the neuron model use one λ "
+                                "per spiking layer (DESIGN §4)", field="channelwise")
+    inferred, calibration_data = _first_batch_shape(calibration_data)
+    if input_shape is None:
+        input_shape = inferred
+    input_shape = tuple(int(s) for s in input_shape)
+    graph = trace(model, input_shape)
+    cal = calibrate(graph, calibration_data, method=lambda_method, percentile=percentile,
+                    nonzero_only=nonzero_only, channelwise=False, progress=progress)
+    hyper = {
+        "lambda_method": lambda_method,
+        "percentile": float(cal.percentile),
+        "nonzero_only": bool(nonzero_only),
+        "channelwise": False,
+        "calibration_samples": int(cal.n_samples),
+        "input_shape": list(input_shape),
+    }
+    return quantize(graph, cal, method=method, preset=preset, sc_p=sc_p, seed=seed, model_hash=state_hash(model),
+                    hyperparameters=hyper)
+
+
+def load(path: str | os.PathLike) -> ConvertedNetwork:
+    """Read and validate a network file (:func:`netx_export.hdf5.read`)."""
+    from netx_export import hdf5
+
+    return hdf5.read(path)
+
+
+def summary(net: ConvertedNetwork) -> dict[str, Any]:
+    """A JSON-serializable description of ``net`` for ``msat-lava info``: one row per target
+    (spiking layers in graph order, then the readout) and totals.
+
+    Row fields: ``name``, ``kind`` ('relu' | 'readout'), ``shape``, ``neurons``, ``lam``, ``frac_bits``,
+    ``mode`` (None for the readout), ``sc_p``, ``terms`` (list of {source, path, op, exponent, weights,
+    rel_rms_error, clipped}), ``bias_min``/``bias_max`` (target LSBs), ``lut_entries``.
+    """
+    graph = net.graph
+    rows = []
+    totals = {"spiking_layers": 0, "neurons": 0, "weights": 0, "clipped": net.report.total_clipped,
+              "lut_entries": 0, "terms": 0}
+    for tgt, rep in zip(net.targets, net.report.layers):
+        shape = list(graph.shape(tgt.name))
+        spec = net.neurons.get(tgt.name) if tgt.kind == "relu" else None
+        lut = net.luts.get(tgt.name) if tgt.kind == "relu" else None
+        terms = []
+        for term, trep in zip(tgt.terms, rep.terms):
+            terms.append({"source": term.source, "path": list(term.path), "op": term.op, "exponent": term.exponent,
+                          "weights": int(term.mantissa.size), "rel_rms_error": trep.rel_rms_error,
+                          "clipped": trep.clipped})
+            totals["weights"] += int(term.mantissa.size)
+        totals["terms"] += len(terms)
+        row = {
+            "name": tgt.name, "kind": tgt.kind, "shape": shape, "neurons": int(np.prod(shape)),
+            "lam": tgt.lam, "frac_bits": tgt.frac_bits,
+            "mode": spec.mode if spec else None, "sc_p": spec.sc_p if spec else None,
+            "terms": terms,
+            "bias_min": int(tgt.bias.min()) if tgt.bias.size else 0,
+            "bias_max": int(tgt.bias.max()) if tgt.bias.size else 0,
+            "bias_saturated": rep.bias_saturated, "bias_over_state": rep.bias_over_state,
+            "lut_entries": lut.n_entries if lut is not None else 0,
+        }
+        if tgt.kind == "relu":
+            totals["spiking_layers"] += 1
+            totals["neurons"] += row["neurons"]
+            totals["lut_entries"] += row["lut_entries"]
+        rows.append(row)
+    from netx_export.hdf5 import netx_view
+
+    view = netx_view(net)
+    prov = net.provenance.to_dict()
+    return {
+        "format_version": prov["format_version"],
+        "method": net.method,
+        "input": {"name": graph.input.name, "shape": list(graph.input.shape), "scale": net.input_scale,
+                  "frac_bits": net.input_frac_bits},
+        "nodes": [{"name": n.name, "kind": n.kind, "inputs": list(n.inputs)} for n in graph],
+        "layers": rows,
+        "totals": totals,
+        "netx": {"loadable": view.loadable, "reason": view.reason,
+                 "input_message_bits": view.input_message_bits},
+        "warnings": list(net.report.warnings),
+        "provenance": prov,
+    }

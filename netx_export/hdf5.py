@@ -1,0 +1,886 @@
+"""The network file: netx HDF5 layout + the ``/msat`` extension (docs/FORMAT.md). This module owns the format.
+
+* :func:`write` stores a :class:`~netx_export.quantize.ConvertedNetwork` atomically (temporary file in the
+  same directory, then ``os.replace``); it refuses to overwrite unless ``overwrite=True``.
+* :func:`read` rebuilds the ConvertedNetwork **only** through validation: every field's presence, dtype,
+  shape and range, the references between nodes, the graph's order (no cycles), the format version, and the
+  netx view in ``/layer`` (which must equal the one derived from ``/msat``). Every problem, including a file
+  that is not HDF5 or is truncated, raises :class:`~netx_export.errors.FormatError` naming the file, the
+  layer and the field (the HDF5 path of the dataset).
+
+Layout (all datasets, no attributes carry information):
+
+``/layer/<i>``
+    lava-dl netx layers (LAVA_NOTES §2.1–2.2): ``input`` / ``conv`` / ``flatten`` / ``dense`` with netx field
+    names; integer-valued float32 weights; CUBA neuron groups (``iDecay`` 4096, ``vDecay`` 0, ``vThMant``,
+    ``refDelay``, ``gradedSpike``; never ``messageBits``). It is a loadable, binary-spike, max-norm IF view
+    of the network (:func:`netx_view`) when the graph is a chain netx can express; otherwise ``/layer`` holds
+    only the input layer and ``/msat/netx/loadable`` is 0.
+``/msat``
+    ``format_version`` ('major.minor'), ``graph/<i>`` (nodes), ``input/{scale,frac_bits}``,
+    ``neurons/<i>/{node,spec,lut}``, ``targets/<i>/{name,kind,lam,frac_bits,bias,terms/<j>/...}``,
+    ``report/...``, ``provenance/...``, ``netx/{loadable,reason,input_message_bits}``.
+
+Encoding rules inside ``/msat``: str → scalar UTF-8 variable-length string; int → int64 scalar; float →
+float64 scalar; bool → bool scalar; None → an empty (null dataspace) float64 dataset; arrays keep their
+dtype (graph weights float64, mantissas int8, biases int32, LUTs int32); lists of names → 1-D string arrays;
+lists of records → groups ``0..n-1``. Datasets of ≥ 1024 elements are gzip-compressed (level 4, shuffle).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from netx_export.errors import FileExistsRefusedError, FormatError, GraphError, QuantizationError
+from netx_export.ir import NODE_TYPES, Graph, node_from_dict
+from netx_export.lut import ThresholdLuts
+from netx_export.neuron import MsatCoefs, NeuronSpec, NeuronSpecError
+from netx_export.quantize import (FORMAT_VERSION, ConvertedNetwork, LayerReport, Provenance, QuantReport, Target,
+                                  Term)
+
+__all__ = ["write", "read", "netx_view", "NetxView", "FORMAT_VERSION", "NETX_VTH_MAX", "NETX_READOUT_VTH"]
+
+#: Largest netx ``vThMant`` (17-bit unsigned, LAVA_NOTES §2.4).
+NETX_VTH_MAX = (1 << 17) - 1
+#: ``vThMant`` of the netx readout layer: the largest allowed, so the integrator never spikes below saturation.
+NETX_READOUT_VTH = NETX_VTH_MAX
+_COMPRESS_MIN = 1024
+_MAX_ELEMENTS = 1 << 30
+
+
+def _h5py():
+    import h5py
+
+    return h5py
+
+
+# =========================================================================================================
+# netx view
+# =========================================================================================================
+
+@dataclass(frozen=True)
+class NetxView:
+    """The netx (``/layer``) view of a network.
+
+    * ``loadable``: True when ``layers`` is a chain lava-dl's ``netx.hdf5.Network`` builds as intended.
+    * ``reason``: why not ('' when loadable).
+    * ``layers``: one dict per ``/layer/<i>`` (dataset name → value; ``neuron`` → dict).
+    * ``input_message_bits``: pass this to ``netx.hdf5.Network(input_message_bits=...)``: the first synapse
+      receives the graded input ``p_in = round(x/λ^0·2^F_in)`` (signed, |p_in| ≤ 2^F_in), F_in + 2 bits.
+    """
+
+    loadable: bool
+    reason: str
+    layers: tuple[dict, ...]
+    input_message_bits: int
+
+
+def _netx_input_layer(graph: Graph) -> dict:
+    shape = graph.input.shape
+    return {"type": "input", "shape": np.array(shape if len(shape) == 3 else (shape[0], 1, 1), dtype=np.int64)}
+
+
+def _chain_reason(net: ConvertedNetwork) -> str:
+    graph = net.graph
+    nodes = list(graph.nodes)
+    for k, node in enumerate(nodes):
+        if node.kind not in ("input", "conv", "linear", "relu", "flatten"):
+            return f"node {node.name!r} of kind {node.kind!r} has no netx layer type"
+        if k > 0 and node.inputs != (nodes[k - 1].name,):
+            return f"node {node.name!r} does not read the previous node: the graph is not a chain"
+        if k < len(nodes) - 1 and [c.name for c in graph.consumers(node.name)] != [nodes[k + 1].name]:
+            return f"node {node.name!r} feeds more than the next node: the graph is not a chain"
+    for k, node in enumerate(nodes[1:], start=1):
+        prev = nodes[k - 1].kind
+        nxt = nodes[k + 1].kind if k + 1 < len(nodes) else None
+        if node.kind == "relu" and prev not in ("conv", "linear"):
+            return f"relu {node.name!r} does not follow a conv/linear"
+        if node.kind == "flatten" and (nxt != "linear" or prev not in ("input", "relu")):
+            return f"flatten {node.name!r} must sit between a spiking layer (or the input) and a linear"
+        if node.kind in ("conv", "linear") and nxt is not None and nxt != "relu":
+            return f"{node.kind} {node.name!r} is not followed by a relu"
+    if nodes[-1].kind not in ("conv", "linear"):
+        return "the output is not a conv/linear readout"
+    return ""
+
+
+def netx_view(net: ConvertedNetwork) -> NetxView:
+    """Derive the binary-spike, max-norm IF netx view (docs/FORMAT.md, "netx view").
+
+    Per weighted layer l with its single term (mantissa m, exponent e, source F_s, target F_t):
+    one stored netx unit of v is 2^u normalized target units, u = e − F_t for the input layer (its graded
+    input is p_in) and u = e + F_s − F_t for a layer fed by binary spikes (one spike = one normalized unit
+    = 2^F_s payload LSBs). Then ``weight = m`` (int8, float32 storage), ``vThMant = 2^−u`` (threshold λ_l,
+    i.e. k = 1, whatever the neuron mode), ``bias = floor(b/λ_l · 2^−u + 0.5)``. When 2^−u would exceed
+    the 17-bit ``vThMant``, the mantissas are shifted right by d = −u − 16 (round half up) and u = −16.
+    The readout (λ = 1) gets ``vThMant`` = 2^17 − 1 (an accumulator that never spikes below saturation).
+    Spiking neurons: CUBA, ``iDecay`` 4096 (no current memory), ``vDecay`` 0 (no leak).
+    """
+    graph = net.graph
+    layers: list[dict] = [_netx_input_layer(graph)]
+    reason = _chain_reason(net)
+    if reason:
+        return NetxView(False, reason, tuple(layers), 0)
+    nodes = list(graph.nodes)
+    shapes = graph.shapes()
+    k = 1
+    while k < len(nodes):
+        node = nodes[k]
+        if node.kind == "flatten":
+            layers.append({"type": "flatten", "shape": np.array((shapes[node.name][0], 1, 1), dtype=np.int64)})
+            k += 1
+            continue
+        relu = nodes[k + 1] if k + 1 < len(nodes) and nodes[k + 1].kind == "relu" else None
+        target = net.target(relu.name) if relu is not None else net.readout
+        term = target.terms[0]
+        src_kind = graph[term.source].kind
+        f_s = net.source_scale(term.source)[1]
+        u = term.exponent - target.frac_bits + (0 if src_kind == "input" else f_s)
+        mant = term.mantissa.astype(np.int64)
+        if relu is not None:
+            if u > 0:
+                return NetxView(False, f"layer {relu.name!r}: normalized weights exceed 127 (exponent {u} > 0), "
+                                       f"a netx threshold below one weight unit cannot be represented",
+                                tuple(layers[:1]), 0)
+            if -u > 16:
+                d = -u - 16
+                mant = (mant + (1 << (d - 1))) >> d
+                u = -16
+            vth = 1 << (-u)
+        else:
+            vth = NETX_READOUT_VTH
+        bias = None
+        if node.bias is not None:
+            b = np.floor(node.bias / target.lam * math.ldexp(1.0, -u) + 0.5)
+            if np.max(np.abs(b)) >= 1 << 24:
+                return NetxView(False, f"layer {target.name!r}: netx bias exceeds 2^24 (not exact in float32)",
+                                tuple(layers[:1]), 0)
+            bias = b.astype(np.float32)
+        neuron = {"type": "CUBA", "iDecay": 4096, "vDecay": 0, "vThMant": int(vth), "refDelay": 1,
+                  "gradedSpike": False}
+        out_shape = shapes[node.name]
+        if node.kind == "conv":
+            layer = {"type": "conv", "shape": np.array(out_shape, dtype=np.int64),
+                     "inChannels": int(node.weight.shape[1] * node.groups), "outChannels": int(node.weight.shape[0]),
+                     "kernelSize": np.array(node.weight.shape[2:], dtype=np.int64),
+                     "stride": np.array(node.stride, dtype=np.int64), "padding": np.array(node.padding, dtype=np.int64),
+                     "dilation": np.array((1, 1), dtype=np.int64), "groups": int(node.groups),
+                     "weight": mant.astype(np.float32)}
+        else:
+            layer = {"type": "dense", "shape": np.array((out_shape[0], 1, 1), dtype=np.int64),
+                     "inFeatures": int(node.weight.shape[1]), "outFeatures": int(node.weight.shape[0]),
+                     "weight": mant.astype(np.float32)}
+        if bias is not None:
+            layer["bias"] = bias
+        layer["neuron"] = neuron
+        layers.append(layer)
+        k += 2 if relu is not None else 1
+    return NetxView(True, "", tuple(layers), net.input_frac_bits + 2)
+
+
+# =========================================================================================================
+# writing
+# =========================================================================================================
+
+def _string_dtype():
+    return _h5py().string_dtype("utf-8")
+
+
+def _put(group, name: str, value: Any) -> None:
+    """Encode one value under ``name`` (module docstring rules)."""
+    h5py = _h5py()
+    if value is None:
+        group.create_dataset(name, data=h5py.Empty("f8"))
+    elif isinstance(value, str):
+        group.create_dataset(name, data=value, dtype=_string_dtype())
+    elif isinstance(value, (bool, np.bool_)):
+        group.create_dataset(name, data=np.bool_(value))
+    elif isinstance(value, (int, np.integer)):
+        group.create_dataset(name, data=np.int64(value))
+    elif isinstance(value, (float, np.floating)):
+        group.create_dataset(name, data=np.float64(value))
+    elif isinstance(value, np.ndarray):
+        kwargs: dict[str, Any] = {"track_times": False}
+        if value.size >= _COMPRESS_MIN:
+            kwargs.update(compression="gzip", compression_opts=4, shuffle=True)
+        group.create_dataset(name, data=value, **kwargs)
+    else:  # pragma: no cover - guarded by callers
+        raise FormatError(f"cannot encode a {type(value).__name__}", field=f"{group.name}/{name}")
+
+
+def _put_names(group, name: str, names) -> None:
+    names = [str(n) for n in names]
+    group.create_dataset(name, shape=(len(names),), dtype=_string_dtype(),
+                         data=np.array(names, dtype=object) if names else None)
+
+
+_NODE_PARAM_KINDS: dict[str, dict[str, str]] = {
+    "input": {"shape": "ints"},
+    "conv": {"weight": "f4d", "bias": "f1d?", "stride": "pair", "padding": "pair", "groups": "int"},
+    "linear": {"weight": "f2d", "bias": "f1d?"},
+    "relu": {},
+    "maxpool": {"kernel": "pair", "stride": "pair", "padding": "pair"},
+    "avgpool": {"kernel": "pair", "stride": "pair", "padding": "pair"},
+    "flatten": {},
+    "add": {},
+    "subsample": {"step": "pair"},
+    "chanpad": {"before": "int", "after": "int"},
+}
+
+_SPEC_TYPES = {"mode": "str", "lam": "float", "k_const": "float", "coefs": "coefs?", "gamma": "int",
+               "sc_p": "float?", "sc_early": "int", "sc_gate": "str", "frac_bits": "int", "state_bits": "int"}
+
+
+def _lut_type(name: str) -> str:
+    return "str" if name == "mode" else ("i32_1d" if name.endswith("_lut") else "int")
+
+
+def _write_node(group, node) -> None:
+    data = node.to_dict()
+    schema = _NODE_PARAM_KINDS.get(node.kind)
+    extra = set(data) - {"kind", "name", "inputs"} - set(schema or {})
+    if schema is None or extra:
+        raise FormatError(f"cannot encode node kind {node.kind!r} / fields {sorted(extra)}", layer=node.name,
+                          field="kind")
+    _put(group, "kind", node.kind)
+    _put(group, "name", node.name)
+    _put_names(group, "inputs", node.inputs)
+    for key, kind in schema.items():
+        value = data[key]
+        if kind in ("ints", "pair"):
+            value = np.asarray(value, dtype=np.int64)
+        _put(group, key, value)
+
+
+def _write_spec(group, spec: NeuronSpec, layer: str) -> None:
+    data = spec.to_dict()
+    if set(data) != set(_SPEC_TYPES):
+        raise FormatError(f"cannot encode neuron fields {sorted(set(data) ^ set(_SPEC_TYPES))}", layer=layer,
+                          field="spec")
+    for key in _SPEC_TYPES:
+        value = data[key]
+        if key == "coefs" and value is not None:
+            sub = group.create_group("coefs")
+            for name in MsatCoefs.FIELDS:
+                _put(sub, name, float(value[name]))
+        else:
+            _put(group, key, value)
+
+
+def _write_lut(group, lut: ThresholdLuts) -> None:
+    for key, value in lut.to_dict().items():
+        _put(group, key, np.asarray(value, dtype=np.int32) if _lut_type(key) == "i32_1d" else value)
+
+
+def _write_netx_layer(group, layer: dict) -> None:
+    for key, value in layer.items():
+        if key == "type":
+            group.create_dataset("type", (1,), "S10", [value.encode("ascii")])
+        elif key == "neuron":
+            sub = group.create_group("neuron")
+            for nkey, nvalue in value.items():
+                if nkey == "type":
+                    sub.create_dataset("type", (1,), "S10", [nvalue.encode("ascii")])
+                else:
+                    sub.create_dataset(nkey, data=nvalue)
+        else:
+            group.create_dataset(key, data=value)
+
+
+def _write_file(f, net: ConvertedNetwork) -> None:
+    view = netx_view(net)
+    layer_root = f.create_group("layer")
+    for i, layer in enumerate(view.layers):
+        _write_netx_layer(layer_root.create_group(str(i)), layer)
+
+    m = f.create_group("msat")
+    _put(m, "format_version", FORMAT_VERSION)
+    nx = m.create_group("netx")
+    _put(nx, "loadable", 1 if view.loadable else 0)
+    _put(nx, "reason", view.reason)
+    _put(nx, "input_message_bits", view.input_message_bits)
+
+    g = m.create_group("graph")
+    for i, node in enumerate(net.graph.nodes):
+        _write_node(g.create_group(str(i)), node)
+
+    inp = m.create_group("input")
+    _put(inp, "scale", float(net.input_scale))
+    _put(inp, "frac_bits", int(net.input_frac_bits))
+
+    neurons = m.create_group("neurons")
+    for i, (name, spec) in enumerate(net.neurons.items()):
+        ng = neurons.create_group(str(i))
+        _put(ng, "node", name)
+        _write_spec(ng.create_group("spec"), spec, name)
+        lut = net.luts[name]
+        if lut is None:
+            _put(ng, "lut", None)
+        else:
+            _write_lut(ng.create_group("lut"), lut)
+
+    targets = m.create_group("targets")
+    for i, tgt in enumerate(net.targets):
+        tg = targets.create_group(str(i))
+        _put(tg, "name", tgt.name)
+        _put(tg, "kind", tgt.kind)
+        _put(tg, "lam", float(tgt.lam))
+        _put(tg, "frac_bits", int(tgt.frac_bits))
+        _put(tg, "bias", np.asarray(tgt.bias, dtype=np.int32))
+        terms = tg.create_group("terms")
+        for j, term in enumerate(tgt.terms):
+            sg = terms.create_group(str(j))
+            _put(sg, "source", term.source)
+            _put_names(sg, "path", term.path)
+            _put(sg, "op", term.op)
+            _put(sg, "mantissa", np.asarray(term.mantissa, dtype=np.int8))
+            _put(sg, "exponent", int(term.exponent))
+
+    rep = m.create_group("report")
+    _put_names(rep, "warnings", net.report.warnings)
+    rl = rep.create_group("layers")
+    for i, layer in enumerate(net.report.layers):
+        lg = rl.create_group(str(i))
+        for key, value in layer.to_dict().items():
+            if key != "terms":
+                _put(lg, key, value)
+        tl = lg.create_group("terms")
+        for j, term in enumerate(layer.terms):
+            sg = tl.create_group(str(j))
+            for key, value in term.to_dict().items():
+                _put(sg, key, value)
+
+    prov = m.create_group("provenance")
+    for key, value in net.provenance.to_dict().items():
+        if key == "hyperparameters":
+            _put(prov, key, json.dumps(value, sort_keys=True, allow_nan=False))
+        else:
+            _put(prov, key, value)
+
+
+def write(net: ConvertedNetwork, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``net`` to ``path`` atomically; returns the path.
+
+    The file is written to a temporary file in the same directory and moved into place with
+    ``os.replace`` (or hard-linked when ``overwrite`` is False, so a file appearing meanwhile is not
+    clobbered). An existing ``path`` raises :class:`FileExistsRefusedError` unless ``overwrite=True``.
+    On any error the temporary file is removed and ``path`` is left as it was.
+    """
+    if not isinstance(net, ConvertedNetwork):
+        raise TypeError(f"expected a ConvertedNetwork, got {type(net).__name__}")
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsRefusedError(f"{str(path)!r} exists; pass overwrite=True to replace it")
+    if path.is_dir():
+        raise FileExistsRefusedError(f"{str(path)!r} is a directory")
+    directory = path.parent if str(path.parent) else Path(".")
+    h5py = _h5py()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w", track_order=False) as f:
+            _write_file(f, net)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsRefusedError(f"{str(path)!r} exists; pass overwrite=True to replace it") from None
+            except OSError:  # no hard links on this file system
+                if path.exists():
+                    raise FileExistsRefusedError(f"{str(path)!r} exists; pass overwrite=True to replace it") \
+                        from None
+                os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+# =========================================================================================================
+# reading
+# =========================================================================================================
+
+def _bare(exc: Exception) -> str:
+    """The message of a typed error without its "node/layer ..., field ...: " prefix."""
+    text = str(exc)
+    parts = []
+    for attr, label in (("node", "node"), ("layer", "layer"), ("field", "field")):
+        value = getattr(exc, attr, None)
+        if value is not None:
+            parts.append(f"{label} {value!r}")
+    prefix = ", ".join(parts) + ": "
+    return text[len(prefix):] if parts and text.startswith(prefix) else text
+
+
+def _file_field(net_layers: dict[str, tuple[str, int]], layer: str | None, field: str | None) -> str | None:
+    """Map a ConvertedNetwork validation field ('terms[1].path', 'neuron.lam', ...) to the file's path."""
+    if field is None:
+        return None
+    import re
+
+    kind_index = net_layers.get(layer or "")
+    if field == "targets":
+        return "msat/targets"
+    if field == "neurons":
+        return "msat/neurons"
+    if field == "input_scale":
+        return "msat/input/scale"
+    if field == "input_frac_bits":
+        return "msat/input/frac_bits"
+    if field.startswith("report"):
+        return "msat/report/layers"
+    if kind_index is None:
+        return field
+    kind, index = kind_index
+    if kind == "target":
+        if field == "luts" or field.startswith("luts."):
+            neuron = net_layers.get("neuron:" + (layer or ""))
+            return f"msat/neurons/{neuron[1]}/lut" if neuron else field
+        if field.startswith("neuron."):
+            neuron = net_layers.get("neuron:" + (layer or ""))
+            return f"msat/neurons/{neuron[1]}/spec/{field[7:]}" if neuron else field
+        path = re.sub(r"\[(\d+)\]\.?", r"/\1/", field).rstrip("/")
+        return f"msat/targets/{index}/{path}"
+    return field
+
+
+class _Reader:
+    """Validated access to an open file; every failure is a FormatError(path, layer, field)."""
+
+    def __init__(self, f, path: str):
+        self.f = f
+        self.path = path
+
+    def fail(self, message: str, layer: str | None, field: str | None) -> FormatError:
+        return FormatError(message, path=self.path, layer=layer, field=field)
+
+    # -- structure --------------------------------------------------------------------------------
+    def node(self, group, key: str, layer: str | None):
+        where = f"{group.name.rstrip('/')}/{key}".lstrip("/")
+        try:
+            obj = group.get(key, getlink=False)
+        except Exception as exc:  # broken links, corrupt headers
+            raise self.fail(f"cannot open: {exc}", layer, where) from None
+        if obj is None:
+            raise self.fail("missing", layer, where)
+        return obj, where
+
+    def group(self, group, key: str, layer: str | None):
+        h5py = _h5py()
+        obj, where = self.node(group, key, layer)
+        if not isinstance(obj, h5py.Group):
+            raise self.fail("expected a group", layer, where)
+        return obj
+
+    def dataset(self, group, key: str, layer: str | None):
+        h5py = _h5py()
+        obj, where = self.node(group, key, layer)
+        if not isinstance(obj, h5py.Dataset):
+            raise self.fail("expected a dataset", layer, where)
+        return obj, where
+
+    def indexed(self, group, layer: str | None) -> list:
+        """Sub-groups named '0'..'n-1', exactly."""
+        try:
+            keys = list(group.keys())
+        except Exception as exc:
+            raise self.fail(f"cannot list: {exc}", layer, group.name.lstrip("/")) from None
+        n = len(keys)
+        if sorted(keys) != sorted(str(i) for i in range(n)):
+            raise self.fail(f"members must be named 0..{n - 1}, got {sorted(keys)[:8]}", layer,
+                            group.name.lstrip("/"))
+        return [self.group(group, str(i), layer) for i in range(n)]
+
+    def _value(self, ds, where: str, layer: str | None):
+        try:
+            if ds.shape is None:
+                return None
+            if ds.size > _MAX_ELEMENTS:
+                raise self.fail(f"implausibly large ({ds.size} elements)", layer, where)
+            return ds[()]
+        except FormatError:
+            raise
+        except Exception as exc:
+            raise self.fail(f"cannot read: {exc}", layer, where) from None
+
+    def is_null(self, group, key: str, layer: str | None) -> bool:
+        ds, _ = self.dataset(group, key, layer)
+        return ds.shape is None
+
+    # -- typed leaves -----------------------------------------------------------------------------
+    def string(self, group, key: str, layer: str | None, choices=None) -> str:
+        h5py = _h5py()
+        ds, where = self.dataset(group, key, layer)
+        if ds.shape != () or h5py.check_string_dtype(ds.dtype) is None:
+            raise self.fail(f"expected a scalar string, got shape {ds.shape} dtype {ds.dtype}", layer, where)
+        raw = self._value(ds, where, layer)
+        try:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        except UnicodeDecodeError:
+            raise self.fail("not valid UTF-8", layer, where) from None
+        if choices is not None and text not in choices:
+            raise self.fail(f"must be one of {sorted(choices)}, got {text!r}", layer, where)
+        return text
+
+    def names(self, group, key: str, layer: str | None) -> tuple[str, ...]:
+        h5py = _h5py()
+        ds, where = self.dataset(group, key, layer)
+        if ds.shape is None or len(ds.shape) != 1 or h5py.check_string_dtype(ds.dtype) is None:
+            raise self.fail(f"expected a 1-D string array, got shape {ds.shape} dtype {ds.dtype}", layer, where)
+        raw = self._value(ds, where, layer)
+        try:
+            return tuple(x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in raw)
+        except UnicodeDecodeError:
+            raise self.fail("not valid UTF-8", layer, where) from None
+
+    def integer(self, group, key: str, layer: str | None, lo: int | None = None, hi: int | None = None) -> int:
+        ds, where = self.dataset(group, key, layer)
+        if ds.shape != () or ds.dtype.kind not in "iu":
+            raise self.fail(f"expected a scalar integer, got shape {ds.shape} dtype {ds.dtype}", layer, where)
+        value = int(self._value(ds, where, layer))
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bound = f"[{lo}, {hi}]" if lo is not None and hi is not None else (
+                f">= {lo}" if lo is not None else f"<= {hi}")
+            raise self.fail(f"must be {bound}, got {value}", layer, where)
+        return value
+
+    def real(self, group, key: str, layer: str | None, *, positive: bool = False, finite: bool = True,
+             optional: bool = False) -> float | None:
+        ds, where = self.dataset(group, key, layer)
+        if optional and ds.shape is None:
+            return None
+        if ds.shape != () or ds.dtype.kind != "f":
+            raise self.fail(f"expected a scalar float, got shape {ds.shape} dtype {ds.dtype}", layer, where)
+        value = float(self._value(ds, where, layer))
+        if (finite and not math.isfinite(value)) or math.isnan(value):
+            raise self.fail(f"must be finite, got {value!r}", layer, where)
+        if positive and not value > 0:
+            raise self.fail(f"must be > 0, got {value!r}", layer, where)
+        return value
+
+    def boolean(self, group, key: str, layer: str | None) -> bool:
+        ds, where = self.dataset(group, key, layer)
+        if ds.shape != () or ds.dtype.kind != "b":
+            raise self.fail(f"expected a scalar bool, got shape {ds.shape} dtype {ds.dtype}", layer, where)
+        return bool(self._value(ds, where, layer))
+
+    def array(self, group, key: str, layer: str | None, *, kinds: str, dtype=None, ndim: int | None = None,
+              shape: tuple | None = None, optional: bool = False, lo=None, hi=None, finite: bool = True):
+        ds, where = self.dataset(group, key, layer)
+        if ds.shape is None:
+            if optional:
+                return None
+            raise self.fail("missing value (null dataset)", layer, where)
+        if ds.dtype.kind not in kinds or (dtype is not None and ds.dtype != np.dtype(dtype)):
+            raise self.fail(f"wrong dtype {ds.dtype}" + (f", expected {np.dtype(dtype)}" if dtype else ""),
+                            layer, where)
+        if ndim is not None and len(ds.shape) != ndim:
+            raise self.fail(f"expected {ndim}-D, got shape {ds.shape}", layer, where)
+        if shape is not None and tuple(ds.shape) != tuple(shape):
+            raise self.fail(f"expected shape {tuple(shape)}, got {ds.shape}", layer, where)
+        value = np.asarray(self._value(ds, where, layer))
+        if finite and value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise self.fail("contains NaN or infinity", layer, where)
+        if value.size and ((lo is not None and value.min() < lo) or (hi is not None and value.max() > hi)):
+            raise self.fail(f"values out of range [{lo}, {hi}]", layer, where)
+        return value
+
+
+def _read_node(r: _Reader, g, i: int):
+    name = r.string(g, "name", f"graph/{i}")
+    kind = r.string(g, "kind", name, choices=set(NODE_TYPES))
+    data: dict[str, Any] = {"kind": kind, "name": name, "inputs": r.names(g, "inputs", name)}
+    for key, typ in _NODE_PARAM_KINDS[kind].items():
+        if typ == "ints":
+            data[key] = tuple(int(v) for v in r.array(g, key, name, kinds="iu", ndim=1))
+        elif typ == "pair":
+            data[key] = tuple(int(v) for v in r.array(g, key, name, kinds="iu", shape=(2,)))
+        elif typ == "int":
+            data[key] = r.integer(g, key, name)
+        elif typ in ("f4d", "f2d"):
+            data[key] = r.array(g, key, name, kinds="f", dtype=np.float64, ndim=int(typ[1]))
+        elif typ == "f1d?":
+            data[key] = r.array(g, key, name, kinds="f", dtype=np.float64, ndim=1, optional=True)
+    try:
+        return node_from_dict(data)
+    except GraphError as exc:
+        raise r.fail(_bare(exc), name, f"msat/graph/{i}/{exc.field}" if exc.field else f"msat/graph/{i}") from None
+
+
+def _read_spec(r: _Reader, g, layer: str) -> NeuronSpec:
+    data: dict[str, Any] = {}
+    for key, typ in _SPEC_TYPES.items():
+        if typ == "str":
+            data[key] = r.string(g, key, layer)
+        elif typ == "float":
+            data[key] = r.real(g, key, layer)
+        elif typ == "float?":
+            data[key] = r.real(g, key, layer, optional=True)
+        elif typ == "int":
+            data[key] = r.integer(g, key, layer)
+        elif typ == "coefs?":
+            obj, where = r.node(g, key, layer)
+            if isinstance(obj, _h5py().Dataset) and obj.shape is None:
+                data[key] = None
+            elif isinstance(obj, _h5py().Group):
+                data[key] = {name: r.real(obj, name, layer) for name in MsatCoefs.FIELDS}
+            else:
+                raise r.fail("expected a group or a null dataset", layer, where)
+    try:
+        return NeuronSpec.from_dict(data)
+    except NeuronSpecError as exc:
+        raise r.fail(_bare(exc), layer, f"{g.name.lstrip('/')}/{exc.field}") from None
+
+
+def _read_lut(r: _Reader, g, layer: str) -> ThresholdLuts:
+    data: dict[str, Any] = {}
+    for f in dataclasses.fields(ThresholdLuts):
+        typ = _lut_type(f.name)
+        if typ == "str":
+            data[f.name] = r.string(g, f.name, layer)
+        elif typ == "int":
+            data[f.name] = r.integer(g, f.name, layer)
+        else:
+            data[f.name] = r.array(g, f.name, layer, kinds="i", dtype=np.int32, ndim=1)
+    try:
+        return ThresholdLuts.from_dict(data)
+    except NeuronSpecError as exc:
+        field = (exc.field or "lut").replace("luts.", "")
+        raise r.fail(_bare(exc), layer, f"{g.name.lstrip('/')}/{field}") from None
+
+
+def _read_term(r: _Reader, g, layer: str, shapes_of_op: Callable[[str | None], tuple | None]) -> Term:
+    source = r.string(g, "source", layer)
+    path = r.names(g, "path", layer)
+    op = None if r.is_null(g, "op", layer) else r.string(g, "op", layer)
+    want = shapes_of_op(op)
+    mant = r.array(g, "mantissa", layer, kinds="i", dtype=np.int8, shape=want)
+    exponent = r.integer(g, "exponent", layer)
+    try:
+        return Term(source=source, path=path, op=op, mantissa=mant, exponent=exponent)
+    except QuantizationError as exc:
+        raise r.fail(_bare(exc), layer, f"{g.name.lstrip('/')}/{exc.field}") from None
+
+
+def _read_network(r: _Reader) -> ConvertedNetwork:
+    f = r.f
+    m = r.group(f, "msat", None)
+    version = r.string(m, "format_version", None)
+    parts = version.split(".")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise r.fail(f"version must be 'major.minor', got {version!r}", None, "msat/format_version")
+    if int(parts[0]) != int(FORMAT_VERSION.split(".")[0]):
+        raise r.fail(f"unsupported format version {version} (this reader knows {FORMAT_VERSION})", None,
+                     "msat/format_version")
+
+    nodes = [_read_node(r, g, i) for i, g in enumerate(r.indexed(r.group(m, "graph", None), None))]
+    seen: set[str] = set()
+    for i, node in enumerate(nodes):
+        if node.name in seen:
+            raise r.fail("duplicate node name", node.name, f"msat/graph/{i}/name")
+        seen.add(node.name)
+    try:
+        graph = Graph(tuple(nodes))
+    except GraphError as exc:
+        idx = next((i for i, n in enumerate(nodes) if n.name == exc.node), None)
+        field = f"msat/graph/{idx}/{exc.field or 'inputs'}" if idx is not None else "msat/graph"
+        raise r.fail(_bare(exc), exc.node, field) from None
+    shapes = graph.shapes()
+
+    inp = r.group(m, "input", None)
+    input_scale = r.real(inp, "scale", graph.input.name, positive=True)
+    input_frac_bits = r.integer(inp, "frac_bits", graph.input.name, lo=0, hi=16)
+
+    neurons: dict[str, NeuronSpec] = {}
+    luts: dict[str, ThresholdLuts | None] = {}
+    for i, ng in enumerate(r.indexed(r.group(m, "neurons", None), None)):
+        name = r.string(ng, "node", f"neurons/{i}")
+        if not _has(graph, name) or graph[name].kind != "relu":
+            raise r.fail(f"{name!r} is not a relu node of the graph", name, f"msat/neurons/{i}/node")
+        if name in neurons:
+            raise r.fail("duplicate neuron entry", name, f"msat/neurons/{i}/node")
+        neurons[name] = _read_spec(r, r.group(ng, "spec", name), name)
+        obj, where = r.node(ng, "lut", name)
+        if isinstance(obj, _h5py().Dataset) and obj.shape is None:
+            luts[name] = None
+        elif isinstance(obj, _h5py().Group):
+            luts[name] = _read_lut(r, obj, name)
+        else:
+            raise r.fail("expected a group or a null dataset", name, where)
+
+    def op_shape(op: str | None, layer: str, where: str) -> tuple:
+        if op is None:
+            return ()
+        if not _has(graph, op) or graph[op].kind not in ("conv", "linear"):
+            raise r.fail(f"op {op!r} is not a conv/linear node of the graph", layer, where)
+        return tuple(graph[op].weight.shape)
+
+    targets: list[Target] = []
+    for i, tg in enumerate(r.indexed(r.group(m, "targets", None), None)):
+        name = r.string(tg, "name", f"targets/{i}")
+        kind = r.string(tg, "kind", name, choices={"relu", "readout"})
+        if not _has(graph, name):
+            raise r.fail(f"target {name!r} is not a node of the graph", name, f"msat/targets/{i}/name")
+        lam = r.real(tg, "lam", name, positive=True)
+        frac_bits = r.integer(tg, "frac_bits", name, lo=0, hi=24)
+        bias = r.array(tg, "bias", name, kinds="i", dtype=np.int32, shape=shapes[name])
+        terms = []
+        for j, sg in enumerate(r.indexed(r.group(tg, "terms", name), name)):
+            for key in ("source",):
+                src = r.string(sg, key, name)
+                if not _has(graph, src) or graph[src].kind not in ("input", "relu", "maxpool"):
+                    raise r.fail(f"source {src!r} is not an input/relu/maxpool node", name,
+                                 f"msat/targets/{i}/terms/{j}/source")
+            for p in r.names(sg, "path", name):
+                if not _has(graph, p):
+                    raise r.fail(f"path node {p!r} does not exist", name, f"msat/targets/{i}/terms/{j}/path")
+            terms.append(_read_term(r, sg, name, lambda op, j=j: op_shape(op, name, f"msat/targets/{i}/terms/{j}/op")))
+        try:
+            targets.append(Target(name=name, kind=kind, lam=lam, frac_bits=frac_bits, bias=bias, terms=tuple(terms)))
+        except QuantizationError as exc:
+            raise r.fail(_bare(exc), name, _file_field({name: ("target", i)}, name, exc.field)) from None
+
+    rep = r.group(m, "report", None)
+    warnings_ = r.names(rep, "warnings", None)
+    layers = []
+    for i, lg in enumerate(r.indexed(r.group(rep, "layers", None), None)):
+        name = r.string(lg, "name", f"report/{i}")
+        data: dict[str, Any] = {"name": name}
+        for key in ("lam",):
+            data[key] = r.real(lg, key, name, positive=True)
+        for key in ("bias_max_abs_error", "bias_rel_rms_error"):
+            data[key] = r.real(lg, key, name, finite=False)
+        for key in ("frac_bits", "bias_saturated", "bias_over_state"):
+            data[key] = r.integer(lg, key, name, lo=0)
+        terms = []
+        for sg in r.indexed(r.group(lg, "terms", name), name):
+            terms.append({"source": r.string(sg, "source", name),
+                          "op": None if r.is_null(sg, "op", name) else r.string(sg, "op", name),
+                          "exponent": r.integer(sg, "exponent", name),
+                          "count": r.integer(sg, "count", name, lo=0),
+                          "clipped": r.integer(sg, "clipped", name, lo=0),
+                          "rel_rms_error": r.real(sg, "rel_rms_error", name, finite=False),
+                          "max_abs_error": r.real(sg, "max_abs_error", name, finite=False)})
+        data["terms"] = tuple(terms)
+        try:
+            layers.append(LayerReport.from_dict(data))
+        except QuantizationError as exc:
+            raise r.fail(_bare(exc), name, f"msat/report/layers/{i}/{exc.field}") from None
+    report = QuantReport(layers=tuple(layers), warnings=warnings_)
+
+    pg = r.group(m, "provenance", None)
+    prov: dict[str, Any] = {k: r.string(pg, k, None) for k in ("model_hash", "data_hash", "tool_version", "method",
+                                                                  "format_version")}
+    prov["seed"] = r.integer(pg, "seed", None)
+    text = r.string(pg, "hyperparameters", None)
+    try:
+        hp = json.loads(text)
+    except ValueError:
+        raise r.fail("not valid JSON", None, "msat/provenance/hyperparameters") from None
+    if not isinstance(hp, dict):
+        raise r.fail("must be a JSON object", None, "msat/provenance/hyperparameters")
+    prov["hyperparameters"] = hp
+    try:
+        provenance = Provenance.from_dict(prov)
+    except QuantizationError as exc:
+        raise r.fail(_bare(exc), None, f"msat/provenance/{(exc.field or '').replace('provenance.', '')}") from None
+
+    try:
+        net = ConvertedNetwork(graph=graph, neurons=neurons, luts=luts, input_scale=input_scale,
+                               input_frac_bits=input_frac_bits, targets=tuple(targets), report=report,
+                               provenance=provenance)
+    except QuantizationError as exc:
+        where: dict[str, tuple[str, int]] = {t.name: ("target", i) for i, t in enumerate(targets)}
+        where.update({"neuron:" + n: ("neuron", i) for i, n in enumerate(neurons)})
+        raise r.fail(_bare(exc), exc.layer, _file_field(where, exc.layer, exc.field)) from None
+    _check_netx(r, net, m)
+    return net
+
+
+def _has(graph: Graph, name: str) -> bool:
+    try:
+        graph[name]
+        return True
+    except KeyError:
+        return False
+
+
+def _check_netx(r: _Reader, net: ConvertedNetwork, m) -> None:
+    """``/layer`` and ``/msat/netx`` must equal the view derived from ``/msat``."""
+    view = netx_view(net)
+    nx = r.group(m, "netx", None)
+    if r.integer(nx, "loadable", None, lo=0, hi=1) != int(view.loadable):
+        raise r.fail("does not match the network (derived netx view differs)", None, "msat/netx/loadable")
+    if r.string(nx, "reason", None) != view.reason:
+        raise r.fail("does not match the derived netx view", None, "msat/netx/reason")
+    if r.integer(nx, "input_message_bits", None, lo=0) != view.input_message_bits:
+        raise r.fail("does not match the derived netx view", None, "msat/netx/input_message_bits")
+    groups = r.indexed(r.group(r.f, "layer", None), None)
+    if len(groups) != len(view.layers):
+        raise r.fail(f"expected {len(view.layers)} netx layers, found {len(groups)}", None, "layer")
+    for i, (g, want) in enumerate(zip(groups, view.layers)):
+        _check_netx_group(r, g, want, f"layer/{i}")
+
+
+def _check_netx_group(r: _Reader, g, want: dict, layer: str) -> None:
+    h5py = _h5py()
+    for key, value in want.items():
+        if isinstance(value, dict):
+            _check_netx_group(r, r.group(g, key, layer), value, layer)
+            continue
+        ds, where = r.dataset(g, key, layer)
+        if key == "type":
+            if ds.shape != (1,) or ds.dtype.kind != "S":
+                raise r.fail(f"expected a (1,) byte string, got shape {ds.shape} dtype {ds.dtype}", layer, where)
+            got = r._value(ds, where, layer)[0]
+            if got != value.encode("ascii"):
+                raise r.fail(f"expected {value!r}, got {got!r}", layer, where)
+            continue
+        want_arr = np.asarray(value)
+        if ds.shape != want_arr.shape or h5py.check_string_dtype(ds.dtype) is not None \
+                or ds.dtype.kind != want_arr.dtype.kind:
+            raise r.fail(f"expected shape {want_arr.shape} kind {want_arr.dtype.kind}, got shape {ds.shape} "
+                         f"dtype {ds.dtype}", layer, where)
+        got = np.asarray(r._value(ds, where, layer))
+        if not np.array_equal(got, want_arr):
+            raise r.fail("does not match the network's fixed-point program", layer, where)
+    extra = set(g.keys()) - set(want)
+    if extra:
+        raise r.fail(f"unexpected member(s) {sorted(extra)}", layer, f"{g.name.lstrip('/')}/{sorted(extra)[0]}")
+
+
+def read(path: str | os.PathLike) -> ConvertedNetwork:
+    """Read and validate a network file written by :func:`write` (any 1.x version).
+
+    Raises :class:`FormatError` (path, layer, field) for every problem, including a missing file, a file
+    that is not HDF5 and a truncated file.
+    """
+    h5py = _h5py()
+    spath = str(path)
+    if not os.path.exists(spath):
+        raise FormatError("no such file", path=spath)
+    if not os.path.isfile(spath):
+        raise FormatError("not a regular file", path=spath)
+    try:
+        f = h5py.File(spath, "r")
+    except Exception as exc:
+        raise FormatError(f"not a readable HDF5 file ({type(exc).__name__}: {exc})", path=spath) from None
+    try:
+        with f:
+            return _read_network(_Reader(f, spath))
+    except FormatError:
+        raise
+    except Exception as exc:  # anything unforeseen is still a format problem
+        raise FormatError(f"unreadable ({type(exc).__name__}: {exc})", path=spath) from None
