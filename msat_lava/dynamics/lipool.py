@@ -87,10 +87,10 @@ class LIPoolState:
     acc: Any
 
 
-def init_lipool_state(geom: LIPoolGeometry, batch: int, channels: int, like: Any = None,
+def init_lipool_state(geom: LIPoolGeometry, batch: int, channels: int, xp_like: Any = None,
                       integer: bool = True) -> LIPoolState:
-    """Zero accumulators in ``like``'s backend: int64 (``integer``) or like's float dtype."""
-    like = np.zeros(0) if like is None else like
+    """Zero accumulators in ``xp_like``'s backend/device (None: numpy): int64 (``integer``) or its float dtype."""
+    like = np.zeros(0) if xp_like is None else xp_like
     ho, wo = geom.out_hw
     shape = (int(batch), int(channels), ho, wo, geom.kernel[0] * geom.kernel[1])
     return LIPoolState(acc=xp.zeros(shape, like, "int" if integer else "float"))

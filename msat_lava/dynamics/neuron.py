@@ -94,16 +94,17 @@ def _like(like: Any) -> Any:
     return np.zeros(0) if like is None else like
 
 
-def init_float_state(shape: Sequence[int], like: Any = None) -> FloatState:
-    """Zero state of batched ``shape`` (B, ...) in ``like``'s backend/device and float dtype (default float64)."""
-    like = _like(like)
+def init_float_state(shape: Sequence[int], xp_like: Any = None) -> FloatState:
+    """Zero state of batched ``shape`` (B, ...) in ``xp_like``'s backend/device and float dtype (an integer or
+    absent ``xp_like`` gives float64; None means numpy)."""
+    like = _like(xp_like)
     return FloatState(v=xp.zeros(shape, like, "float"), vsum=xp.zeros(shape, like, "float"),
                       count=xp.zeros(shape, like, "int"), t=0)
 
 
-def init_fixed_state(shape: Sequence[int], like: Any = None) -> FixedState:
-    """Zero int64 state of batched ``shape`` (B, ...) in ``like``'s backend/device."""
-    like = _like(like)
+def init_fixed_state(shape: Sequence[int], xp_like: Any = None) -> FixedState:
+    """Zero int64 state of batched ``shape`` (B, ...) in ``xp_like``'s backend/device (None means numpy)."""
+    like = _like(xp_like)
     return FixedState(v=xp.zeros(shape, like, "int"), vsum=xp.zeros(shape, like, "int"),
                       count=xp.zeros(shape, like, "int"), t=0)
 
