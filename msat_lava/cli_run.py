@@ -21,13 +21,14 @@ import functools
 import json
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from netx_export.fileio import atomic_target
 
 __all__ = ["add_run_parser", "add_verify_parser", "add_demo_parser", "run_demo", "BACKENDS", "EXIT_OK",
            "EXIT_MISMATCH", "EXIT_BAD_INPUT"]
@@ -150,16 +151,8 @@ def _load_inputs(args: argparse.Namespace):
 
 def _atomic_savez(path: str | os.PathLike, **arrays: Any) -> Path:
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_target(path, make_parents=True, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -388,14 +381,8 @@ def _plot(path: Path, steps: list[int], curves: dict[str, list[float]], ann: flo
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_target(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -31,13 +31,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from netx_export.fileio import atomic_target
 
 from msat_lava.program import Program, from_converted
 
@@ -99,19 +100,10 @@ def atomic_write_json(data: Any, path: str | os.PathLike) -> Path:
     """Write ``data`` as indented JSON to ``path`` atomically (temporary file in the same directory, then
     ``os.replace``); parent directories are created. Returns the path."""
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with atomic_target(path, make_parents=True) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(_jsonable(data), fh, indent=2, allow_nan=False)
             fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

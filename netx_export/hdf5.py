@@ -32,14 +32,14 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from netx_export.errors import FileExistsRefusedError, FormatError, GraphError, QuantizationError
+from netx_export.errors import FormatError, GraphError, QuantizationError
+from netx_export.fileio import atomic_target
 from netx_export.ir import NODE_TYPES, Graph, node_from_dict
 from netx_export.lut import ThresholdLuts
 from netx_export.neuron import MsatCoefs, NeuronSpec, NeuronSpecError
@@ -377,34 +377,10 @@ def write(net: ConvertedNetwork, path: str | os.PathLike, *, overwrite: bool = F
     if not isinstance(net, ConvertedNetwork):
         raise TypeError(f"expected a ConvertedNetwork, got {type(net).__name__}")
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsRefusedError(f"{str(path)!r} exists; pass overwrite=True to replace it")
-    if path.is_dir():
-        raise FileExistsRefusedError(f"{str(path)!r} is a directory")
-    directory = path.parent if str(path.parent) else Path(".")
     h5py = _h5py()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_target(path, overwrite=overwrite) as tmp:
         with h5py.File(tmp, "w", track_order=False) as f:
             _write_file(f, net)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise FileExistsRefusedError(f"{str(path)!r} exists; pass overwrite=True to replace it") from None
-            except OSError:  # no hard links on this file system
-                if path.exists():
-                    raise FileExistsRefusedError(f"{str(path)!r} exists; pass overwrite=True to replace it") \
-                        from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

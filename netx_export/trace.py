@@ -43,6 +43,30 @@ first argument (usually ``x``).
 
 The returned graph has already been through :func:`netx_export.fold.simplify` (dead nodes, identities,
 chains of structural ops); calling ``simplify`` again changes nothing.
+
+Exported programs (``torch.export``)
+------------------------------------
+:func:`trace_exported` (or :func:`trace` given a :class:`torch.export.ExportedProgram`, or given its
+``ep.module()``, e.g. from ``torch.export.load`` — any ``GraphModule`` whose calls are ATen ops) converts
+the ATen graph with the same converter: each ATen op is mapped onto the handler of its PyTorch spelling
+(``aten.conv2d``/``convolution`` → conv, ``aten.linear``/``addmm``/``mm`` of a constant weight → linear,
+``aten.batch_norm``/``_native_batch_norm_legit_no_training`` (+ ``getitem``) → folded, ``relu(_)``,
+``clamp(min=0)``, ``max_pool2d(_with_indices)``, ``avg_pool2d``, ``adaptive_avg/max_pool2d``, ``mean.dim``,
+``add(_).Tensor``, ``view``/``reshape``/``flatten``/``squeeze``, one ``slice`` per axis for ``x[:, :, ::a, ::b]``,
+``pad``/``constant_pad_nd``, ``dropout``/``clone``/``alias``/``detach`` (removed), ``_assert_*``/``sym_size``
+(no value), final ``(_)log_softmax``/``(_)softmax``), so the graph equals the fx path's in structure and
+ANN output; both the pre-dispatch export and ``run_decompositions()`` (core ATen) are handled. Parameters
+and buffers are read from the program's state. The graph is used as captured (no re-tracing and no
+``eval()``: a program exported in training mode has training-mode BatchNorm/dropout, reported as such).
+Unsupported ATen ops are reported like fx nodes (the ATen node name, ``call_function`` and the op, the
+owning module and the model source line from the program's stack traces). IR names follow the fx path's
+where possible: an op of a supported layer module takes the module path (``layer1_0_conv1``), in-place ops
+drop their trailing ``_``, other nodes keep the ATen node name.
+
+Batch size: the shape-propagation run uses the program's batch size when it was exported with a static
+batch, else 2 (clamped to the range of the dynamic batch dimension). The converted graph is per-sample
+either way. The per-sample shape must match the exported one (else :class:`GraphError`); only programs with
+one tensor input are supported.
 """
 from __future__ import annotations
 
@@ -51,6 +75,7 @@ import linecache
 import math
 import operator
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -65,7 +90,7 @@ import torch.nn.functional as F
 from netx_export import fold, ir
 from netx_export.errors import GraphError, UnsupportedNode, UnsupportedOpError
 
-__all__ = ["trace", "trace_with_info", "TraceResult"]
+__all__ = ["trace", "trace_with_info", "trace_exported", "trace_exported_with_info", "TraceResult"]
 
 _EXAMPLE_BATCH = 2  # batch of the shape-propagation run; 2 so that reshapes of the batch axis show
 _TORCH_DIR = os.path.dirname(torch.__file__)
@@ -93,7 +118,8 @@ class TraceResult:
 def trace(model: nn.Module, example_input_shape: tuple[int, ...], *,
           drop_final_softmax: bool = True) -> ir.Graph:
     """Trace ``model`` into an :class:`ir.Graph` for per-sample input shape ``example_input_shape``
-    ((C, H, W) or (F,)). BatchNorm is folded; see the module docstring for the supported ops.
+    ((C, H, W) or (F,)). BatchNorm is folded; see the module docstring for the supported ops. ``model`` may
+    also be a ``torch.export`` program or its ``ep.module()`` (see "Exported programs" in the module docstring).
 
     ``drop_final_softmax``: a softmax / log_softmax over the features that is the model's last op is
     dropped (it does not change the argmax; the graph then outputs logits). With False it is reported as
@@ -106,9 +132,13 @@ def trace(model: nn.Module, example_input_shape: tuple[int, ...], *,
 def trace_with_info(model: nn.Module, example_input_shape: tuple[int, ...], *,
                     drop_final_softmax: bool = True) -> TraceResult:
     """Like :func:`trace`, and also return the notes, node origins and source lines (:class:`TraceResult`)."""
+    if isinstance(model, torch.export.ExportedProgram):
+        return trace_exported_with_info(model, example_input_shape, drop_final_softmax=drop_final_softmax)
     shape = _check_shape(example_input_shape)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if _is_aten_graph(model):  # ep.module() of a torch.export program (or another ATen-level GraphModule)
+        return _trace_aten(model, shape, drop_final_softmax)
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -118,6 +148,29 @@ def trace_with_info(model: nn.Module, example_input_shape: tuple[int, ...], *,
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def trace_exported(program: Any, example_input_shape: tuple[int, ...] | None = None, *,
+                   drop_final_softmax: bool = True) -> ir.Graph:
+    """Convert a ``torch.export`` program (:class:`torch.export.ExportedProgram`, e.g. from
+    ``torch.export.load``) into an :class:`ir.Graph`, like :func:`trace` does for an ``nn.Module``.
+
+    ``example_input_shape``: per-sample (C, H, W) or (F,); None takes it from the program's input (it must
+    then be static apart from the batch axis). See the module docstring ("Exported programs").
+    """
+    return trace_exported_with_info(program, example_input_shape, drop_final_softmax=drop_final_softmax).graph
+
+
+def trace_exported_with_info(program: Any, example_input_shape: tuple[int, ...] | None = None, *,
+                             drop_final_softmax: bool = True) -> TraceResult:
+    """Like :func:`trace_exported`, and also return the notes, node origins and source lines."""
+    if not isinstance(program, torch.export.ExportedProgram):
+        raise TypeError(f"program must be a torch.export.ExportedProgram, got {type(program).__name__}")
+    gm = program.module()  # parameters and buffers become get_attr nodes; one placeholder per user input
+    if example_input_shape is None:
+        _single_input(gm, _exported_model_name(gm))
+        example_input_shape = _exported_sample_shape(gm)
+    return _trace_aten(gm, _check_shape(example_input_shape), drop_final_softmax)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,6 +252,105 @@ def _propagate(gm: fx.GraphModule, model: nn.Module, shape: tuple[int, ...]) -> 
     return dict(rec.env)
 
 
+# -- ATen-level graphs (torch.export) ----------------------------------------------------------
+_OpOverload = torch._ops.OpOverload
+
+
+def _is_aten_graph(model: nn.Module) -> bool:
+    """A GraphModule whose calls are ATen ops (``torch.export``'s ``ep.module()``, ``make_fx``...): it is
+    converted as it is (no re-tracing, no ``eval()``: the mode was fixed when the program was captured)."""
+    return isinstance(model, fx.GraphModule) and any(
+        n.op == "call_function" and isinstance(n.target, _OpOverload) for n in model.graph.nodes)
+
+
+def _user_inputs(gm: fx.GraphModule) -> list[fx.Node]:
+    return [n for n in gm.graph.nodes if n.op == "placeholder"]
+
+
+def _exported_sample_shape(gm: fx.GraphModule) -> tuple[int, ...]:
+    inputs = _user_inputs(gm)
+    val = inputs[0].meta.get("val") if len(inputs) == 1 else None
+    dims = tuple(val.shape[1:]) if isinstance(val, torch.Tensor) else None
+    if dims is None or not all(isinstance(d, int) for d in dims):
+        raise GraphError("cannot infer the per-sample input shape of the exported program (it needs one input "
+                         "tensor with static non-batch dimensions); pass example_input_shape",
+                         field="example_input_shape")
+    return dims
+
+
+def _exported_model_name(gm: fx.GraphModule) -> str:
+    """The class name of the exported model (from the nodes' nn_module_stack), else the GraphModule's."""
+    for n in gm.graph.nodes:
+        for path, typ in (n.meta.get("nn_module_stack") or {}).values():
+            if path == "":
+                return str(getattr(typ, "__name__", typ)).rsplit(".", 1)[-1]
+    return type(gm).__name__
+
+
+def _pick_batch(b: Any) -> int:
+    """Batch size for the shape-propagation run: the exported one when static, else 2 clamped to the
+    range the program was exported with (a dynamic batch dimension)."""
+    if isinstance(b, int):
+        return b
+    try:
+        node = b.node
+        rng = node.shape_env.var_to_range[node.expr]
+        batch = _EXAMPLE_BATCH
+        if rng.lower > batch:
+            batch = int(rng.lower)
+        if rng.upper < batch:
+            batch = int(rng.upper)
+        return max(batch, 1)
+    except Exception:  # private API moved: the default is valid for torch.export.Dim's default range
+        return _EXAMPLE_BATCH
+
+
+def _single_input(gm: fx.GraphModule, model_name: str) -> fx.Node:
+    inputs = _user_inputs(gm)
+    if len(inputs) != 1:
+        raise UnsupportedOpError(
+            [UnsupportedNode(name=n.name, op=n.op, target=str(n.target),
+                             reason="only programs with a single tensor input are supported (pass the "
+                                    "ExportedProgram or ep.module(), not the lifted ep.graph_module)")
+             for n in inputs[1:]] or
+            [UnsupportedNode(name="<model>", op="placeholder", target="", reason="the program has no input")],
+            model=model_name)
+    return inputs[0]
+
+
+def _propagate_aten(gm: fx.GraphModule, shape: tuple[int, ...], model_name: str) -> tuple[dict[fx.Node, Any], int]:
+    val = _single_input(gm, model_name).meta.get("val")
+    batch = _EXAMPLE_BATCH
+    if isinstance(val, torch.Tensor):
+        dims = tuple(val.shape)
+        static = tuple(d if isinstance(d, int) else None for d in dims[1:])
+        if len(dims) != 1 + len(shape) or any(d is not None and d != s for d, s in zip(static, shape)):
+            raise GraphError(f"the exported program takes inputs of shape ({', '.join(map(str, dims))}) "
+                             f"(batch first), which does not match the per-sample shape {shape}",
+                             field="example_input_shape")
+        batch = _pick_batch(dims[0])
+    param = next((p for p in gm.parameters() if p.is_floating_point()), None)
+    dtype = val.dtype if isinstance(val, torch.Tensor) and val.is_floating_point() else (
+        param.dtype if param is not None else torch.float32)
+    device = param.device if param is not None else torch.device("cpu")
+    x = torch.zeros((batch,) + shape, dtype=dtype, device=device)
+    rec = _Recorder(gm)
+    try:
+        with torch.no_grad():
+            rec.run(x)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise GraphError(f"running the exported program on a zero input of shape {(batch,) + shape} failed "
+                         f"({type(exc).__name__}: {first})", field="example_input_shape") from exc
+    return dict(rec.env), batch
+
+
+def _trace_aten(gm: fx.GraphModule, shape: tuple[int, ...], drop_final_softmax: bool) -> TraceResult:
+    name = _exported_model_name(gm)
+    concrete, batch = _propagate_aten(gm, shape, name)
+    return _Converter(gm, concrete, shape, drop_final_softmax, name, batch=batch, aten=True).run()
+
+
 # ---------------------------------------------------------------------------------------------
 # values flowing through the conversion
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +374,14 @@ class _Bad:
 
 
 _BAD = _Bad()
+
+
+@dataclass(frozen=True)
+class _NoOutput:
+    """A secondary result of a multi-output ATen op (max-pool indices, BatchNorm statistics...): reading it
+    (``getitem``) is unsupported, for ``reason``."""
+
+    reason: str
 
 
 class _Unsupported(Exception):
@@ -289,8 +449,22 @@ def _qualname(target: Any) -> str:
 
 
 def _source(node: fx.Node) -> str | None:
-    """The model source line (``file:line in func: code``) recorded for ``node`` while tracing."""
-    return node.meta.get("netx_source")
+    """The model source line (``file:line in func: code``) recorded for ``node`` while tracing (fx path), or
+    the innermost model frame of the stack trace ``torch.export`` stored with it."""
+    source = node.meta.get("netx_source")
+    if source is None and isinstance(node.meta.get("stack_trace"), str):
+        source = _stack_source(node.meta["stack_trace"])
+    return source
+
+
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>[^\n]+)\n(?P<code>[^\n]*)')
+
+
+def _stack_source(stack: str) -> str | None:
+    for m in reversed(list(_FRAME.finditer(stack))):
+        if not m["file"].startswith(_TORCH_DIR):
+            return f"{m['file']}:{m['line']} in {m['func'].strip()}: {m['code'].strip()}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,8 +472,11 @@ def _source(node: fx.Node) -> str | None:
 # ---------------------------------------------------------------------------------------------
 class _Converter:
     def __init__(self, gm: fx.GraphModule, concrete: dict[fx.Node, Any], shape: tuple[int, ...],
-                 drop_final_softmax: bool, model_name: str) -> None:
+                 drop_final_softmax: bool, model_name: str, *, batch: int = _EXAMPLE_BATCH,
+                 aten: bool = False) -> None:
         self.gm = gm
+        self.batch = batch  # batch size of the shape-propagation run
+        self.aten = aten  # an ATen-level graph (torch.export)
         self.concrete = concrete
         self.input_shape = shape
         self.drop_final_softmax = drop_final_softmax
@@ -313,7 +490,9 @@ class _Converter:
         self.fx_of: dict[str, fx.Node] = {}
         self.origins: dict[str, list[str]] = {}
         self.folded_by: dict[str, list[fx.Node]] = {}
-        self.taken = {n.name.replace(".", "_") for n in gm.graph.nodes}
+        self.base_names = {n: (_aten_base_name(n, self.modules) if aten else n.name).replace(".", "_")
+                           for n in gm.graph.nodes}
+        self.taken = {n.name.replace(".", "_") for n in gm.graph.nodes} | set(self.base_names.values())
         self.used: set[str] = set()
         self.notes: list[str] = []
         self.problems: list[UnsupportedNode] = []
@@ -322,13 +501,18 @@ class _Converter:
 
     # -- bookkeeping ---------------------------------------------------------------------
     def name_for(self, n: fx.Node, suffix: str | None = None) -> str:
-        base = n.name.replace(".", "_")
+        base = self.base_names[n]
         if suffix is None and base not in self.used:
             return base
-        cand = base if suffix is None else f"{base}_{suffix}"
+        if suffix is None:  # a repeated base name (a module called twice in an exported program): fx-style _1, _2
+            i = 1
+            while f"{base}_{i}" in self.used or f"{base}_{i}" in self.taken:
+                i += 1
+            return f"{base}_{i}"
+        cand = f"{base}_{suffix}"
         i = 1
-        while cand in self.used or (suffix is not None and cand in self.taken):
-            cand = f"{base}_{suffix or 'n'}_{i}"
+        while cand in self.used or cand in self.taken:
+            cand = f"{base}_{suffix}_{i}"
             i += 1
         return cand
 
@@ -358,9 +542,11 @@ class _Converter:
 
     def out_shape(self, n: fx.Node) -> tuple[int, ...]:
         value = self.concrete.get(n)
+        if isinstance(value, (tuple, list)) and value and isinstance(n.target, _OpOverload):
+            value = value[0]  # a multi-output ATen op (max_pool2d_with_indices...): the main result
         if not isinstance(value, torch.Tensor):
             raise _Unsupported(f"expected a tensor result, got {type(value).__name__}")
-        if value.dim() == 0 or value.shape[0] != _EXAMPLE_BATCH:
+        if value.dim() == 0 or value.shape[0] != self.batch:
             raise _Unsupported(f"the result has shape {tuple(value.shape)}: the batch axis is not preserved")
         return tuple(value.shape[1:])
 
@@ -374,8 +560,10 @@ class _Converter:
             target = f"{n.target} ({type(self.modules[n.target]).__name__})"
         else:
             target = _qualname(n.target)
-        self.problems.append(UnsupportedNode(name=name or n.name.replace(".", "_"), op=n.op, target=target,
-                                             reason=reason, source=_source(n)))
+        if self.aten and (owner := _owner_module(n)) is not None and owner[0]:
+            reason += f" (in module {owner[0]!r}: {owner[1]})"
+        self.problems.append(UnsupportedNode(name=name or self.base_names.get(n, n.name.replace(".", "_")),
+                                             op=n.op, target=target, reason=reason, source=_source(n)))
 
     def report_ir(self, name: str, reason: str) -> None:
         """Report IR node ``name`` under its own name, with the op and source of the fx node it came from."""
@@ -418,6 +606,8 @@ class _Converter:
             raise _Unsupported("only models with a single tensor input are supported")
         if n.op == "get_attr":
             return _S(self.concrete[n])
+        if n.op == "call_module" and type(self.modules.get(n.target)).__name__ == "GuardsFn":
+            return _S(None)  # torch.export's input-shape guards
 
         args = fx.node.map_arg(n.args, lambda a: self.values[a])
         kwargs = fx.node.map_arg(n.kwargs, lambda a: self.values[a])
@@ -442,12 +632,16 @@ class _Converter:
             return f"module type {kind} is not supported by the converter"
         if n.op == "call_method":
             return f"tensor method .{n.target}() is not supported by the converter"
+        if isinstance(n.target, _OpOverload):
+            return f"ATen op {n.target} is not supported by the converter"
         return f"function {_qualname(n.target)} is not supported by the converter"
 
     def is_shape_query(self, n: fx.Node) -> bool:
         if n.op == "call_method":
             return n.target in ("size", "dim", "numel", "ndimension", "nelement")
         if n.op == "call_function":
+            if n.target in _ATEN_SHAPE_QUERIES:
+                return True
             if n.target is builtins.getattr:
                 return len(n.args) > 1 and n.args[1] in ("shape", "ndim")
             return n.target is builtins.len
@@ -474,8 +668,27 @@ class _Converter:
         return result
 
     # -- output and final checks -----------------------------------------------------------
+    def output_args(self, n: fx.Node) -> Any:
+        """What the output node ``n`` returns, as the model returns it: ``torch.export`` flattens the
+        model's output into a tuple (its ``_out_spec`` says how to rebuild it); a single tensor is unwrapped."""
+        out = n.args[0]
+        spec = getattr(self.gm, "_out_spec", None)
+        if self.aten and isinstance(out, (tuple, list)) and len(out) == 1 and spec is not None:
+            try:
+                leaf = spec.is_leaf()
+            except Exception:  # pragma: no cover - pytree API moved
+                leaf = False
+            if leaf:
+                return out[0]
+        return out
+
+    def is_model_output(self, n: fx.Node) -> bool:
+        """``n`` is the model's (single) output and has no other user."""
+        users = list(n.users)
+        return len(users) == 1 and users[0].op == "output" and self.output_args(users[0]) is n
+
     def do_output(self, n: fx.Node) -> None:
-        value = fx.node.map_arg(n.args[0], lambda a: self.values[a])
+        value = fx.node.map_arg(self.output_args(n), lambda a: self.values[a])
         if isinstance(value, _T):
             self.output = value
             return
@@ -709,6 +922,11 @@ def _is_full(s: Any, size: int | None) -> bool:
 
 
 def _getitem(c: _Converter, n: fx.Node, args: tuple, kwargs: dict) -> Any:
+    if isinstance(args[0], (tuple, list)):  # an output of a multi-output ATen op
+        item = args[0][_unwrap(args[1], "index")]
+        if isinstance(item, _NoOutput):
+            raise _Unsupported(item.reason)
+        return item
     x = c.tensor(args[0])
     index = _unwrap(args[1], "index")
     shape = c.shape_of(x)
@@ -762,8 +980,7 @@ def _identity(c: _Converter, n: fx.Node, x: Any) -> _T:
 
 def _final_softmax(c: _Converter, n: fx.Node, x: Any, dim: Any) -> _T:
     x = c.tensor(x)
-    users = list(n.users)
-    is_last = len(users) == 1 and users[0].op == "output" and users[0].args[0] is n
+    is_last = c.is_model_output(n)
     if not c.drop_final_softmax:
         raise _Unsupported("softmax/log_softmax is not supported (drop_final_softmax=False)")
     if not is_last:
@@ -1010,3 +1227,205 @@ _METHOD_HANDLERS: dict[str, Callable] = {
     "contiguous": _fn_identity, "clone": _fn_identity, "detach": _fn_identity,
     "softmax": _fn_softmax, "log_softmax": _fn_softmax,
 }
+
+
+# -- ATen ops (torch.export): mapped onto the same handlers ----------------------------------------
+_TRAINING_HINT = ("the program was captured from a model in training mode; call model.eval() before "
+                  "torch.export.export")
+
+
+def _aten_convolution(c, n, args, kwargs):
+    """convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)."""
+    s = lambda i, name, d=None: _static_arg(args, kwargs, i, name, d)  # noqa: E731
+    if s(6, "transposed", False):
+        raise _Unsupported("transposed convolution is not supported")
+    return _conv(c, n, c.tensor(args[0]), s(1, "weight"), s(2, "bias"), s(3, "stride", 1), s(4, "padding", 0),
+                 s(5, "dilation", 1), s(8, "groups", 1))
+
+
+def _mm_weight(w: Any) -> Any:
+    """The Linear weight (out, in) of ``x @ w`` (decomposed Linear: ``addmm(b, x, permute(W))``)."""
+    return w.t() if isinstance(w, torch.Tensor) and w.dim() == 2 else w
+
+
+def _aten_addmm(c, n, args, kwargs):
+    """addmm(bias, x, W^T, *, beta=1, alpha=1) = a decomposed Linear."""
+    beta, alpha = _static_arg(args, kwargs, 3, "beta", 1), _static_arg(args, kwargs, 4, "alpha", 1)
+    if beta != 1 or alpha != 1:
+        raise _Unsupported(f"addmm with beta={beta!r}, alpha={alpha!r} is not supported (only 1)")
+    bias = _static_arg(args, kwargs, 0, "bias")
+    if isinstance(bias, torch.Tensor) and bias.dim() == 2 and bias.shape[0] == 1:
+        bias = bias[0]
+    return _linear(c, n, c.tensor(args[1]), _mm_weight(_static_arg(args, kwargs, 2, "weight")), bias)
+
+
+def _aten_mm(c, n, args, kwargs):
+    """mm(x, W^T) = a decomposed Linear without bias."""
+    return _linear(c, n, c.tensor(args[0]), _mm_weight(_static_arg(args, kwargs, 1, "weight")), None)
+
+
+def _aten_batch_norm(c, n, args, kwargs):
+    """batch_norm / native_batch_norm / _native_batch_norm_legit / cudnn_batch_norm:
+    (input, weight, bias, running_mean, running_var, training, momentum, eps, ...)."""
+    s = lambda i, name, d=None: _static_arg(args, kwargs, i, name, d)  # noqa: E731
+    if s(5, "training", False):
+        raise _Unsupported(f"BatchNorm in training mode uses batch statistics and cannot be folded: {_TRAINING_HINT}")
+    return _batchnorm(c, n, c.tensor(args[0]), s(3, "running_mean"), s(4, "running_var"), s(1, "weight"),
+                      s(2, "bias"), s(7, "eps", 1e-5))
+
+
+def _aten_bn_no_training(c, n, args, kwargs):
+    """_native_batch_norm_legit_no_training(input, weight, bias, running_mean, running_var, momentum, eps)."""
+    s = lambda i, name, d=None: _static_arg(args, kwargs, i, name, d)  # noqa: E731
+    return _batchnorm(c, n, c.tensor(args[0]), s(3, "running_mean"), s(4, "running_var"), s(1, "weight"),
+                      s(2, "bias"), s(6, "eps", 1e-5))
+
+
+def _aten_bn_no_stats(c, n, args, kwargs):
+    raise _Unsupported("BatchNorm without running statistics (track_running_stats=False) normalizes with batch "
+                       "statistics at inference and cannot be folded")
+
+
+def _aten_slice(c, n, args, kwargs):
+    """slice(x, dim, start, end, step): ``x[:, :, ::a, ::b]`` is exported as one slice per axis."""
+    x = c.tensor(args[0])
+    s = lambda i, name, d=None: _static_arg(args, kwargs, i, name, d)  # noqa: E731
+    dim, start, end, step = s(1, "dim", 0), s(2, "start"), s(3, "end"), s(4, "step", 1)
+    full = (c.batch,) + c.shape_of(x)
+    if not isinstance(dim, int) or not -len(full) <= dim < len(full):
+        raise _Unsupported(f"slice of dim {dim!r} of a tensor with {len(full)} axes")
+    dim %= len(full)
+    start = None if start in (None, 0) else start
+    end = None if end is None or (isinstance(end, int) and end >= full[dim]) else end
+    step = None if step in (None, 1) else step
+    if start is None and end is None and step is None:
+        return x  # the whole axis
+    index = (slice(None),) * dim + (slice(start, end, step),)
+    return _getitem(c, n, (x, _S(index)), {})
+
+
+def _aten_constant_pad_nd(c, n, args, kwargs):
+    """constant_pad_nd(x, pad, value=0)."""
+    return _pad(c, n, (args[0], _arg(args, kwargs, 1, "pad"), "constant", _arg(args, kwargs, 2, "value", 0)), {})
+
+
+def _aten_dropout(c, n, args, kwargs):
+    """dropout(input, p, train) and its variants."""
+    if _static_arg(args, kwargs, 2, "train", False):
+        raise _Unsupported(f"dropout in training mode is random at inference: {_TRAINING_HINT}")
+    return _identity(c, n, args[0])
+
+
+def _aten_ignore(c, n, args, kwargs):
+    """Runtime assertions (``_assert_tensor_metadata``...): no value."""
+    return _S(None)
+
+
+def _multi(handler: Callable, n_outputs: int, what: str) -> Callable:
+    """Handler of an ATen op with several results, of which only the first (computed by ``handler``) is
+    supported; ``getitem`` of another one is reported."""
+
+    def h(c, n, args, kwargs):
+        first = handler(c, n, args, kwargs)
+        return (first,) + tuple(_NoOutput(f"result {i} of {n.target} ({what}) is not supported")
+                                for i in range(1, n_outputs))
+
+    h.__name__ = f"_multi_{getattr(handler, '__name__', 'handler')}"
+    return h
+
+
+def _aten_ops(*names: str) -> list[_OpOverload]:
+    """The ATen overloads ``packet.overload`` (default ``.default``) that this torch has."""
+    out = []
+    for name in names:
+        packet_name, _, overload = name.partition(".")
+        try:
+            out.append(getattr(getattr(torch.ops.aten, packet_name), overload or "default"))
+        except (AttributeError, RuntimeError):  # pragma: no cover - op absent from this torch version
+            pass
+    return out
+
+
+_BN_STATS = "BatchNorm batch statistics"
+_ATEN_HANDLERS: dict[Any, Callable] = {}
+for _names, _handler in (
+    (("conv2d", "conv2d.padding"), _fn_conv2d),
+    (("convolution",), _aten_convolution),
+    (("linear",), _fn_linear),
+    (("addmm",), _aten_addmm),
+    (("mm",), _aten_mm),
+    (("batch_norm",), _aten_batch_norm),
+    (("native_batch_norm", "_native_batch_norm_legit"), _multi(_aten_batch_norm, 3, _BN_STATS)),
+    (("_native_batch_norm_legit_functional",), _multi(_aten_batch_norm, 5, _BN_STATS)),
+    (("cudnn_batch_norm",), _multi(_aten_batch_norm, 4, _BN_STATS)),
+    (("_native_batch_norm_legit_no_training",), _multi(_aten_bn_no_training, 3, _BN_STATS)),
+    (("_native_batch_norm_legit.no_stats",), _aten_bn_no_stats),
+    (("relu",), _fn_relu),
+    (("relu_",), _fn_relu_),
+    (("clamp", "clamp_min", "clip"), _fn_clamp),
+    (("clamp_", "clamp_min_", "clip_"), _fn_clamp_),
+    (("max_pool2d",), _fn_max_pool2d),
+    (("max_pool2d_with_indices",), _multi(_fn_max_pool2d, 2, "max-pooling indices")),
+    (("avg_pool2d",), _fn_avg_pool2d),
+    (("adaptive_avg_pool2d", "_adaptive_avg_pool2d"), _fn_adaptive_avg),
+    (("adaptive_max_pool2d",), _multi(_fn_adaptive_max, 2, "max-pooling indices")),
+    (("mean.dim", "mean"), _fn_mean),
+    (("add.Tensor", "add.Scalar"), _fn_add),
+    (("add_.Tensor", "add_.Scalar"), _method_add_),
+    (("view", "reshape", "_unsafe_view", "view_copy", "flatten.using_ints", "squeeze", "squeeze.dim",
+      "squeeze.dims"), _fn_reshape),
+    (("slice.Tensor",), _aten_slice),
+    (("constant_pad_nd",), _aten_constant_pad_nd),
+    (("pad",), _fn_pad),
+    (("dropout", "dropout_", "feature_dropout", "feature_dropout_", "alpha_dropout", "alpha_dropout_",
+      "feature_alpha_dropout", "feature_alpha_dropout_"), _aten_dropout),
+    (("native_dropout",), _multi(_aten_dropout, 2, "dropout mask")),
+    (("clone", "alias", "detach", "detach_", "contiguous", "lift_fresh_copy"), _fn_identity),
+    (("_assert_tensor_metadata", "_assert_async", "_assert_async.msg", "_assert_scalar"), _aten_ignore),
+    (("log_softmax.int", "softmax.int", "_log_softmax", "_softmax"), _fn_softmax),
+):
+    for _op in _aten_ops(*_names):
+        _ATEN_HANDLERS[_op] = _handler
+_FUNCTION_HANDLERS.update(_ATEN_HANDLERS)
+del _names, _handler, _op
+
+_ATEN_SHAPE_QUERIES = frozenset(_aten_ops("sym_size.int", "sym_size", "sym_numel", "sym_stride.int", "sym_stride",
+                                          "sym_storage_offset", "size.int", "size", "dim", "numel"))
+_LEAF_MODULE_TYPES = frozenset(f"{cls.__module__}.{cls.__qualname__}" for cls, _ in _MODULE_HANDLERS)
+_NONWORD = re.compile(r"\W")
+# ATen spellings of ops whose fx-path node is named after the torch function
+_ATEN_NAME_ALIASES = {"max_pool2d_with_indices": "max_pool2d", "constant_pad_nd": "pad",
+                      "_adaptive_avg_pool2d": "adaptive_avg_pool2d", "_log_softmax": "log_softmax",
+                      "_softmax": "softmax"}
+
+
+def _owner_module(n: fx.Node) -> tuple[str, str] | None:
+    """(module path, type name) of the innermost module that issued ATen node ``n`` (torch.export's
+    ``nn_module_stack``), if recorded."""
+    stack = n.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    path, typ = list(stack.values())[-1]
+    if not isinstance(typ, str):
+        typ = f"{getattr(typ, '__module__', '')}.{getattr(typ, '__qualname__', typ)}"
+    return str(path), typ
+
+
+def _aten_base_name(n: fx.Node, modules: Mapping[str, nn.Module]) -> str:
+    """IR name of ATen node ``n``, chosen like the fx path's: the module path for an op of a supported
+    layer module (``layer1.0.conv1`` → ``layer1_0_conv1``), else the node name, with the trailing ``_`` of an
+    in-place op dropped (``add_``/``add__1`` → ``add``/``add_1``)."""
+    if n.op != "call_function" or not isinstance(n.target, _OpOverload):
+        return n.name
+    owner = _owner_module(n)
+    if owner is not None and owner[0] and owner[1] in _LEAF_MODULE_TYPES and n.target in _ATEN_HANDLERS:
+        name = _NONWORD.sub("_", owner[0])
+        return f"_{name}" if name[0].isdigit() else name  # as fx names call_module nodes: "0" -> "_0"
+    op = n.target._schema.name.split("::")[-1]
+    if not n.name.startswith(op):
+        return n.name
+    if op in _ATEN_NAME_ALIASES:
+        return _ATEN_NAME_ALIASES[op] + n.name[len(op):]
+    if op.endswith("_") and not op.endswith("__"):
+        return op[:-1] + n.name[len(op):]
+    return n.name

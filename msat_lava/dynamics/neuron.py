@@ -133,8 +133,8 @@ def _interp(lut: Any, n: int, a: Any, shift: int, extra: int) -> Any:
     """(L[i]·2^s + (L[min(i+1, n−1)] − L[i])·r + 2^(s+extra−1)) >> (s+extra), i = a >> s, r = a mod 2^s."""
     i = a >> shift
     r = a & ((1 << shift) - 1)
-    lo = lut[i]
-    hi = lut[xp.minimum(i + 1, n - 1)]
+    lo = xp.lookup(lut, i)
+    hi = xp.lookup(lut, xp.minimum(i + 1, n - 1))
     total = shift + extra
     return ((lo << shift) + (hi - lo) * r + ((1 << total) >> 1)) >> total
 
