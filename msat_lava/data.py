@@ -32,6 +32,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from netx_export.errors import located
+
 __all__ = ["DataError", "LoadedData", "load_npz", "strided_indices", "to_nchw", "normalize", "parse_floats",
            "SPLITS"]
 
@@ -42,12 +44,7 @@ class DataError(ValueError):
     """An input data file or data option is unusable; ``path`` and ``key`` name what (either may be None)."""
 
     def __init__(self, message: str, *, path: str | os.PathLike | None = None, key: str | None = None):
-        where = []
-        if path is not None:
-            where.append(f"file {str(path)!r}")
-        if key is not None:
-            where.append(f"key {key!r}")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        super().__init__(located(message, file=path, key=key))
         self.path = None if path is None else str(path)
         self.key = key
 

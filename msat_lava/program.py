@@ -307,8 +307,36 @@ def stage_depths(program: Program) -> dict[str, int]:
     return depth
 
 
-def sample_ids_array(ids: Sequence[int] | None, n: int) -> np.ndarray:
-    return np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+@dataclass(frozen=True)
+class RunInputs:
+    """Validated inputs of one run: x float64 (N, *input_shape), sample ids (N,) int64, gate seed, steps."""
+
+    x: np.ndarray
+    ids: np.ndarray
+    seed: int
+    steps: int
+
+
+def check_run_inputs(program: Program, x: Any, steps: int, *, sample_ids: Sequence[int] | None,
+                     seed: int | None, record: Sequence[str], precisions: Sequence[str],
+                     precision: str) -> RunInputs:
+    """Validate what every backend's run receives (ValueError naming the bad argument)."""
+    if precision not in precisions:
+        raise ValueError(f"precision must be one of {sorted(precisions)}, got {precision!r}")
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    x = np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+    if tuple(x.shape[1:]) != tuple(program.input_shape):
+        raise ValueError(f"input shape {tuple(x.shape[1:])} does not match the network input "
+                         f"{tuple(program.input_shape)}")
+    n = x.shape[0]
+    ids = np.arange(n, dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
+    if ids.shape != (n,):
+        raise ValueError(f"sample_ids must have shape ({n},), got {ids.shape}")
+    unknown = set(record) - {s.name for s in program.stages}
+    if unknown:
+        raise ValueError(f"cannot record unknown stage(s) {sorted(unknown)}")
+    return RunInputs(x=x, ids=ids, seed=program.seed if seed is None else int(seed), steps=int(steps))
 
 
 # ----------------------------------------------------------------------------------------------

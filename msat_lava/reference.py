@@ -27,7 +27,7 @@ import numpy as np
 
 from msat_lava.dynamics import lipool as lip
 from msat_lava.dynamics import neuron as dyn
-from msat_lava.program import Program, apply_term_torch, quantize_input_np, stage_depths
+from msat_lava.program import Program, apply_term_torch, check_run_inputs, quantize_input_np, stage_depths
 
 PRECISIONS = ("float", "fixed")
 
@@ -77,20 +77,9 @@ def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", 
     """
     import torch
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    fixed = precision == "fixed"
-    x = np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
-    if tuple(x.shape[1:]) != tuple(program.input_shape):
-        raise ValueError(f"input shape {tuple(x.shape[1:])} does not match the network input "
-                         f"{tuple(program.input_shape)}")
-    n = x.shape[0]
-    ids = np.arange(n, dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
-    if ids.shape != (n,):
-        raise ValueError(f"sample_ids must have shape ({n},), got {ids.shape}")
-    seed = program.seed if seed is None else int(seed)
+    inputs = check_run_inputs(program, x, steps, sample_ids=sample_ids, seed=seed, record=record,
+                              precisions=PRECISIONS, precision=precision)
+    x, ids, seed, fixed = inputs.x, inputs.ids, inputs.seed, precision == "fixed"
     dev = torch.device(device or "cpu")
     previous_threads = torch.get_num_threads()
     if threads is not None:

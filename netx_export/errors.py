@@ -13,16 +13,17 @@ class NetxExportError(Exception):
     """Base class of every error raised by :mod:`netx_export`."""
 
 
+def located(message: str, **where: object) -> str:
+    """Prefix ``message`` with the non-None locations, e.g. "layer 'relu_3', field 'bias': ..."."""
+    parts = [f"{key} {str(value)!r}" for key, value in where.items() if value is not None]
+    return f"{', '.join(parts)}: {message}" if parts else message
+
+
 class GraphError(NetxExportError, ValueError):
     """The typed graph is inconsistent (unknown input, duplicate name, cycle, shape mismatch)."""
 
     def __init__(self, message: str, *, node: str | None = None, field: str | None = None):
-        where = []
-        if node is not None:
-            where.append(f"node {node!r}")
-        if field is not None:
-            where.append(f"field {field!r}")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        super().__init__(located(message, node=node, field=field))
         self.node = node
         self.field = field
 
@@ -63,12 +64,7 @@ class QuantizationError(NetxExportError, ValueError):
     """A value cannot be represented in the fixed-point format (names layer and field)."""
 
     def __init__(self, message: str, *, layer: str | None = None, field: str | None = None):
-        where = []
-        if layer is not None:
-            where.append(f"layer {layer!r}")
-        if field is not None:
-            where.append(f"field {field!r}")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        super().__init__(located(message, layer=layer, field=field))
         self.layer = layer
         self.field = field
 
@@ -78,14 +74,7 @@ class FormatError(NetxExportError, ValueError):
 
     def __init__(self, message: str, *, path: str | None = None, layer: str | None = None,
                  field: str | None = None):
-        where = []
-        if path is not None:
-            where.append(f"file {str(path)!r}")
-        if layer is not None:
-            where.append(f"layer {layer!r}")
-        if field is not None:
-            where.append(f"field {field!r}")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        super().__init__(located(message, file=path, layer=layer, field=field))
         self.path = path
         self.layer = layer
         self.field = field

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from msat_lava.program import Program, quantize_input_np
+from msat_lava.program import Program, check_run_inputs, quantize_input_np
 
 PRECISIONS = {"fixed": "fixed_pt", "float": "floating_pt"}
 
@@ -50,20 +50,10 @@ def run_lava(program: Program, x: Any, steps: int, *, precision: str = "fixed",
 
     from msat_lava.lava.procs.process import ImageSource, MsatStage
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    fixed = precision == "fixed"
-    x = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
-    if tuple(x.shape[1:]) != tuple(program.input_shape):
-        raise ValueError(f"input shape {tuple(x.shape[1:])} does not match the network input "
-                         f"{tuple(program.input_shape)}")
+    inputs = check_run_inputs(program, x, steps, sample_ids=sample_ids, seed=seed, record=record,
+                              precisions=tuple(PRECISIONS), precision=precision)
+    x, ids, seed, fixed = inputs.x, inputs.ids, inputs.seed, precision == "fixed"
     n = x.shape[0]
-    ids = np.arange(n, dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
-    if ids.shape != (n,): raise ValueError(f"sample_ids must have shape ({n},), got {ids.shape}")  # noqa: E701
-    seed = program.seed if seed is None else int(seed)
-    unknown = set(record) - {s.name for s in program.stages}
-    if unknown:
-        raise ValueError(f"cannot record unknown stage(s) {sorted(unknown)}")
     clipped = 0
     if fixed:
         images, clipped = quantize_input_np(x, program.input_scale, program.input_frac_bits)
