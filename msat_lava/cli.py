@@ -20,6 +20,7 @@ import traceback
 
 from msat_lava import __version__
 from msat_lava.cli_convert import add_convert_parser, add_info_parser
+from msat_lava.cli_eval import add_eval_parser
 from msat_lava.cli_run import add_demo_parser, add_run_parser, add_verify_parser
 
 __all__ = ["SUBCOMMANDS", "add_doctor_parser", "build_parser", "main"]
@@ -61,6 +62,7 @@ SUBCOMMANDS = [
     add_run_parser,
     add_verify_parser,
     add_demo_parser,
+    add_eval_parser,
 ]
 
 

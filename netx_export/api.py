@@ -45,7 +45,7 @@ def _first_batch_shape(data: Any) -> tuple[tuple[int, ...], Any]:
 def convert(model, calibration_data, *, method: str = "msat", preset: str | None = "resnet20",
             input_shape: tuple[int, ...] | None = None, lambda_method: str = "max", percentile: float = 99.99,
             nonzero_only: bool = False, channelwise: bool = False, sc_p: Mapping[str, float] | None = None,
-            seed: int = 0, progress: bool = True) -> ConvertedNetwork:
+            seed: int = 0, progress: bool = True, msat_units: str = "raw") -> ConvertedNetwork:
     """Convert a PyTorch ``model`` into a :class:`ConvertedNetwork`.
 
     * ``calibration_data``: tensor/array ``(N, *input_shape)`` (normalized exactly as the model expects),
@@ -57,6 +57,8 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
     * ``channelwise``: not supported by format 1.x (one λ per layer); True raises QuantizationError.
     * ``sc_p``: spike confidence p per relu node name; ``seed``: recorded for the SC gate.
     * ``progress``: tqdm bar (stderr) during calibration.
+    * ``msat_units``: 'raw' (default; the paper's raw-unit MSAT) or 'normalized' (the BrainCog port, λ = 1 inside
+      the threshold formula; ALGORITHMS §2.2), stored per spiking layer (``NeuronSpec.units``).
 
     Raises UnsupportedOpError (every unsupported node listed), CalibrationError, QuantizationError.
     """
@@ -82,7 +84,7 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
         "input_shape": list(input_shape),
     }
     return quantize(graph, cal, method=method, preset=preset, sc_p=sc_p, seed=seed, model_hash=state_hash(model),
-                    hyperparameters=hyper)
+                    hyperparameters=hyper, msat_units=msat_units)
 
 
 def load(path: str | os.PathLike) -> ConvertedNetwork:

@@ -236,7 +236,9 @@ _NODE_PARAM_KINDS: dict[str, dict[str, str]] = {
 }
 
 _SPEC_TYPES = {"mode": "str", "lam": "float", "k_const": "float", "coefs": "coefs?", "gamma": "int",
-               "sc_p": "float?", "sc_early": "int", "sc_gate": "str", "frac_bits": "int", "state_bits": "int"}
+               "sc_p": "float?", "sc_early": "int", "sc_gate": "str", "frac_bits": "int", "state_bits": "int",
+               "units": "str|absent"}
+# "str|absent": always written; a file without it (written before the field existed) reads as the default.
 
 
 def _lut_type(name: str) -> str:
@@ -598,7 +600,10 @@ def _read_node(r: _Reader, g, i: int):
 def _read_spec(r: _Reader, g, layer: str) -> NeuronSpec:
     data: dict[str, Any] = {}
     for key, typ in _SPEC_TYPES.items():
-        if typ == "str":
+        if typ == "str|absent":
+            if key in g:
+                data[key] = r.string(g, key, layer)
+        elif typ == "str":
             data[key] = r.string(g, key, layer)
         elif typ == "float":
             data[key] = r.real(g, key, layer)

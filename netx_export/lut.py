@@ -47,7 +47,9 @@ Domains and resolution (chosen here, stored in the table so the runtime never re
   negative input while its residual is far below its running mean, and in practice does not fire. Index step
   with w step ≤ 2^−8 (≤ ~7.5 k entries; the power-of-two step lands in (2^−9, 2^−8]).
 
-The tables depend on λ (raw-unit MSAT, §9.3), so each layer has its own. Total size ≤ ~9 k int32 entries
+The tables depend on λ (raw-unit MSAT, §9.3), so each layer has its own. Every λ above is the formula's λ_f =
+``spec.formula_lam``: λ for ``units`` = 'raw'; 1 for 'normalized' (the BrainCog port, ALGORITHMS §2.2 note), which
+is exactly the raw tables of λ = 1 — the same for every layer — applied to the same integers Δ̂, x̂. Total size ≤ ~9 k int32 entries
 (≈ 6 k for λ ∈ [1, 10]). Measured max |θ̂/2^F − θ_float/λ| ≈ 0.81 LSB (docs/FIXED_POINT.md).
 """
 from __future__ import annotations
@@ -225,8 +227,10 @@ def make_luts(spec: NeuronSpec) -> ThresholdLuts | None:
     if spec.mode == "const":
         return None
     F, FZ, P = spec.frac_bits, Z_FRAC_BITS, SLOPE_SHIFT
-    lam, c = spec.lam, spec.coefs
-    unit = lam / float(1 << F)  # real (raw) value of one integer LSB
+    # λ as it appears in the formula (units 'raw': λ; 'normalized': 1). The normalized-domain integers are the
+    # same in both; one LSB is worth λ_f·2^−F in the formula's units, so every constant below uses λ_f only.
+    lam, c = spec.formula_lam, spec.coefs
+    unit = lam / float(1 << F)  # value of one integer LSB in the formula's units
 
     # sigmoid over [-Z, Z], step 2^-SIG_STEP_BITS
     Z = sigmoid_range(F)

@@ -13,6 +13,10 @@ A spiking layer replaces one ReLU of the ANN (ALGORITHMS §1.2, §2). Its rule i
       z(t)   = τ_mp·DTT + τ_rd·DET   (mode 'msat'),  τ_mp·DTT ('dtt'),  τ_rd·DET ('det')
       θ(t)   = λ·σ(z(t)) for t ≥ 1,  θ(0) = λ;       mode 'const': θ(t) = k_const·λ for every t.
 
+  ``units`` = 'normalized' (opt-in) selects the BrainCog port's variant instead (ALGORITHMS §2.2 note): the same
+  formula on Δ̂ = Δ/λ, x̂ = x/λ with λ = 1 inside it (V_T = −1), still θ = λ·σ(z). Both variants are one formula
+  with λ_f = :attr:`NeuronSpec.formula_lam` (λ or 1) applied to Δ, x divided by λ/λ_f (1 or λ).
+
 * Spike confidence (ALGORITHMS §3): with ``sc_p`` = p set, for t < ``sc_early`` every spike is kept with
   probability p by the counter-based gate of :mod:`msat_lava.dynamics.prng`; ``sc_gate`` = 'code' discards
   the suppressed charge (gate after soft reset, §3.4), 'keep_charge' leaves it in the membrane.
@@ -37,10 +41,12 @@ __all__ = [
     "MODES",
     "SC_GATES",
     "MAX_SC_EARLY",
+    "UNITS",
 ]
 
 MODES = ("const", "dtt", "det", "msat")
 SC_GATES = ("code", "keep_charge")
+UNITS = ("raw", "normalized")  # MSAT formula units: the paper's raw units, or the BrainCog port's Δ/λ, x/λ
 MAX_SC_EARLY = 256  # the gate's key packs t in 8 bits (msat_lava.dynamics.prng)
 
 
@@ -151,6 +157,9 @@ class NeuronSpec:
     * ``sc_gate``: 'code' (reset with the ungated spike, suppressed charge discarded) | 'keep_charge'.
     * ``frac_bits``: F, fractional bits of the normalized fixed-point domain, 4 ≤ F ≤ 16 (DESIGN: 12).
     * ``state_bits``: width of the saturating signed state v̂, F + 2 ≤ bits ≤ 32 (DESIGN: 24).
+    * ``units``: units of the MSAT formula (ALGORITHMS §2.2): 'raw' (default; the paper/code's raw-unit model,
+      V_T = −λ) | 'normalized' (the BrainCog port: Δ/λ, x/λ and λ = 1 inside the formula, θ = λ·σ(z)). Only the
+      threshold of modes dtt/det/msat depends on it; absent from older files/dicts, where it means 'raw'.
     """
 
     mode: str
@@ -163,9 +172,10 @@ class NeuronSpec:
     sc_gate: str = "code"
     frac_bits: int = 12
     state_bits: int = 24
+    units: str = "raw"
 
     FIELDS = ("mode", "lam", "k_const", "coefs", "gamma", "sc_p", "sc_early", "sc_gate", "frac_bits",
-              "state_bits")
+              "state_bits", "units")
 
     def __post_init__(self):
         mode = _text(self.mode, "mode")
@@ -226,6 +236,11 @@ class NeuronSpec:
             raise NeuronSpecError(f"must be one of {SC_GATES}, got {sc_gate!r}", field="sc_gate")
         object.__setattr__(self, "sc_gate", sc_gate)
 
+        units = _text(self.units, "units")
+        if units not in UNITS:
+            raise NeuronSpecError(f"must be one of {UNITS}, got {units!r}", field="units")
+        object.__setattr__(self, "units", units)
+
     # ---- derived integer constants (fixed point, DESIGN §4) ----
     @property
     def one(self) -> int:
@@ -241,6 +256,12 @@ class NeuronSpec:
     def theta_const_fixed(self) -> int:
         """Const-mode fixed threshold θ̂ = floor(k_const·2^F + 0.5)."""
         return int(math.floor(self.k_const * self.one + 0.5))
+
+    @property
+    def formula_lam(self) -> float:
+        """λ_f, the λ inside the MSAT formula: λ for units 'raw', 1 for 'normalized'. The formula's Δ and x are the
+        raw-unit values divided by λ/λ_f, so one LSB of the normalized fixed-point domain is λ_f·2^−F there."""
+        return self.lam if self.units == "raw" else 1.0
 
     @property
     def sc_enabled(self) -> bool:
@@ -259,10 +280,13 @@ class NeuronSpec:
             "sc_gate": self.sc_gate,
             "frac_bits": self.frac_bits,
             "state_bits": self.state_bits,
+            "units": self.units,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "NeuronSpec":
+        """Inverse of :meth:`to_dict`; only ``mode`` and ``lam`` are required (a dict without ``units``, as
+        written before the field existed, gives 'raw')."""
         _check_keys(data, cls.FIELDS, ("mode", "lam"), "neuron")
         kwargs = dict(data)
         coefs = kwargs.get("coefs")

@@ -51,7 +51,7 @@ from netx_export.errors import (GraphError, QuantizationError, UnsupportedNode,
                                 UnsupportedOpError)
 from netx_export.ir import LINEAR_KINDS, WEIGHTED_KINDS, Graph, Node
 from netx_export.lut import ThresholdLuts, make_luts
-from netx_export.neuron import PRESETS, MsatCoefs, NeuronSpec, NeuronSpecError
+from netx_export.neuron import PRESETS, UNITS, MsatCoefs, NeuronSpec, NeuronSpecError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -1015,7 +1015,8 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
              sc_p: Mapping[str, float] | None = None, gamma: int = 1, sc_early: int = 16, sc_gate: str = "code",
              frac_bits: int = 12, state_bits: int = 24, input_scale: float | None = None,
              input_frac_bits: int = INPUT_FRAC_BITS, seed: int = 0, model_hash: Any = "",
-             data_hash: str | None = None, hyperparameters: Mapping[str, Any] | None = None) -> ConvertedNetwork:
+             data_hash: str | None = None, hyperparameters: Mapping[str, Any] | None = None,
+             msat_units: str = "raw") -> ConvertedNetwork:
     """Quantize a folded float graph to the fixed-point program (module docstring, DESIGN §4).
 
     * ``calibration``: a Calibration (``lambdas`` per relu name, ``input_scale``, ``data_hash``) or a mapping
@@ -1027,6 +1028,8 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
     * ``input_scale``: λ^0 (overrides the calibration's); ``input_frac_bits``: F_in = 8.
     * ``model_hash``: a string or the model / its state_dict (hashed by :func:`state_hash`).
     * ``hyperparameters``: extra JSON-serializable settings recorded in the provenance (e.g. λ method).
+    * ``msat_units``: :attr:`NeuronSpec.units` of every spiking layer — 'raw' (the paper's raw-unit MSAT) or
+      'normalized' (the BrainCog port: λ = 1 inside the formula, ALGORITHMS §2.2); LUTs follow it.
 
     Raises :class:`UnsupportedOpError` for two weighted ops in series (every such pair listed) and
     :class:`QuantizationError` for bad settings or λ; clipping is counted and warned, never silent.
@@ -1036,6 +1039,8 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
     method = str(method)
     if method not in METHODS:
         raise QuantizationError(f"unknown method {method!r}; expected one of {METHODS}", field="method")
+    if msat_units not in UNITS:
+        raise QuantizationError(f"unknown msat_units {msat_units!r}; expected one of {UNITS}", field="msat_units")
     _check_graph(graph)
     lams, lam0, cal_hash = _calibration_values(calibration, graph, input_scale)
     coef_obj, preset_used = _resolve_coefs(method, preset, coefs)
@@ -1065,7 +1070,7 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
         try:
             spec = NeuronSpec(mode=method, lam=lams[name], k_const=k_const, coefs=coef_obj, gamma=gamma,
                               sc_p=sc.get(name), sc_early=sc_early, sc_gate=sc_gate, frac_bits=frac_bits,
-                              state_bits=state_bits)
+                              state_bits=state_bits, units=msat_units)
             neurons[name] = spec
             luts[name] = make_luts(spec)
         except NeuronSpecError as exc:
@@ -1137,6 +1142,7 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
         "sc_gate": str(sc_gate),
         "frac_bits": int(frac_bits),
         "state_bits": int(state_bits),
+        "msat_units": str(msat_units),
         "input_frac_bits": int(input_frac_bits),
         "readout_frac_bits": READOUT_FRAC_BITS,
         "exponent_range": [EXPONENT_MIN, EXPONENT_MAX],

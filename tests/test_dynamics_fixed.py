@@ -24,6 +24,9 @@ def _spec(mode, lam=1.3, **kw):
     return NeuronSpec(mode, lam, coefs=None if mode == "const" else PRESETS["resnet20"], **kw)
 
 
+UNITS = ["raw", "normalized"]
+
+
 # ------------------------------------------------------------------------------ scalar Python-int oracle
 
 def _interp(lut, shift, a, extra=0):
@@ -74,7 +77,17 @@ def _oracle_run(spec, L, xs, keep=None):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("gamma, sc", [(1, None), (2, "code"), (1, "keep_charge")])
 def test_step_fixed_matches_int_oracle(mode, gamma, sc):
-    kw = dict(gamma=gamma)
+    _check_int_oracle(mode, gamma, sc)
+
+
+@pytest.mark.parametrize("mode", ["dtt", "det", "msat"])
+def test_step_fixed_matches_int_oracle_normalized_units(mode):
+    # step_fixed is unchanged for units 'normalized': the LUT constants carry the variant
+    _check_int_oracle(mode, 2, "code", units="normalized")
+
+
+def _check_int_oracle(mode, gamma, sc, units="raw"):
+    kw = dict(gamma=gamma, units=units)
     if sc:
         kw.update(sc_p=0.6, sc_gate=sc, sc_early=10)
     spec = _spec(mode, lam=2.2, **kw)
@@ -106,8 +119,10 @@ def test_step_fixed_matches_int_oracle(mode, gamma, sc):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("gate", ["code", "keep_charge"])
 @pytest.mark.parametrize("gamma", [1, 3])
-def test_charge_conservation_exact(mode, gate, gamma):
-    spec = _spec(mode, lam=0.9, gamma=gamma, sc_p=0.45, sc_early=16, sc_gate=gate)
+@pytest.mark.parametrize("units", UNITS)
+def test_charge_conservation_exact(mode, gate, gamma, units):
+    spec = _spec(mode, lam=0.9 if units == "raw" else 7.0, gamma=gamma, sc_p=0.45, sc_early=16, sc_gate=gate,
+                 units=units)
     L = make_luts(spec)
     rng = np.random.default_rng(5)
     B, shape, T = 3, (4, 5), 48
@@ -193,13 +208,14 @@ def test_numpy_torch_identical(mode, sc):
 
 # ------------------------------------------------------------------------------ fixed vs float
 
-@pytest.mark.parametrize("mode, preset, lam", [
-    ("msat", "vgg16", 1.0), ("msat", "vgg16", 4.0), ("msat", "resnet20", 2.5), ("msat", "resnet34", 0.7),
-    ("dtt", "resnet20", 2.5), ("det", "vgg16", 1.0), ("const", "vgg16", 0.7),
+@pytest.mark.parametrize("mode, preset, lam, units", [
+    ("msat", "vgg16", 1.0, "raw"), ("msat", "vgg16", 4.0, "raw"), ("msat", "resnet20", 2.5, "raw"),
+    ("msat", "resnet34", 0.7, "raw"), ("dtt", "resnet20", 2.5, "raw"), ("det", "vgg16", 1.0, "raw"),
+    ("const", "vgg16", 0.7, "raw"), ("msat", "vgg16", 4.0, "normalized"), ("msat", "resnet20", 12.0, "normalized"),
 ])
-def test_fixed_tracks_float_spike_counts(mode, preset, lam):
+def test_fixed_tracks_float_spike_counts(mode, preset, lam, units):
     """Constant inputs x ∈ U[−0.5λ, 1.5λ] (exactly representable), T = 256: spike counts agree within 1."""
-    spec = NeuronSpec(mode, lam, coefs=PRESETS[preset])
+    spec = NeuronSpec(mode, lam, coefs=PRESETS[preset], units=units)
     L = make_luts(spec)
     rng = np.random.default_rng(5)
     N, T = 1000, 256

@@ -137,6 +137,63 @@ def test_threshold_floor_one_lsb():
     assert out.theta[0] == pytest.approx(200.0 * 2.0 ** -12, rel=1e-15)
 
 
+# ---------------------------------------------------------------------------- units 'normalized' (BrainCog port)
+
+def _trace(spec, xs):
+    """Run step_float over xs (T, B); every output and state array, per step."""
+    st = init_float_state(xs.shape[1:])
+    rows = []
+    for x in xs:
+        st, out = step_float(spec, st, x)
+        rows.append((out.theta, out.spikes, out.payload, st.v, st.vsum, st.count))
+    return rows
+
+
+@pytest.mark.parametrize("mode, preset, gamma", [("msat", "vgg16", 1), ("msat", "resnet20", 3), ("dtt", "resnet34", 1),
+                                                 ("det", "resnet20", 2), ("const", None, 1)])
+def test_normalized_units_with_lambda_1_equal_raw_exactly(mode, preset, gamma):
+    coefs = PRESETS[preset] if preset else None
+    xs = np.random.default_rng(21).uniform(-0.8, 1.8, size=(40, 64))
+    raw = NeuronSpec(mode, 1.0, coefs=coefs, gamma=gamma)
+    norm = NeuronSpec(mode, 1.0, coefs=coefs, gamma=gamma, units="normalized")
+    assert raw.units == "raw" and norm.units == "normalized" and raw != norm
+    for got, want in zip(_trace(norm, xs), _trace(raw, xs)):
+        for a, b in zip(got, want):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode, preset", [("msat", "vgg16"), ("msat", "resnet20"), ("dtt", "resnet34"),
+                                          ("det", "vgg16")])
+def test_normalized_units_scale_with_lambda(mode, preset):
+    """λ = 4 on inputs ×4 is the λ = 1 neuron scaled by 4 (exact: 4 is a power of two)."""
+    xs = np.random.default_rng(22).uniform(-0.6, 1.6, size=(40, 64))
+    one = _trace(NeuronSpec(mode, 1.0, coefs=PRESETS[preset], units="normalized"), xs)
+    four = _trace(NeuronSpec(mode, 4.0, coefs=PRESETS[preset], units="normalized"), 4.0 * xs)
+    for (t1, s1, o1, v1, *_), (t4, s4, o4, v4, *_) in zip(one, four):
+        assert np.array_equal(t4, 4.0 * t1) and np.array_equal(s4, s1)
+        assert np.array_equal(o4, 4.0 * o1) and np.array_equal(v4, 4.0 * v1)
+
+
+def test_normalized_units_hand_computed_steps():
+    """VGG16 values, λ = 4, x = 1.2 every step: Δ̂ = Δ/4, x̂ = 0.3 and V_T = −1 inside the formula."""
+    rows, _ = _run(NeuronSpec("msat", 4.0, coefs=PRESETS["vgg16"], units="normalized"), [1.2] * 3)
+    # t = 0: θ = λ = 4, m = 1.2 < 4, v = 1.2, S = 1.2
+    assert rows[0][:2] == (4.0, 0) and rows[0][2] == pytest.approx(1.2, abs=1e-15)
+    # t = 1: V̄ = 1.2, Δ = 0: z = 1·(0 − 1 + 1·ln 2) + 1·exp(−0.3/5)
+    z1 = (math.log(2.0) - 1.0) + math.exp(-0.06)
+    theta1 = 4.0 / (1.0 + math.exp(-z1))
+    assert rows[1][0] == pytest.approx(theta1, rel=1e-14) and theta1 == pytest.approx(4 * 0.65360, abs=4e-5)
+    assert rows[1][1] == 0  # m = 2.4 < θ ≈ 2.614
+    # t = 2: v = 2.4, S = 3.6, V̄ = 1.8, Δ = 0.6 → Δ̂ = 0.15
+    z2 = (0.03 * 0.15 - 1.0 + math.log1p(math.exp(0.15))) + math.exp(-0.06)
+    theta2 = 4.0 / (1.0 + math.exp(-z2))
+    assert rows[2][0] == pytest.approx(theta2, rel=1e-14) and theta2 == pytest.approx(4 * 0.67199, abs=4e-5)
+    assert rows[2][1] == 1 and rows[2][2] == pytest.approx(3.6 - theta2, abs=1e-14)
+    # a different model from raw units (raw λ = 4: θ(1) ≈ 0.29781, ALGORITHMS §2.6)
+    raw, _ = _run(NeuronSpec("msat", 4.0, coefs=PRESETS["vgg16"]), [1.2] * 2)
+    assert raw[1][0] == pytest.approx(0.29781, abs=1e-5)
+
+
 # ---------------------------------------------------------------------------- spike confidence
 
 @pytest.mark.parametrize("gate", ["code", "keep_charge"])

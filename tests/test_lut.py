@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from msat_lava.dynamics.neuron import fixed_msat_theta
+from msat_lava.dynamics.neuron import fixed_msat_theta, float_msat_theta
 from netx_export.errors import NetxExportError
 from netx_export.lut import ThresholdLuts, make_luts
 from netx_export.neuron import PRESETS, MsatCoefs, NeuronSpec, NeuronSpecError
@@ -38,6 +38,19 @@ def test_spec_defaults_and_roundtrip():
     const = NeuronSpec("const", 1.0, k_const=0.5)
     assert NeuronSpec.from_dict(const.to_dict()) == const and const.coefs is None
     assert const.theta_const_fixed == 2048
+    assert spec.units == "raw" and d["units"] == "raw" and spec.formula_lam == 2.5
+
+
+def test_spec_units_roundtrip_and_old_dicts():
+    spec = NeuronSpec("msat", 2.5, coefs=PRESETS["vgg16"], units="normalized")
+    d = spec.to_dict()
+    assert d["units"] == "normalized" and spec.formula_lam == 1.0
+    assert NeuronSpec.from_dict(d) == spec and NeuronSpec.from_dict(d) != NeuronSpec("msat", 2.5,
+                                                                                       coefs=PRESETS["vgg16"])
+    del d["units"]  # a dict written before the field existed
+    old = NeuronSpec.from_dict(d)
+    assert old.units == "raw" and old == NeuronSpec("msat", 2.5, coefs=PRESETS["vgg16"])
+    assert NeuronSpec.from_dict({"mode": "const", "lam": 1.0, "units": b"normalized"}).units == "normalized"
 
 
 def test_spec_coerces_numpy_scalars_and_bytes():
@@ -60,6 +73,8 @@ def test_spec_coerces_numpy_scalars_and_bytes():
     (dict(mode="const", lam=1.0, sc_gate="other"), "sc_gate"),
     (dict(mode="const", lam=1.0, frac_bits=20), "frac_bits"),
     (dict(mode="const", lam=1.0, state_bits=13), "state_bits"),
+    (dict(mode="const", lam=1.0, units="scaled"), "units"),
+    (dict(mode="const", lam=1.0, units=1), "units"),
     (dict(mode="msat", lam=1.0, coefs={"alpha": 0.03, "k_a": 1, "k_i": 0.0, "C": 5, "tau_mp": 1, "tau_rd": 1}),
      "coefs.k_i"),
 ])
@@ -158,3 +173,50 @@ def test_fixed_threshold_error_sweep(mode, preset):
         ref = _theta_ref(spec, dd * lam / ONE, xx * lam / ONE)
         worst = max(worst, float(np.abs(theta / ONE - ref).max()))
     assert worst < 1.0 / ONE, worst * ONE
+
+
+# ------------------------------------------------------------------------------------------ units 'normalized'
+
+@pytest.mark.parametrize("mode", ["msat", "dtt", "det"])
+def test_normalized_luts_are_the_raw_luts_of_lambda_1(mode):
+    """§9.3 with λ = 1 in the formula: the tables do not depend on the layer's λ (same normalized integers)."""
+    ref = make_luts(NeuronSpec(mode, 1.0, coefs=PRESETS["resnet20"]))
+    for lam in (0.05, 1.0, 4.0, 25.0, 1000.0):
+        assert make_luts(NeuronSpec(mode, lam, coefs=PRESETS["resnet20"], units="normalized")) == ref
+    assert make_luts(NeuronSpec(mode, 4.0, coefs=PRESETS["resnet20"])) != ref
+
+
+def _theta_ref_normalized(spec: NeuronSpec, d_hat: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
+    """θ/λ of the BrainCog-port variant (ALGORITHMS §2.2 note) in float64: Δ̂ = Δ/λ, x̂ = x/λ, V_T = −1."""
+    c = spec.coefs
+    z = np.zeros(np.broadcast(d_hat, x_hat).shape)
+    if spec.mode in ("dtt", "msat"):
+        y = d_hat / c.k_i
+        softplus = np.where(y > 30, y, np.log1p(np.exp(np.minimum(y, 30.0))))
+        z = z + c.tau_mp * (c.alpha * d_hat - 1.0 + c.k_a * softplus)
+    if spec.mode in ("det", "msat"):
+        z = z + c.tau_rd * np.exp(np.minimum(-x_hat / c.C, 700.0))
+    return np.maximum(0.5 * (1.0 + np.tanh(0.5 * z)), 2.0 ** -F)
+
+
+@pytest.mark.parametrize("mode", ["msat", "dtt", "det"])
+@pytest.mark.parametrize("preset", ["vgg16", "resnet20", "resnet34"])
+def test_fixed_threshold_error_sweep_normalized(mode, preset):
+    """units 'normalized': max |θ̂/2^F − θ/λ| < 1 LSB over Δ ∈ [−64λ, 64λ], x ∈ [−100λ, 100λ], against the formula
+    above and against the library's float model, for several λ."""
+    rng = np.random.default_rng(8)
+    d = np.concatenate([rng.integers(-8 * ONE, 8 * ONE, 300), rng.integers(-64 * ONE, 64 * ONE, 100),
+                        [-64 * ONE, -1, 0, 1, 64 * ONE]]).astype(np.int64)
+    x = np.concatenate([rng.integers(-8 * ONE, 8 * ONE, 200), rng.integers(-100 * ONE, 100 * ONE, 100),
+                        [-100 * ONE, 0, 100 * ONE]]).astype(np.int64)
+    dd, xx = np.meshgrid(d, x, indexing="ij")
+    worst_ref = worst_float = 0.0
+    for lam in (0.05, 1.0, 4.0, 12.0, 100.0):
+        spec = NeuronSpec(mode, lam, coefs=PRESETS[preset], units="normalized")
+        theta = fixed_msat_theta(make_luts(spec), dd, xx)
+        assert theta.dtype == np.int64 and theta.min() >= 1 and theta.max() <= ONE
+        worst_ref = max(worst_ref, float(np.abs(theta / ONE - _theta_ref_normalized(spec, dd / ONE, xx / ONE)).max()))
+        flt = float_msat_theta(spec, dd * (lam / ONE), xx * (lam / ONE)) / lam
+        worst_float = max(worst_float, float(np.abs(theta / ONE - flt).max()))
+    assert worst_ref < 1.0 / ONE, worst_ref * ONE
+    assert worst_float < 1.0 / ONE, worst_float * ONE

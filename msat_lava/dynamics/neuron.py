@@ -11,6 +11,7 @@ Float model (raw ANN activation units, dtype of the state; float64 by default). 
        θ(0) = λ;  for t ≥ 1 (§2.2):
            V̄ = S/t,  Δ = v − V̄
            z = τ_mp·(α·Δ − λ + k_a·softplus(Δ/k_i))  [dtt, msat]  +  τ_rd·exp(−x/C)  [det, msat]
+           (units 'normalized': the same z with λ = 1 on Δ/λ and x/λ, the BrainCog port; θ below keeps λ)
            θ = max(λ·σ(z), λ·2^−F)                 (same 1-LSB floor as the fixed model; exp argument is
                                                     capped at 80 to avoid overflow, σ is then 1)
     3. s = [m ≥ θ] if Γ = 1, else min(Γ, max(0, ⌊m/θ⌋))
@@ -117,15 +118,21 @@ def _sigmoid(z):
 
 
 def float_msat_theta(spec: NeuronSpec, delta: Any, x: Any) -> Any:
-    """θ = max(λ·σ(z), λ·2^−F) for t ≥ 1 in raw units, from Δ = v − V̄ and the input x (§2.2)."""
-    c, lam = spec.coefs, spec.lam
+    """θ = max(λ·σ(z), λ·2^−F) for t ≥ 1 in raw units, from Δ = v − V̄ and the input x (§2.2).
+
+    One formula for both ``spec.units``: λ_f = ``spec.formula_lam`` inside z, on Δ and x divided by u = λ/λ_f
+    ('raw': λ_f = λ, u = 1 exactly, so Δ, x are used unchanged; 'normalized': λ_f = 1, u = λ, i.e. Δ/λ, x/λ).
+    """
+    c, lam, lam_f = spec.coefs, spec.lam, spec.formula_lam
+    u = lam / lam_f
     z = 0.0
     if spec.mode in ("dtt", "msat"):
-        y = delta / c.k_i
+        d = delta / u
+        y = d / c.k_i
         softplus = xp.maximum(y, 0.0) + xp.log1p(xp.exp(-xp.abs(y)))
-        z = c.tau_mp * (c.alpha * delta - lam + c.k_a * softplus)
+        z = c.tau_mp * (c.alpha * d - lam_f + c.k_a * softplus)
     if spec.mode in ("det", "msat"):
-        z = z + c.tau_rd * xp.exp(xp.minimum(-x / c.C, EXP_ARG_MAX))
+        z = z + c.tau_rd * xp.exp(xp.minimum(-(x / u) / c.C, EXP_ARG_MAX))
     return xp.maximum(lam * _sigmoid(z), lam * 2.0 ** (-spec.frac_bits))
 
 

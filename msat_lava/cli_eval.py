@@ -1,0 +1,838 @@
+"""``msat-lava eval``: accuracy vs T of several threshold methods, SIN statistics, firing rates and energy.
+
+    msat-lava eval NET --data D.npz [--samples N] --steps T
+        [--methods const,p99.9,p99.99,dtt,det,msat,msat+sc] [--precision float|fixed|both] [--out DIR] [--json]
+
+**Methods are re-derived from one float graph.** NET is a converted file; its folded float graph is the ANN, and
+every method is quantized again from it (:func:`netx_export.quantize.quantize`) with the file's neuron settings
+(Γ, F, state bits, gate variant, MSAT coefficients of the file or ``--preset``) so that all methods share the same
+weights. The thresholds λ come from **one calibration set**: a seeded random subset (``--calib-samples``, default
+512, seed ``--calib-seed`` = 23) of the training split (``x_train`` of ``--calib-data``, default the ``--data``
+file), normalized like the test data. On it the ANN activations give λ = max (const, dtt, det, msat, msat+sc) or
+λ = the q-th percentile (``pQ`` methods, e.g. p99.9, p99.99: const thresholds, MSAT code's index rule over all
+elements, ``--percentile-nonzero`` for the non-zero ones), and λ^0 = max |x|. ``--lambda-from file`` (the default
+when no training split exists) reuses the λ stored in NET for the max-based methods; percentile methods and
+msat+sc then need ``--calib-data`` (they are skipped with a note when ``--methods`` was not given).
+
+* const = θ = λ (max-norm IF); dtt / det = MSAT with one of its two terms; msat = DTT + DET;
+* msat+sc = msat with spike confidence p^l = 1 − c^l measured on the calibration subset
+  (:func:`msat_lava.sc_calibration.calibrate_spike_confidence`, window E = ``--sc-window`` = 16, layer(s)
+  ``--sc-layers`` = the last spiking layer by default), stored in the quantized network like ``convert`` does.
+
+For every method and precision one reference run of T steps (chunks of ``--batch-size`` samples) gives the
+accuracy after every step; a second run of E steps gives the spike counts of the SIN window (the first E steps
+of both runs are identical). Reported (:mod:`msat_lava.metrics` for the definitions): ANN accuracy, steps to
+reach ANN − 1 % / − 0.1 % / ANN, SIN statistics per layer (pooled over the samples, ``--sin-batch B`` for the
+authors' per-batch mean), firing rate per layer at T, an energy ESTIMATE (first layer charged as MAC every step).
+
+Files written to ``--out`` (default ``msat-lava-eval``; atomic writes, replaced if present):
+``eval.json`` (manifest: hashes of network and data, config, seeds, tool version, λ and exponents per method,
+curves, SIN tables, firing rates, energy), ``accuracy_vs_T.png``, ``firing_rate.png``, ``sin_ratio.png``,
+``neuron_traces.png`` (membrane potential and threshold of a few neurons of the last spiking layer for the first
+sample, replayed with :mod:`msat_lava.dynamics.neuron`) and ``report.html`` (self-contained, images embedded).
+Exit codes: 0 ok, 2 bad input (data/network/options).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import html
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from msat_lava.cli_run import (EXIT_OK, _add_data_args, _exit_codes, _positive_int, _report_steps)
+from netx_export.fileio import atomic_target
+
+__all__ = ["add_eval_parser", "run_eval", "neuron_traces", "parse_methods", "DEFAULT_METHODS", "FILES"]
+
+DEFAULT_METHODS = ("const", "p99.9", "p99.99", "dtt", "det", "msat", "msat+sc")
+FILES = {"manifest": "eval.json", "accuracy": "accuracy_vs_T.png", "firing_rate": "firing_rate.png",
+         "sin": "sin_ratio.png", "traces": "neuron_traces.png", "html": "report.html"}
+LIPOOL_RECORD_BYTES = 256 << 20   # budget for recording LIPool outputs per chunk (exact LIPool rates)
+TRACE_STEPS_MAX = 128
+_PCT = re.compile(r"^p(\d+(?:\.\d+)?)$")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# methods
+# ----------------------------------------------------------------------------------------------------------
+def parse_methods(text: str | Sequence[str]) -> list[str]:
+    """``"const,p99.9,msat+sc"`` → validated list (const, dtt, det, msat, msat+sc, or pQ with 0 < Q ≤ 100)."""
+    from msat_lava.data import DataError
+
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for raw in items:
+        m = raw.strip().lower()
+        if not m:
+            continue
+        pm = _PCT.match(m)
+        if pm:
+            q = float(pm.group(1))
+            if not 0 < q <= 100:
+                raise DataError(f"--methods: percentile of {raw!r} must be in (0, 100]")
+        elif m not in ("const", "dtt", "det", "msat", "msat+sc"):
+            raise DataError(f"--methods: unknown method {raw!r} (known: const, pQ e.g. p99.9, dtt, det, msat, msat+sc)")
+        if m not in out:
+            out.append(m)
+    if not out:
+        raise DataError("--methods: no method given")
+    return out
+
+
+def _needs_data(method: str) -> bool:
+    return method == "msat+sc" or bool(_PCT.match(method))
+
+
+def _mode_of(method: str) -> str:
+    return "msat" if method == "msat+sc" else ("const" if _PCT.match(method) else method)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data helpers
+# ----------------------------------------------------------------------------------------------------------
+def _sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sha256_arrays(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode("ascii"))
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _has_train_split(path: str) -> bool:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            files = set(archive.files)
+    except Exception:  # unreadable files are reported by load_npz
+        return False
+    return "x_train" in files and "x" not in files
+
+
+def _load_calibration(path: str, n: int, seed: int, *, input_scale, mean, std, input_shape) -> tuple[np.ndarray,
+                                                                                                    np.ndarray]:
+    """Seeded random subset (sorted indices) of ``x_train`` of ``path``, normalized like the test data."""
+    from msat_lava.data import DataError, normalize, to_nchw
+
+    if not _has_train_split(path):
+        raise DataError("no training split: a calibration file needs the key 'x_train' (and no 'x')", path=path,
+                        key="x_train")
+    with np.load(path, allow_pickle=False) as archive:
+        try:
+            raw_all = np.asarray(archive["x_train"])
+        except ValueError as exc:
+            raise DataError(f"cannot read without unpickling ({exc})", path=path, key="x_train") from None
+    if raw_all.dtype.kind not in "uif" or raw_all.ndim < 2 or raw_all.shape[0] == 0:
+        raise DataError(f"expected a non-empty numeric array (N, ...), got {raw_all.dtype} {raw_all.shape}",
+                        path=path, key="x_train")
+    total = raw_all.shape[0]
+    k = min(int(n), total)
+    idx = np.sort(np.random.default_rng(seed).choice(total, k, replace=False)).astype(np.int64)
+    raw = raw_all[idx]
+    if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
+        raise DataError("inputs contain NaN or infinity", path=path, key="x_train")
+    arranged = to_nchw(raw, input_shape, path=path, key="x_train")
+    x = normalize(arranged, input_scale=input_scale, mean=mean, std=std, raw_dtype=raw_all.dtype)
+    return np.ascontiguousarray(x), idx
+
+
+def _ann_predictions(graph, x: np.ndarray, chunk: int) -> np.ndarray:
+    import torch
+
+    from netx_export.ann import AnnRunner
+
+    runner = AnnRunner(graph, dtype=torch.float64)
+    out = []
+    for lo in range(0, len(x), chunk):
+        out.append(runner(np.asarray(x[lo:lo + chunk], dtype=np.float64)).reshape(min(chunk, len(x) - lo), -1)
+                   .argmax(1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# neuron traces
+# ----------------------------------------------------------------------------------------------------------
+def neuron_traces(program, stage_name: str, x: np.ndarray, steps: int, *, precision: str = "float",
+                  sample_id: int = 0, seed: int | None = None) -> dict[str, np.ndarray]:
+    """Replay one spiking layer of ``program`` for one sample ``x`` (input shape) over ``steps`` steps.
+
+    The payloads of the layer's sources are recorded by the reference simulator; the layer's input x(t) is
+    rebuilt from them (its terms + bias) and fed to :func:`msat_lava.dynamics.neuron.step_float` (or
+    ``step_fixed``), which exposes what the simulator does not record. Returns float64 arrays (steps, N^l) in
+    raw ANN units (fixed point converted with λ·2^−F): ``x`` input, ``m`` membrane potential before firing,
+    ``theta`` threshold, ``v`` residual after reset, ``payload`` transmitted value; and int64 ``spikes``
+    (gated). The replayed payloads are checked against the simulator's (RuntimeError if they differ).
+    """
+    import torch
+
+    from msat_lava.dynamics import neuron as dyn
+    from msat_lava.program import apply_term_torch, quantize_input_np
+    from msat_lava.reference import simulate
+
+    stage = program.stage(stage_name)
+    if stage.kind != "neuron":
+        raise ValueError(f"stage {stage_name!r} is a {stage.kind}, not a spiking layer")
+    fixed = precision == "fixed"
+    seed = program.seed if seed is None else int(seed)
+    sources = [s for s in program.sources_of(stage) if s != "input"]
+    x1 = np.asarray(x, dtype=np.float64)[None]
+    res = simulate(program, x1, steps, precision=precision, sample_ids=[sample_id], record=sources + [stage_name],
+                   progress=False, seed=seed, batch_size=1)
+    if fixed:
+        q, _ = quantize_input_np(x1, program.input_scale, program.input_frac_bits)
+        inp = torch.as_tensor(q, dtype=torch.float64)
+    else:
+        inp = torch.as_tensor(x1, dtype=torch.float64)
+    bias = stage.bias_fixed if fixed else stage.bias_float
+    base = torch.as_tensor(np.asarray(bias, dtype=np.float64)).expand((1,) + stage.shape).clone()
+    cache: dict = {}
+    for term in stage.terms:
+        if term.source == "input":
+            base = base + apply_term_torch(term, inp, fixed, cache)
+    ids = torch.as_tensor([int(sample_id)])
+    like = inp.to(torch.int64) if fixed else inp
+    state = dyn.init_fixed_state((1,) + stage.shape, like) if fixed else dyn.init_float_state((1,) + stage.shape, like)
+    rec = {k: [] for k in ("x", "m", "theta", "v", "payload", "spikes")}
+    for t in range(steps):
+        xin = base
+        for term in stage.terms:
+            if term.source != "input":
+                src = torch.as_tensor(np.asarray(res.traces[term.source][t], dtype=np.float64))
+                xin = xin + apply_term_torch(term, src, fixed, cache)
+        if fixed:
+            xin = xin.to(torch.int64)
+            m = state.v + xin
+            state, o = dyn.step_fixed(stage.spec, stage.luts, state, xin, ids, stage.index, seed)
+        else:
+            m = state.v + xin
+            state, o = dyn.step_float(stage.spec, state, xin, ids, stage.index, seed)
+        for k, v in (("x", xin), ("m", m), ("theta", o.theta), ("v", state.v), ("payload", o.payload),
+                     ("spikes", o.spikes)):
+            rec[k].append(v.reshape(-1).cpu().numpy())
+    out = {k: np.stack(v) for k, v in rec.items()}
+    recorded = np.asarray(res.traces[stage_name]).reshape(steps, -1)
+    if not np.array_equal(out["payload"], recorded):
+        raise RuntimeError(f"replay of layer {stage_name!r} differs from the reference simulator")
+    scale = stage.spec.lam * 2.0 ** -stage.spec.frac_bits if fixed else 1.0
+    for k in ("x", "m", "theta", "v", "payload"):
+        out[k] = out[k].astype(np.float64) * scale
+    out["spikes"] = out["spikes"].astype(np.int64)
+    return out
+
+
+def _pick_neurons(z: np.ndarray, spikes: np.ndarray, window: int, k: int = 4) -> list[tuple[int, str]]:
+    """Up to k neurons: the SIN neurons (z ≤ 0, spiking in the window) with most window spikes (at most half),
+    then the active neurons (z > 0) with most spikes, then the largest z ≤ 0."""
+    z = z.reshape(-1)
+    total = spikes.sum(axis=0)
+    early = spikes[:window].sum(axis=0)
+    chosen: list[tuple[int, str]] = []
+    sin = np.flatnonzero((z <= 0) & (early > 0))
+    for i in sin[np.argsort(-early[sin], kind="stable")][: k // 2]:
+        chosen.append((int(i), "SIN"))
+    act = np.flatnonzero(z > 0)
+    for i in act[np.argsort(-total[act], kind="stable")]:
+        if len(chosen) >= k:
+            break
+        chosen.append((int(i), "active"))
+    rest = [i for i in np.argsort(-z, kind="stable") if int(i) not in {c[0] for c in chosen}]
+    for i in rest[: k - len(chosen)]:
+        chosen.append((int(i), "inactive" if z[i] <= 0 else "active"))
+    return chosen
+
+
+# ----------------------------------------------------------------------------------------------------------
+# plots and HTML
+# ----------------------------------------------------------------------------------------------------------
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    with atomic_target(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def _run_label(run: dict) -> str:
+    return f"{run['method']} ({run['precision']})"
+
+
+_PRECISION_STYLE = {"fixed": "-", "float": "--"}
+
+
+def _style(run: dict, methods: list[str]) -> dict[str, Any]:
+    """One colour per method, solid lines for fixed point and dashed for float."""
+    k = methods.index(run["method"]) if run["method"] in methods else 0
+    return {"color": f"C{k % 10}", "linestyle": _PRECISION_STYLE.get(run["precision"], "-")}
+
+
+def _methods_of(runs: list[dict]) -> list[str]:
+    out: list[str] = []
+    for r in runs:
+        if r["method"] not in out:
+            out.append(r["method"])
+    return out
+
+
+def _plot_accuracy(path: Path, runs: list[dict], ann: float, report_steps: list[int], title: str) -> Path:
+    fig = _figure(7.2, 4.6)
+    ax = fig.add_subplot(1, 1, 1)
+    methods = _methods_of(runs)
+    for run in runs:
+        curve = 100 * np.asarray(run["accuracy_curve"])
+        ax.plot(np.arange(1, len(curve) + 1), curve, label=_run_label(run), linewidth=1.4, **_style(run, methods))
+    ax.axhline(100 * ann, color="k", linestyle="--", linewidth=1.2, label=f"ANN ({100 * ann:.2f} %)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(report_steps)
+    ax.set_xticklabels([str(t) for t in report_steps])
+    ax.set_xlabel("time steps T (accuracy after step T, log scale)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylim(0, 101)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def _layer_axis(ax, layers: list[str]) -> None:
+    ax.set_xticks(range(1, len(layers) + 1))
+    ax.set_xticklabels(layers, rotation=45 if len(layers) > 4 else 0, ha="right" if len(layers) > 4 else "center",
+                       fontsize=7 if len(layers) > 10 else 8)
+    ax.set_xlabel("spiking layer")
+
+
+def _plot_firing(path: Path, runs: list[dict], layers: list[str], steps: int) -> Path:
+    fig = _figure(7.2, 4.6)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = np.arange(1, len(layers) + 1)
+    methods = _methods_of(runs)
+    for run in runs:
+        ax.plot(xs, [run["firing_rates"][k] for k in layers], marker="o", markersize=3, **_style(run, methods),
+                label=f"{_run_label(run)}: mean {run['mean_firing_rate']:.3f}")
+    _layer_axis(ax, layers)
+    ax.set_ylabel("firing rate (spikes / neuron / step)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"firing rate per layer over T = {steps} steps")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=7)
+    return _save(fig, path)
+
+
+def _plot_sin(path: Path, runs: list[dict], layers: list[str], window: int) -> Path:
+    fig = _figure(10.0, 4.4)
+    xs = np.arange(1, len(layers) + 1)
+    axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
+    methods = _methods_of(runs)
+    for run in runs:
+        rows = run["sin"]["layers"]
+        style = _style(run, methods)
+        axes[0].plot(xs, [rows[k]["sin_ratio"] for k in layers], marker="o", markersize=3, label=_run_label(run),
+                     **style)
+        axes[1].plot(xs, [rows[k]["ans"] for k in layers], marker="o", markersize=3, label=_run_label(run), **style)
+    axes[0].set_ylabel("SIN ratio = N_SIN / #{z ≤ 0}")
+    axes[0].set_title(f"SIN ratio per layer (first {window} steps)")
+    axes[1].set_ylabel("ANS = spikes per SIN neuron")
+    axes[1].set_title(f"ANS per layer (first {window} steps)")
+    for ax in axes:
+        _layer_axis(ax, layers)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(loc="best", fontsize=7)
+    return _save(fig, path)
+
+
+def _plot_traces(path: Path, traces: dict, picks: list[tuple[int, str]], z: np.ndarray, title: str) -> Path:
+    rows = max(1, len(picks))
+    fig = _figure(7.2, 1.9 * rows + 0.8)
+    steps = traces["m"].shape[0]
+    t = np.arange(steps)
+    ax0 = None
+    for r, (i, kind) in enumerate(picks):
+        ax = fig.add_subplot(rows, 1, r + 1, sharex=ax0)
+        ax0 = ax0 or ax
+        ax.plot(t, traces["m"][:, i], label="membrane m(t) (before firing)", linewidth=1.2)
+        ax.plot(t, traces["theta"][:, i], linestyle="--", label="threshold θ(t)", linewidth=1.2)
+        fired = np.flatnonzero(traces["spikes"][:, i] > 0)
+        if fired.size:
+            ax.plot(fired, traces["m"][fired, i], linestyle="none", marker="^", color="tab:red", markersize=4,
+                    label="spike")
+        ax.set_ylabel("raw units")
+        ax.set_title(f"neuron {i} ({kind}, ANN z = {z[i]:.3g}, {int(traces['spikes'][:, i].sum())} spikes)",
+                     fontsize=9)
+        ax.grid(True, alpha=0.3)
+        if r == 0:
+            ax.legend(loc="upper right", fontsize=7)
+    if ax0 is not None:
+        ax.set_xlabel("time step t")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _html_report(path: Path, manifest: dict, images: dict[str, Path]) -> Path:
+    esc = html.escape
+
+    def table(head: list[str], rows: list[list[Any]]) -> str:
+        out = ["<table><tr>" + "".join(f"<th>{esc(str(h))}</th>" for h in head) + "</tr>"]
+        for row in rows:
+            out.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>")
+        return "\n".join(out) + "</table>"
+
+    def pct(v):
+        return "–" if v is None else f"{100 * v:.2f}"
+
+    rs = manifest["report_steps"]
+    runs = manifest["runs"]
+    acc_rows = [[_run_label(r)] + [pct(r["accuracy_at"][str(t)]) for t in rs] +
+                [r["steps_to"][k] if r["steps_to"][k] is not None else "never" for k in ("ann-1%", "ann-0.1%", "ann")]
+                for r in runs]
+    sin_rows = []
+    for prec, row in manifest["sin_last_layer"].items():
+        for label, s in row.items():
+            if s is not None:
+                sin_rows.append([prec, label, f"{s['sin_ratio']:.4f}", f"{s['ans']:.3f}", f"{s['c']:.4f}",
+                                 f"{s['p']:.4f}", f"{s['sin_share']:.4f}", f"{s['pos_share']:.4f}",
+                                 f"{s['silent_share']:.4f}"])
+    energy_rows = [[_run_label(r), f"{r['mean_firing_rate']:.4f}", f"{r['energy']['ann']['energy_pj'] / 1e6:.4f}",
+                    f"{r['energy']['snn']['energy_pj'] / 1e6:.4f}", f"{100 * r['energy']['ratio']:.1f}",
+                    f"{100 * r['energy']['ratio_first_layer_once']:.1f}"] for r in runs]
+    imgs = "\n".join(
+        f"<h3>{esc(name)}</h3><img alt='{esc(name)}' src='data:image/png;base64,"
+        f"{base64.b64encode(Path(p).read_bytes()).decode('ascii')}'>" for name, p in images.items())
+    net = manifest["network"]
+    cfg = manifest["config"]
+    sin_head = ["precision", "run", "SIN ratio", "ANS", "c", "p = 1 − c", "SIN share", "POS share", "silent share"]
+    body = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>msat-lava eval: {esc(Path(net['path']).name)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}} th{{background:#eee}} img{{max-width:100%}}
+code{{background:#f4f4f4}}</style></head><body>
+<h1>msat-lava eval</h1>
+<p>network <code>{esc(net['path'])}</code> (sha256 {esc(net['file_sha256'][:16])}…, model hash
+{esc(str(net['model_hash'])[:16])}…); data <code>{esc(manifest['data']['path'])}</code>
+({manifest['data']['samples']} samples of split {esc(manifest['data']['split'])}); T = {manifest['config']['steps']};
+tool {esc(manifest['tool_version'])}.</p>
+<h2>Accuracy (%)</h2><p>ANN accuracy: {pct(manifest['ann']['accuracy'])} %. Steps to reach: 1-based.</p>
+{table(['run'] + [f'T={t}' for t in rs] + ['→ANN−1%', '→ANN−0.1%', '→ANN'], acc_rows)}
+<h2>SIN statistics, last spiking layer (first {cfg['sin_window']} steps, {esc(cfg['sin_mode'])})</h2>
+{table(sin_head, sin_rows)}
+<h2>Firing rate and energy (ESTIMATE)</h2><p>{esc(manifest['energy_convention'])}</p>
+{table(['run', 'mean FR', 'E_ANN (µJ)', 'E_SNN (µJ)', 'E_SNN/E_ANN (%)', 'first layer once (%)'], energy_rows)}
+{imgs}
+</body></html>
+"""
+    with atomic_target(path, suffix=".html") as tmp:
+        Path(tmp).write_text(body, encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the evaluation
+# ----------------------------------------------------------------------------------------------------------
+def _quantize_settings(net, preset: str | None) -> dict[str, Any]:
+    from netx_export.neuron import PRESETS
+    from msat_lava.data import DataError
+
+    specs = list(net.neurons.values())
+    spec0 = specs[0]
+    hp = dict(net.provenance.hyperparameters)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise DataError(f"--preset: unknown preset {preset!r}; known: {sorted(PRESETS)}")
+        coefs, source = PRESETS[preset], f"preset {preset}"
+    elif spec0.coefs is not None:
+        coefs, source = spec0.coefs, "the network file"
+    else:
+        name = hp.get("preset") or "resnet20"
+        coefs, source = PRESETS[name] if name in PRESETS else PRESETS["resnet20"], f"preset {name}"
+    return {"coefs": coefs, "coefs_source": source, "gamma": spec0.gamma, "sc_gate": spec0.sc_gate,
+            "frac_bits": spec0.frac_bits, "state_bits": spec0.state_bits, "input_frac_bits": net.input_frac_bits}
+
+
+def _method_net(graph, lams, input_scale, method: str, settings: dict, *, sc_p=None, sc_window: int, seed: int,
+                model_hash: str, data_hash: str, lambda_info: dict):
+    from netx_export.quantize import quantize
+
+    mode = _mode_of(method)
+    return quantize(graph, dict(lams), method=mode, preset=None, coefs=None if mode == "const" else settings["coefs"],
+                    k_const=1.0, sc_p=sc_p, gamma=settings["gamma"], sc_early=sc_window,
+                    sc_gate=settings["sc_gate"], frac_bits=settings["frac_bits"], state_bits=settings["state_bits"],
+                    input_scale=input_scale, input_frac_bits=settings["input_frac_bits"], seed=seed,
+                    model_hash=model_hash, data_hash=data_hash, hyperparameters={"eval_method": method, **lambda_info})
+
+
+def _net_summary(net, lambda_info: dict) -> dict[str, Any]:
+    return {
+        "mode": net.method,
+        "lambda": {k: s.lam for k, s in net.neurons.items()},
+        "input_scale": net.input_scale,
+        "lambda_method": lambda_info,
+        "sc_p": {k: s.sc_p for k, s in net.neurons.items() if s.sc_p is not None},
+        "exponents": {t.name: [{"source": term.source, "op": term.op, "exponent": int(term.exponent)}
+                               for term in t.terms] for t in net.targets},
+        "quantization_warnings": list(net.report.warnings),
+    }
+
+
+def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """The whole evaluation for parsed ``eval`` arguments; returns the manifest (also written to ``--out``)."""
+    import warnings
+
+    import torch
+
+    from netx_export.api import load
+    from netx_export.calibrate import calibrate
+    from netx_export.quantize import QuantizationWarning, tool_version
+
+    from msat_lava import metrics
+    from msat_lava.data import DataError, load_npz, parse_floats
+    from msat_lava.program import from_converted
+    from msat_lava.sc_calibration import (calibrate_spike_confidence, gated_layers, preactivation_fn,
+                                          run_with_statistics)
+    from msat_lava.verify import atomic_write_json
+
+    t_start = time.perf_counter()
+    steps = int(args.steps)
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--out {str(out_dir)!r} exists and is not a directory")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    explicit_methods = args.methods is not None
+    methods = parse_methods(args.methods if explicit_methods else ",".join(DEFAULT_METHODS))
+    precisions = ["fixed", "float"] if args.precision == "both" else [args.precision]
+    primary = precisions[0]
+    rsteps = _report_steps(args.report_steps, steps)
+    window = int(args.sc_window)
+    if not 1 <= window <= 256:
+        raise DataError(f"--sc-window must be in 1..256, got {window}")
+    sin_window = min(window, steps)
+
+    mean, std = parse_floats(args.norm_mean, "--norm-mean"), parse_floats(args.norm_std, "--norm-std")
+    net = load(args.net)
+    program0 = from_converted(net)
+    graph = net.graph
+    try:
+        sc_layers = gated_layers(program0, args.sc_layers)
+    except ValueError as exc:
+        raise DataError(f"--sc-layers: {exc}") from None
+    data = load_npz(args.data, split=args.split, samples=args.samples, input_scale=args.input_scale, mean=mean,
+                    std=std, input_shape=program0.input_shape)
+    if data.y is None:
+        raise DataError("eval needs labels (key y or y_<split>)", path=args.data)
+    n = len(data.indices)
+
+    # ---- calibration data and λ
+    calib_path = args.calib_data or args.data
+    have_calib = _has_train_split(calib_path)
+    if args.calib_data and not have_calib:
+        raise DataError("no training split: --calib-data needs the key 'x_train' (and no 'x')", path=calib_path)
+    lambda_from = args.lambda_from or ("data" if have_calib else "file")
+    if lambda_from == "data" and not have_calib:
+        raise DataError("--lambda-from data needs a training split (x_train) in --data or --calib-data",
+                        path=calib_path)
+    notes: list[str] = []
+    if not have_calib:
+        missing = [m for m in methods if _needs_data(m)]
+        if missing and explicit_methods:
+            raise DataError(f"method(s) {missing} need calibration images: give --calib-data with an x_train split "
+                            "(the test data is never used for calibration)", path=calib_path)
+        if missing:
+            notes.append(f"skipped {missing}: no training split in {calib_path} (use --calib-data)")
+            methods = [m for m in methods if m not in missing]
+    x_cal = cal_idx = None
+    calibration_info: dict[str, Any] = {"lambda_from": lambda_from, "source": None}
+    if have_calib and (lambda_from == "data" or any(_needs_data(m) for m in methods)):
+        x_cal, cal_idx = _load_calibration(calib_path, args.calib_samples, args.calib_seed,
+                                           input_scale=args.input_scale, mean=mean, std=std,
+                                           input_shape=program0.input_shape)
+        calibration_info.update({
+            "source": f"{calib_path}:x_train", "file_sha256": _sha256_file(calib_path), "samples": int(len(cal_idx)),
+            "seed": int(args.calib_seed), "indices_sha256": _sha256_arrays(cal_idx),
+            "overlaps_evaluated_split": bool(args.split == "train" and os.path.abspath(calib_path)
+                                             == os.path.abspath(args.data))})
+        if calibration_info["overlaps_evaluated_split"]:
+            notes.append("the calibration images come from the evaluated split (--split train)")
+    seed = int(net.provenance.seed if args.seed is None else args.seed)
+    settings = _quantize_settings(net, args.preset)
+    model_hash = net.provenance.model_hash
+
+    lam_cache: dict[str, tuple[dict, float, str, dict]] = {}
+
+    def lambdas_for(method: str) -> tuple[dict, float, str, dict]:
+        pm = _PCT.match(method)
+        key = method if pm else "max"
+        if key in lam_cache:
+            return lam_cache[key]
+        if pm:
+            q = float(pm.group(1))
+            cal = calibrate(graph, x_cal, method="percentile", percentile=q, nonzero_only=args.percentile_nonzero,
+                            progress=False)
+            info = {"lambda_method": "percentile", "percentile": q, "nonzero_only": bool(args.percentile_nonzero),
+                    "calibration_samples": cal.n_samples}
+            value = (dict(cal.lambdas), cal.input_scale, cal.data_hash, info)
+        elif lambda_from == "data":
+            cal = calibrate(graph, x_cal, method="max", progress=False)
+            value = (dict(cal.lambdas), cal.input_scale, cal.data_hash,
+                     {"lambda_method": "max", "calibration_samples": cal.n_samples})
+        else:
+            hp = dict(net.provenance.hyperparameters)
+            value = ({k: s.lam for k, s in net.neurons.items()}, net.input_scale, net.provenance.data_hash,
+                     {"lambda_method": "file", "file_lambda_method": hp.get("lambda_method"),
+                      "file_percentile": hp.get("percentile")})
+        lam_cache[key] = value
+        return value
+
+    # ---- networks per method
+    log(f"eval {args.net}: {n} sample(s) x {steps} steps; methods {', '.join(methods)}; precision "
+        f"{', '.join(precisions)}; λ from {lambda_from}" + (f" ({len(cal_idx)} calibration images, seed "
+                                                            f"{args.calib_seed})" if cal_idx is not None else ""))
+    nets: dict[str, Any] = {}
+    quant_warnings: list[str] = []
+    sc_result = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", QuantizationWarning)
+        for method in methods:
+            lams, lam0, dhash, info = lambdas_for(method)
+            if method == "msat+sc":
+                base = nets.get("msat") or _method_net(graph, lams, lam0, "msat", settings, sc_window=window,
+                                                       seed=seed, model_hash=model_hash, data_hash=dhash,
+                                                       lambda_info=info)
+                log(f"spike confidence: MSAT without SC on {len(cal_idx)} calibration images, first {window} steps "
+                    f"({primary}), layer(s) {', '.join(sc_layers)} ...")
+                sc_result = calibrate_spike_confidence(base, x_cal, sample_ids=cal_idx, window=window,
+                                                       layers=sc_layers, precision=primary,
+                                                       batch_size=args.sin_batch, chunk=args.batch_size)
+                log("      p = " + ", ".join(f"{k}: {v:.4f}" for k, v in sc_result.p.items()))
+                nets[method] = _method_net(graph, lams, lam0, "msat", settings, sc_p=sc_result.p, sc_window=window,
+                                           seed=seed, model_hash=model_hash, data_hash=dhash, lambda_info=info)
+            else:
+                nets[method] = _method_net(graph, lams, lam0, method, settings, sc_window=window, seed=seed,
+                                           model_hash=model_hash, data_hash=dhash, lambda_info=info)
+    quant_warnings = [str(w.message) for w in caught if issubclass(w.category, QuantizationWarning)]
+
+    # ---- ANN
+    ann_pred = _ann_predictions(graph, data.x, args.batch_size)
+    ann_acc = float(np.mean(ann_pred == data.y))
+    log(f"ANN accuracy {100 * ann_acc:.2f} %")
+
+    # ---- SNN runs
+    pre_fn = preactivation_fn(graph)
+    lipool_size = sum(int(np.prod(s.shape)) for s in program0.stages if s.kind == "lipool")
+    record_lipool = lipool_size > 0 and steps * min(args.batch_size, n) * lipool_size * 8 <= LIPOOL_RECORD_BYTES
+    if lipool_size and not record_lipool:
+        notes.append("LIPool output rates approximated by the rate of the pooled layer (recording too large)")
+    layers = [s.name for s in program0.neuron_stages]
+    runs: list[dict[str, Any]] = []
+    programs: dict[str, Any] = {}
+    from tqdm.auto import tqdm
+
+    for method in methods:
+        programs[method] = from_converted(nets[method])
+        for precision in precisions:
+            total = n * (steps + (sin_window if sin_window != steps else 0))
+            with tqdm(total=total, desc=f"{method} {precision}", unit="sample-step", leave=False,
+                      disable=args.json, file=sys.stderr) as bar:
+                t0 = time.perf_counter()
+                st = run_with_statistics(programs[method], data.x, steps, precision=precision,
+                                         sample_ids=data.indices, window=sin_window, preactivations=pre_fn,
+                                         chunk=args.batch_size, record_lipool=record_lipool, seed=seed,
+                                         on_progress=bar.update)
+                wall = time.perf_counter() - t0
+            curve = (st.predictions == data.y.reshape(1, -1)).mean(axis=1)
+            fr = st.firing_rates()
+            sin = st.sin_stats(args.sin_batch)
+            energy = metrics.energy_estimate(programs[method], st.source_rates(), steps)
+            run = {
+                "method": method, "precision": precision, "wall_s": wall,
+                "accuracy_curve": [float(a) for a in curve],
+                "accuracy_at": {str(t): float(curve[t - 1]) for t in rsteps},
+                "steps_to": metrics.latency_targets(curve, ann_acc),
+                "firing_rates": fr, "mean_firing_rate": float(np.mean(list(fr.values()))) if fr else 0.0,
+                "sin": {"window": st.window, "mode": "pooled" if args.sin_batch is None else
+                        f"per-batch mean (batch {args.sin_batch})",
+                        "layers": {k: v.to_dict() for k, v in sin.items()},
+                        "last_layer": sin[layers[-1]].to_dict() if layers else None},
+                "energy": energy, "input_clipped": st.input_clipped, "saturated": st.saturated,
+            }
+            runs.append(run)
+            log(f"{method:>8} {precision:>5}: " + "  ".join(f"T={t}: {100 * curve[t - 1]:.2f}" for t in rsteps)
+                + f"  | →ANN−1%: {run['steps_to']['ann-1%']}  FR {run['mean_firing_rate']:.4f}  "
+                  f"E/E_ANN {100 * energy['ratio']:.1f} %  ({wall:.1f} s)")
+
+    # ---- SIN with / without SC (last spiking layer)
+    sin_last: dict[str, dict[str, Any]] = {}
+    for precision in precisions:
+        row = {}
+        for label, m in (("without_sc (msat)", "msat"), ("with_sc (msat+sc)", "msat+sc")):
+            r = next((r for r in runs if r["method"] == m and r["precision"] == precision), None)
+            row[label] = None if r is None else r["sin"]["last_layer"]
+        sin_last[precision] = row
+
+    # ---- traces
+    trace_method = next((m for m in ("msat", "msat+sc", "dtt", "det") if m in methods), methods[0])
+    trace_steps = min(steps, TRACE_STEPS_MAX)
+    last = layers[-1]
+    tr = neuron_traces(programs[trace_method], last, data.x[0], trace_steps, precision=primary,
+                       sample_id=int(data.indices[0]), seed=seed)
+    z0 = pre_fn(data.x[:1])[last].reshape(-1)
+    picks = _pick_neurons(z0, tr["spikes"], min(window, trace_steps))
+
+    # ---- files
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {k: out_dir / v for k, v in FILES.items()}
+    title = f"{Path(args.net).name}: {n} samples, {args.split} split"
+    images = {
+        "accuracy vs T": _plot_accuracy(files["accuracy"], runs, ann_acc, rsteps, title),
+        "firing rate per layer": _plot_firing(files["firing_rate"], runs, layers, steps),
+        "SIN ratio per layer": _plot_sin(files["sin"], runs, layers, sin_window),
+        "neuron traces": _plot_traces(files["traces"], tr, picks, z0,
+                                      f"{trace_method} ({primary}), layer {last}, sample {int(data.indices[0])}"),
+    }
+    manifest: dict[str, Any] = {
+        "tool": "msat-lava eval",
+        "tool_version": tool_version(),
+        "arguments": {k: v for k, v in vars(args).items() if k != "func"},
+        "network": {"path": str(args.net), "file_sha256": _sha256_file(args.net), "model_hash": model_hash,
+                    "file_method": net.method, "file_data_hash": net.provenance.data_hash,
+                    "file_seed": int(net.provenance.seed), "format_version": net.provenance.format_version},
+        "data": {"path": str(args.data), "file_sha256": _sha256_file(args.data), "split": args.split,
+                 "samples": n, "samples_requested": args.samples,
+                 "subset": "all" if args.samples is None else "strided (msat_lava.data.strided_indices)",
+                 "indices_sha256": _sha256_arrays(data.indices),
+                 "inputs_sha256": _sha256_arrays(data.x, data.y),
+                 "normalization": {"input_scale": args.input_scale, "mean": mean, "std": std}},
+        "calibration": calibration_info,
+        "seeds": {"calibration_subset": int(args.calib_seed), "sc_gate": seed},
+        "config": {"steps": steps, "methods": methods, "precisions": precisions, "report_steps": rsteps,
+                   "sc_window": window, "sc_layers": sc_layers, "sin_window": sin_window,
+                   "sin_mode": "pooled" if args.sin_batch is None else f"per-batch mean (batch {args.sin_batch})",
+                   "batch_size": args.batch_size, "percentile_nonzero": bool(args.percentile_nonzero),
+                   "coefs": settings["coefs"].to_dict(), "coefs_source": settings["coefs_source"],
+                   "gamma": settings["gamma"], "sc_gate": settings["sc_gate"], "frac_bits": settings["frac_bits"],
+                   "state_bits": settings["state_bits"], "torch_threads": torch.get_num_threads(),
+                   "lipool_rates": "measured" if record_lipool or not lipool_size else "approximated"},
+        "report_steps": rsteps,
+        "ann": {"accuracy": ann_acc},
+        "methods": {m: _net_summary(nets[m], lambdas_for(m)[3]) for m in methods},
+        "sc_calibration": None if sc_result is None else sc_result.to_dict(),
+        "runs": runs,
+        "sin_last_layer": sin_last,
+        "layers": layers,
+        "energy_convention": metrics.ENERGY_CONVENTION,
+        "traces": {"method": trace_method, "precision": primary, "layer": last, "sample": int(data.indices[0]),
+                   "steps": trace_steps, "neurons": [{"index": i, "kind": k, "z": float(z0[i])} for i, k in picks]},
+        "notes": notes,
+        "quantization_warnings": quant_warnings,
+        "files": {k: str(v) for k, v in files.items()},
+    }
+    if not args.no_html:
+        _html_report(files["html"], manifest, images)
+    else:
+        manifest["files"].pop("html")
+    manifest["total_s"] = time.perf_counter() - t_start
+    atomic_write_json(manifest, files["manifest"])
+    log(f"wrote {', '.join(str(p) for p in manifest['files'].values())}")
+    return manifest
+
+
+def _format(manifest: dict) -> str:
+    lines = ["", f"ANN accuracy: {100 * manifest['ann']['accuracy']:.2f} %  (steps to reach ANN−1 % / −0.1 % / ANN "
+                 "per run below)"]
+    for r in manifest["runs"]:
+        s = r["steps_to"]
+        last = r["sin"]["last_layer"]
+        lines.append(f"  {_run_label(r):<22} acc@T={manifest['config']['steps']}: "
+                     f"{100 * r['accuracy_curve'][-1]:6.2f} %  steps: {s['ann-1%']} / {s['ann-0.1%']} / {s['ann']}"
+                     f"  FR {r['mean_firing_rate']:.4f}  last-layer SIN ratio {last['sin_ratio']:.4f} "
+                     f"ANS {last['ans']:.3f}  energy {100 * r['energy']['ratio']:.1f} % of ANN (estimate)")
+    if manifest["sc_calibration"]:
+        lines.append("spike confidence p: " + ", ".join(f"{k} = {v:.4f}"
+                                                        for k, v in manifest["sc_calibration"]["p"].items()))
+    for note in manifest["notes"]:
+        lines.append(f"note: {note}")
+    lines.append(f"report: {manifest['files']['manifest']}")
+    return "\n".join(lines)
+
+
+@_exit_codes("eval")
+def _cmd_eval(args: argparse.Namespace) -> int:
+    def log(message: str) -> None:
+        if not args.json:
+            print(message, flush=True)
+
+    manifest = run_eval(args, log)
+    if args.json:  # exactly the manifest written to disk
+        print(Path(manifest["files"]["manifest"]).read_text(encoding="utf-8"), end="")
+    else:
+        print(_format(manifest))
+    return EXIT_OK
+
+
+def _sin_batch(text: str) -> int:
+    return _positive_int(text)
+
+
+def add_eval_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="compare threshold methods: accuracy vs T, SIN statistics, firing rates, energy estimate",
+        description=("Re-derive the threshold methods from NET's float graph (λ from a seeded subset of the training "
+                     "split), run each in the reference simulator for T steps and report accuracy after every step "
+                     "beside the ANN, steps to reach the ANN, SIN statistics (with and without spike confidence), "
+                     "per-layer firing rates and an energy estimate; writes a JSON manifest, PNG plots and an HTML "
+                     "page to --out. Exit 0 ok, 2 bad input."),
+    )
+    _add_data_args(p, samples_default=None)
+    p.add_argument("--steps", type=_positive_int, required=True, metavar="T", help="time steps per sample")
+    p.add_argument("--methods", default=None, metavar="M1,M2,..",
+                   help=f"threshold methods (default {','.join(DEFAULT_METHODS)}); pQ = const with λ = Q-th "
+                        "percentile")
+    p.add_argument("--precision", choices=("fixed", "float", "both"), default="fixed",
+                   help="reference precision (default fixed; both = fixed and float)")
+    p.add_argument("--out", default="msat-lava-eval", metavar="DIR",
+                   help="output directory (default ./msat-lava-eval; files in it are replaced)")
+    p.add_argument("--calib-data", default=None, metavar="C.npz",
+                   help="file whose x_train split calibrates λ and spike confidence (default: --data)")
+    p.add_argument("--calib-samples", type=_positive_int, default=512, metavar="N",
+                   help="random calibration subset size (default 512)")
+    p.add_argument("--calib-seed", type=int, default=23, help="seed of the calibration subset (default 23)")
+    p.add_argument("--lambda-from", choices=("data", "file"), default=None,
+                   help="λ of the max-based methods: re-calibrated on the training split (data, default when one "
+                        "exists) or the λ stored in NET (file)")
+    p.add_argument("--percentile-nonzero", action="store_true",
+                   help="percentile methods: take the percentile over non-zero activations only")
+    p.add_argument("--preset", default=None, help="MSAT coefficient preset (default: the coefficients in NET)")
+    p.add_argument("--sc-window", type=_positive_int, default=16, metavar="E",
+                   help="spike-confidence stage and SIN window in steps (default 16)")
+    p.add_argument("--sc-layers", default="last", metavar="last|all|NAMES",
+                   help="layers gated by spike confidence: last (default), all, or comma-separated relu names")
+    p.add_argument("--sin-batch", type=_sin_batch, default=None, metavar="B",
+                   help="SIN statistics as the mean of per-batch ratios over batches of B samples (authors' way); "
+                        "default: pooled over all samples")
+    p.add_argument("--seed", type=int, default=None, help="spike-confidence gate seed (default: NET's)")
+    p.add_argument("--batch-size", type=_positive_int, default=128, metavar="B",
+                   help="samples per reference-simulator chunk (default 128)")
+    p.add_argument("--no-html", action="store_true", help="do not write report.html")
+    p.set_defaults(func=_cmd_eval)

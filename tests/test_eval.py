@@ -1,0 +1,186 @@
+"""``msat-lava eval`` end to end on a tiny converted network and a tiny .npz: JSON keys, PNG files, exit codes,
+methods re-derived from the file's float graph, neuron-trace replay."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import _nets
+from msat_lava.cli import main
+from msat_lava.cli_eval import FILES, neuron_traces, parse_methods
+
+STEPS = 12
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """ResMix (msat) file; data with x_train/y_train (40) and x_test/y_test (8, labels = ANN with 2 flipped);
+    a second file with x/y only (no training split) and a third without labels."""
+    from netx_export import ann
+
+    root = tmp_path_factory.mktemp("eval")
+    conv = _nets.convert("resmix", "msat")
+    net = conv.net.save(root / "resmix.net")
+    shape = conv.program.input_shape
+    rng = np.random.default_rng(11)
+    x_train = rng.standard_normal((40,) + shape).astype(np.float32)
+    x_test = rng.standard_normal((8,) + shape).astype(np.float32)
+    y_test = ann.evaluate(conv.graph, x_test).argmax(1).numpy()
+    y_test[:2] = (y_test[:2] + 1) % 5
+    data = root / "data.npz"
+    np.savez(data, x_train=x_train, y_train=np.zeros(40, np.int64), x_test=x_test, y_test=y_test)
+    plain = root / "plain.npz"
+    np.savez(plain, x=x_test, y=y_test)
+    nolabels = root / "nolabels.npz"
+    np.savez(nolabels, x=x_test)
+    return {"root": root, "net": str(net), "data": str(data), "plain": str(plain), "nolabels": str(nolabels),
+            "conv": conv, "x_train": x_train, "x_test": x_test, "y_test": y_test}
+
+
+def _png_ok(path) -> None:
+    from matplotlib.image import imread
+
+    raw = path.read_bytes()
+    assert raw[:8] == PNG_MAGIC, path
+    img = imread(str(path))
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+
+
+@pytest.fixture(scope="module")
+def evaluated(files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval_out")
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["eval", files["net"], "--data", files["data"], "--steps", str(STEPS), "--methods",
+                     "const,p99.9,msat,msat+sc", "--precision", "both", "--calib-samples", "32", "--sc-layers", "all",
+                     "--batch-size", "5", "--threads", "1", "--out", str(out), "--json"])
+    return code, json.loads(buf.getvalue()), out
+
+
+def test_eval_exit_0_json_and_files(files, evaluated):
+    code, info, out = evaluated
+    assert code == 0
+    for key in ("tool_version", "network", "data", "calibration", "seeds", "config", "ann", "methods", "runs",
+                "sin_last_layer", "sc_calibration", "energy_convention", "traces", "files", "layers"):
+        assert key in info, key
+    assert len(info["network"]["file_sha256"]) == 64 and len(info["data"]["inputs_sha256"]) == 64
+    assert info["network"]["model_hash"] == files["conv"].net.provenance.model_hash
+    assert info["calibration"]["samples"] == 32 and info["calibration"]["seed"] == 23
+    assert [(r["method"], r["precision"]) for r in info["runs"]] == [
+        (m, p) for m in ("const", "p99.9", "msat", "msat+sc") for p in ("fixed", "float")]
+    for r in info["runs"]:
+        assert len(r["accuracy_curve"]) == STEPS
+        assert set(r["accuracy_at"]) == {"1", "2", "4", "8", "12"}
+        assert set(r["steps_to"]) == {"ann-1%", "ann-0.1%", "ann"}
+        assert set(r["firing_rates"]) == set(info["layers"]) and set(r["sin"]["layers"]) == set(info["layers"])
+        assert r["sin"]["window"] == 12 and r["sin"]["mode"] == "pooled"
+        e = r["energy"]
+        assert e["estimate"] is True and e["ratio"] > 0 and e["first_layer"].startswith("charged as MAC")
+    for m, summary in info["methods"].items():
+        assert set(summary["lambda"]) == set(info["layers"]) and summary["exponents"]
+    assert info["methods"]["p99.9"]["lambda_method"]["percentile"] == 99.9
+    # spike confidence: measured p stored in the msat+sc network, every layer (--sc-layers all)
+    p = info["sc_calibration"]["p"]
+    assert set(p) == set(info["layers"]) and all(0 < v <= 1 for v in p.values())
+    assert info["methods"]["msat+sc"]["sc_p"] == pytest.approx(p)
+    assert info["methods"]["msat"]["sc_p"] == {}
+    assert set(info["sin_last_layer"]["fixed"]) == {"without_sc (msat)", "with_sc (msat+sc)"}
+    on_disk = json.loads((out / FILES["manifest"]).read_text())
+    assert on_disk["runs"] == info["runs"]
+    for key in ("accuracy", "firing_rate", "sin", "traces"):
+        _png_ok(out / FILES[key])
+    page = (out / FILES["html"]).read_text()
+    assert page.count("data:image/png;base64,") == 4 and "ESTIMATE" in page
+    assert not list(out.glob(".*"))  # no temporary files left
+
+
+def test_eval_methods_rederived_from_float_graph(files, evaluated):
+    """The const run equals quantize(graph, λ = max over the seeded calibration subset) run independently; the
+    ANN accuracy is the graph's."""
+    from netx_export import ann
+    from netx_export.calibrate import calibrate
+    from netx_export.quantize import quantize
+
+    from msat_lava.program import from_converted
+    from msat_lava.reference import simulate
+
+    _, info, _ = evaluated
+    conv = files["conv"]
+    idx = np.sort(np.random.default_rng(23).choice(40, 32, replace=False))
+    cal = calibrate(conv.graph, files["x_train"][idx], method="max", progress=False)
+    assert info["methods"]["const"]["lambda"] == pytest.approx(dict(cal.lambdas))
+    assert info["methods"]["const"]["input_scale"] == pytest.approx(cal.input_scale)
+    net = quantize(conv.graph, cal, method="const", seed=conv.net.provenance.seed)
+    run = simulate(from_converted(net), files["x_test"], STEPS, precision="fixed", progress=False)
+    const = next(r for r in info["runs"] if r["method"] == "const" and r["precision"] == "fixed")
+    assert const["accuracy_curve"] == pytest.approx(list(run.accuracy(files["y_test"])))
+    ann_acc = float(np.mean(ann.evaluate(conv.graph, files["x_test"]).argmax(1).numpy() == files["y_test"]))
+    assert info["ann"]["accuracy"] == pytest.approx(ann_acc)
+
+
+def test_eval_without_training_split_uses_file_lambda(files, tmp_path, capsys):
+    out = tmp_path / "o"
+    code = main(["eval", files["net"], "--data", files["plain"], "--steps", "4", "--samples", "3",
+                 "--methods", "msat", "--out", str(out), "--no-html", "--threads", "1"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    info = json.loads((out / FILES["manifest"]).read_text())
+    assert info["calibration"]["lambda_from"] == "file"
+    assert info["methods"]["msat"]["lambda"] == pytest.approx({k: s.lam for k, s in files["conv"].net.neurons.items()})
+    assert not (out / FILES["html"]).exists() and "html" not in info["files"]
+    assert "ANN accuracy" in text
+
+
+@pytest.mark.parametrize("argv_tail, data_key, message", [
+    (["--methods", "p99.9"], "plain", "need calibration images"),     # explicit percentile, no x_train
+    (["--methods", "msat+sc"], "plain", "need calibration images"),
+    (["--methods", "foo"], "data", "unknown method"),
+    ([], "nolabels", "needs labels"),
+    (["--sc-layers", "nope"], "data", "--sc-layers"),
+    (["--sc-window", "300"], "data", "--sc-window"),
+    (["--lambda-from", "data"], "plain", "training split"),
+    (["--calib-data", "PLAIN"], "data", "x_train"),
+])
+def test_eval_bad_input_exit_2(files, tmp_path, capsys, argv_tail, data_key, message):
+    tail = [files["plain"] if a == "PLAIN" else a for a in argv_tail]
+    code = main(["eval", files["net"], "--data", files[data_key], "--steps", "3", "--out", str(tmp_path / "o"),
+                 *tail])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and err.startswith("msat-lava eval: error:")
+    assert not (tmp_path / "o").exists()
+
+
+def test_eval_missing_network_exit_2(files, tmp_path, capsys):
+    code = main(["eval", str(tmp_path / "missing.net"), "--data", files["data"], "--steps", "3"])
+    assert code == 2 and "msat-lava eval: error:" in capsys.readouterr().err
+
+
+def test_parse_methods():
+    assert parse_methods("const, P99.5,msat+sc,const") == ["const", "p99.5", "msat+sc"]
+    from msat_lava.data import DataError
+
+    for bad in ("p0", "p101", "", "lif"):
+        with pytest.raises(DataError):
+            parse_methods(bad)
+
+
+@pytest.mark.parametrize("precision", ["float", "fixed"])
+def test_neuron_traces_replay(files, precision):
+    conv = files["conv"]
+    prog = conv.program
+    last = prog.neuron_stages[-1]
+    tr = neuron_traces(prog, last.name, files["x_test"][0], 10, precision=precision, sample_id=3)
+    assert set(tr) == {"x", "m", "theta", "v", "payload", "spikes"}
+    assert tr["m"].shape == (10, int(np.prod(last.shape)))
+    lam = last.spec.lam
+    np.testing.assert_allclose(tr["theta"][0], lam)                   # θ(0) = λ (MSAT)
+    np.testing.assert_allclose(tr["v"], tr["m"] - tr["spikes"] * tr["theta"], atol=1e-9 * lam)  # soft reset
+    np.testing.assert_allclose(tr["payload"], tr["spikes"] * tr["theta"])
+    np.testing.assert_allclose(tr["m"][1:], tr["v"][:-1] + tr["x"][1:], atol=1e-9 * lam)
