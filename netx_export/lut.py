@@ -49,8 +49,9 @@ Domains and resolution (chosen here, stored in the table so the runtime never re
 
 The tables depend on λ (raw-unit MSAT, §9.3), so each layer has its own. Every λ above is the formula's λ_f =
 ``spec.formula_lam``: λ for ``units`` = 'raw'; 1 for 'normalized' (the BrainCog port, ALGORITHMS §2.2 note), which
-is exactly the raw tables of λ = 1 — the same for every layer — applied to the same integers Δ̂, x̂. Total size ≤ ~9 k int32 entries
-(≈ 6 k for λ ∈ [1, 10]). Measured max |θ̂/2^F − θ_float/λ| ≈ 0.81 LSB (docs/FIXED_POINT.md).
+is exactly the raw tables of λ = 1 — the same for every layer — applied to the same integers Δ̂, x̂.
+Total size ≤ ~9 k int32 entries (≈ 6 k for λ ∈ [1, 10]). Measured max |θ̂/2^F − θ_float/λ| ≈ 0.81 LSB
+(docs/FIXED_POINT.md).
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ import pytest
 
 from netx_export import hdf5, ir
 from netx_export.errors import FileExistsRefusedError, FormatError
+from netx_export.lut import make_luts
+from netx_export.neuron import PRESETS, NeuronSpec
 from netx_export.quantize import ConvertedNetwork, _deep_equal, quantize
 
 LAMS = {"r0": 1.5, "r1": 2.5, "r2": 3.0, "r3": 4.0}
@@ -59,10 +61,10 @@ def chain_graph(seed: int = 0) -> ir.Graph:
     ))
 
 
-def zoo_net(method: str = "msat", sc: bool = True, preset: str = "resnet20") -> ConvertedNetwork:
+def zoo_net(method: str = "msat", sc: bool = True, preset: str = "resnet20", units: str = "raw") -> ConvertedNetwork:
     return quantize(zoo_graph(), LAMS, input_scale=2.0, method=method, preset=preset,
                     sc_p={"r3": 0.6, "r1": 0.9} if sc else None, model_hash="ab" * 32, data_hash="cd" * 32,
-                    seed=5, hyperparameters={"lambda_method": "percentile", "percentile": 99.99})
+                    seed=5, hyperparameters={"lambda_method": "percentile", "percentile": 99.99}, msat_units=units)
 
 
 def chain_net(method: str = "const") -> ConvertedNetwork:
@@ -100,6 +102,32 @@ def test_round_trip_every_node_kind_and_mode(tmp_path, method, sc):
         assert (net.luts[name] is None) == (again.luts[name] is None)
         if net.luts[name] is not None:
             assert net.luts[name] == again.luts[name]
+
+
+@pytest.mark.parametrize("method", ["msat", "const"])
+def test_round_trip_normalized_units(tmp_path, method):
+    net = zoo_net(method, units="normalized")
+    assert {s.units for s in net.neurons.values()} == {"normalized"}
+    path = hdf5.write(net, tmp_path / "zoo.net")
+    with h5py.File(path, "r") as f:
+        assert f["msat/neurons/2/spec/units"][()] == b"normalized"
+    again = hdf5.read(path)
+    assert_identical(net, again)
+    assert {s.units for s in again.neurons.values()} == {"normalized"}
+    if method == "msat":
+        assert again.luts["r3"] == make_luts(NeuronSpec("msat", 1.0, coefs=PRESETS["resnet20"]))
+
+
+def test_file_without_units_reads_as_raw(tmp_path, good_files):
+    """Files written before NeuronSpec.units existed have no spec/units: they are the raw-unit model."""
+    path = tmp_path / "old.net"
+    shutil.copyfile(good_files["zoo"], path)
+    with h5py.File(path, "r+") as f:
+        for i in range(len(LAMS)):
+            del f[f"msat/neurons/{i}/spec/units"]
+    net = hdf5.read(path)
+    assert {s.units for s in net.neurons.values()} == {"raw"}
+    assert net == hdf5.read(good_files["zoo"])
 
 
 def test_round_trip_chain_with_netx_view(tmp_path):
@@ -229,6 +257,8 @@ CORPUS = [
     ("lam-inf", "zoo", _replace("msat/neurons/0/spec/lam", np.inf), "msat/neurons/0/spec/lam"),
     ("mode-unknown", "zoo", _replace("msat/neurons/1/spec/mode", "lif"), "msat/neurons/1/spec/mode"),
     ("sc-p-range", "zoo", _replace("msat/neurons/3/spec/sc_p", 1.5), "msat/neurons/3/spec/sc_p"),
+    ("units-unknown", "zoo", _replace("msat/neurons/1/spec/units", "scaled"), "msat/neurons/1/spec/units"),
+    ("units-int", "zoo", _replace("msat/neurons/2/spec/units", 1), "msat/neurons/2/spec/units"),
     ("frac-bits-float", "zoo", _replace("msat/neurons/0/spec/frac_bits", 12.0), "msat/neurons/0/spec/frac_bits"),
     ("neuron-not-relu", "zoo", _replace("msat/neurons/0/node", "c0"), "msat/neurons/0/node"),
     ("coefs-missing", "zoo", _delete("msat/neurons/0/spec/coefs/alpha"), "msat/neurons/0/spec/coefs/alpha"),
@@ -469,6 +499,13 @@ def test_cli_convert_and_info(cli_files, capsys):
     assert cli_convert.main(_convert_args(root, out, "--quiet")) == 2  # exists, no --overwrite
     assert "--overwrite" in capsys.readouterr().err
     assert cli_convert.main(_convert_args(root, out, "--quiet", "--overwrite")) == 0
+    assert {s.units for s in hdf5.read(out).neurons.values()} == {"raw"}
+    args = _convert_args(root, out, "--quiet", "--overwrite", "--msat-units", "normalized")
+    args[args.index("const")] = "msat"
+    assert cli_convert.main(args) == 0
+    net = hdf5.read(out)
+    assert {(s.mode, s.units) for s in net.neurons.values()} == {("msat", "normalized")}
+    assert net.provenance.hyperparameters["msat_units"] == "normalized"
 
 
 def test_cli_convert_bad_inputs_exit_2(cli_files, capsys):

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from netx_export import ir
 from netx_export.errors import QuantizationError, UnsupportedOpError
-from netx_export.lut import ThresholdLuts
-from netx_export.neuron import PRESETS, MsatCoefs
+from netx_export.lut import ThresholdLuts, make_luts
+from netx_export.neuron import PRESETS, MsatCoefs, NeuronSpec
 from netx_export.quantize import (EXPONENT_MAX, FORMAT_VERSION, ConvertedNetwork, QuantizationWarning, Term,
                                   expand_terms, quantize, quantize_weight, state_hash, tool_version)
 
@@ -298,6 +298,25 @@ def test_methods_build_specs_and_luts(method):
             assert spec.coefs == PRESETS["vgg16"] and isinstance(net.luts[name], ThresholdLuts)
     assert net.provenance.method == method
     assert net.provenance.hyperparameters["sc_p"] == {"r3": 0.5}
+
+
+def test_msat_units_pass_through():
+    g, kw = _resnet_block_graph(_rng(5)), dict(input_scale=2.0, method="msat", preset="vgg16")
+    raw = quantize(g, LAMS, **kw)
+    norm = quantize(g, LAMS, msat_units="normalized", **kw)
+    assert {s.units for s in raw.neurons.values()} == {"raw"}
+    assert raw.provenance.hyperparameters["msat_units"] == "raw"
+    assert norm.provenance.hyperparameters["msat_units"] == "normalized"
+    for name, spec in norm.neurons.items():
+        assert spec.units == "normalized" and spec.lam == LAMS[name]
+        assert norm.luts[name] == make_luts(spec) == make_luts(NeuronSpec("msat", 1.0, coefs=PRESETS["vgg16"]))
+        assert raw.luts[name] == make_luts(raw.neurons[name])
+    # everything but the specs, LUTs and the recorded setting is identical
+    assert norm.targets == raw.targets
+    assert ConvertedNetwork.from_dict(norm.to_dict()) == norm
+    with pytest.raises(QuantizationError) as info:
+        quantize(g, LAMS, msat_units="braincog", **kw)
+    assert info.value.field == "msat_units"
 
 
 def test_explicit_coefs_and_bad_settings():
