@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", choices=sorted(MODELS), required=True)
     ap.add_argument("--samples", type=int, default=1000, help="strided test subset size (0 = full test set)")
     ap.add_argument("--steps", type=int, default=128)
-    ap.add_argument("--methods", default="const,msat")
+    ap.add_argument("--methods", default="const,msat", help="comma list of const, dtt, det, msat, msat-norm")
     ap.add_argument("--precision", default="fixed")
     ap.add_argument("--preset", default="resnet20")
     ap.add_argument("--calib", type=int, default=256)
@@ -105,8 +105,10 @@ def main(argv=None) -> int:
     report_steps = [int(s) for s in args.report_steps.split(",") if int(s) <= args.steps]
     results = []
     for method in args.methods.split(","):
-        net = quantize(graph, cal, method=method, preset=None if method == "const" else args.preset,
-                       model_hash=state_hash(model.state_dict()), seed=23)
+        # "msat-norm": MSAT with the normalized-units formula (BrainCog port; docs/DESIGN.md §6), a named variant.
+        base, units = ("msat", "normalized") if method == "msat-norm" else (method, "raw")
+        net = quantize(graph, cal, method=base, preset=None if base == "const" else args.preset,
+                       msat_units=units, model_hash=state_hash(model.state_dict()), seed=23)
         program = from_converted(net)
         for precision in args.precision.split(","):
             t1 = time.perf_counter()

@@ -14,10 +14,13 @@ elements, ``--percentile-nonzero`` for the non-zero ones), and λ^0 = max |x|. `
 when no training split exists) reuses the λ stored in NET for the max-based methods; percentile methods and
 msat+sc then need ``--calib-data`` (they are skipped with a note when ``--methods`` was not given).
 
-* const = θ = λ (max-norm IF); dtt / det = MSAT with one of its two terms; msat = DTT + DET;
-* msat+sc = msat with spike confidence p^l = 1 − c^l measured on the calibration subset
-  (:func:`msat_lava.sc_calibration.calibrate_spike_confidence`, window E = ``--sc-window`` = 16, layer(s)
-  ``--sc-layers`` = the last spiking layer by default), stored in the quantized network like ``convert`` does.
+* const = θ = λ (max-norm IF); pQ = const with percentile λ; dtt / det = MSAT with one of its two terms;
+  msat = DTT + DET, in the MSAT formula units of NET (or ``--msat-units``); a ``-norm`` suffix (dtt-norm,
+  det-norm, msat-norm) selects units 'normalized' (the BrainCog variant, docs/DESIGN.md) for that method;
+* msat+sc (msat-norm+sc) = msat (msat-norm) with spike confidence p^l = 1 − c^l measured on the calibration subset
+  with that network run without SC (:func:`msat_lava.sc_calibration.calibrate_spike_confidence`, window
+  E = ``--sc-window`` = 16, layer(s) ``--sc-layers`` = the last spiking layer by default, precision = the first
+  of ``--precision``), stored in the quantized network like ``convert --sc-p`` does.
 
 For every method and precision one reference run of T steps (chunks of ``--batch-size`` samples) gives the
 accuracy after every step; a second run of E steps gives the spike counts of the SIN window (the first E steps
@@ -58,13 +61,18 @@ FILES = {"manifest": "eval.json", "accuracy": "accuracy_vs_T.png", "firing_rate"
 LIPOOL_RECORD_BYTES = 256 << 20   # budget for recording LIPool outputs per chunk (exact LIPool rates)
 TRACE_STEPS_MAX = 128
 _PCT = re.compile(r"^p(\d+(?:\.\d+)?)$")
+_MSAT_FAMILY = re.compile(r"^(?:(?:dtt|det|msat)(?:-norm)?|msat(?:-norm)?\+sc)$")
 
 
 # ----------------------------------------------------------------------------------------------------------
 # methods
 # ----------------------------------------------------------------------------------------------------------
 def parse_methods(text: str | Sequence[str]) -> list[str]:
-    """``"const,p99.9,msat+sc"`` → validated list (const, dtt, det, msat, msat+sc, or pQ with 0 < Q ≤ 100)."""
+    """``"const,p99.9,msat+sc"`` → validated, de-duplicated list.
+
+    Known: const; pQ (const with λ = Q-th percentile, 0 < Q ≤ 100); dtt, det, msat (formula units of the file or
+    ``--msat-units``); the same with ``-norm`` (units 'normalized', the BrainCog variant); msat+sc, msat-norm+sc.
+    """
     from msat_lava.data import DataError
 
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -78,8 +86,9 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
             q = float(pm.group(1))
             if not 0 < q <= 100:
                 raise DataError(f"--methods: percentile of {raw!r} must be in (0, 100]")
-        elif m not in ("const", "dtt", "det", "msat", "msat+sc"):
-            raise DataError(f"--methods: unknown method {raw!r} (known: const, pQ e.g. p99.9, dtt, det, msat, msat+sc)")
+        elif m != "const" and not _MSAT_FAMILY.match(m):
+            raise DataError(f"--methods: unknown method {raw!r} (known: const, pQ e.g. p99.9, dtt, det, msat, "
+                            "msat+sc, and dtt/det/msat/msat+sc with -norm before +sc, e.g. msat-norm+sc)")
         if m not in out:
             out.append(m)
     if not out:
@@ -87,12 +96,23 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     return out
 
 
+def _has_sc(method: str) -> bool:
+    return method.endswith("+sc")
+
+
 def _needs_data(method: str) -> bool:
-    return method == "msat+sc" or bool(_PCT.match(method))
+    return _has_sc(method) or bool(_PCT.match(method))
 
 
 def _mode_of(method: str) -> str:
-    return "msat" if method == "msat+sc" else ("const" if _PCT.match(method) else method)
+    """The quantize method: const for const/pQ, else dtt/det/msat without the -norm / +sc suffixes."""
+    if method == "const" or _PCT.match(method):
+        return "const"
+    return method.removesuffix("+sc").removesuffix("-norm")
+
+
+def _units_of(method: str, default: str) -> str:
+    return "normalized" if method.removesuffix("+sc").endswith("-norm") else default
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -450,7 +470,7 @@ tool {esc(manifest['tool_version'])}.</p>
 # ----------------------------------------------------------------------------------------------------------
 # the evaluation
 # ----------------------------------------------------------------------------------------------------------
-def _quantize_settings(net, preset: str | None) -> dict[str, Any]:
+def _quantize_settings(net, preset: str | None, msat_units: str | None = None) -> dict[str, Any]:
     from netx_export.neuron import PRESETS
     from msat_lava.data import DataError
 
@@ -466,8 +486,10 @@ def _quantize_settings(net, preset: str | None) -> dict[str, Any]:
     else:
         name = hp.get("preset") or "resnet20"
         coefs, source = PRESETS[name] if name in PRESETS else PRESETS["resnet20"], f"preset {name}"
+    units = msat_units or getattr(spec0, "units", "raw")
     return {"coefs": coefs, "coefs_source": source, "gamma": spec0.gamma, "sc_gate": spec0.sc_gate,
-            "frac_bits": spec0.frac_bits, "state_bits": spec0.state_bits, "input_frac_bits": net.input_frac_bits}
+            "frac_bits": spec0.frac_bits, "state_bits": spec0.state_bits, "input_frac_bits": net.input_frac_bits,
+            "units": units, "units_source": "--msat-units" if msat_units else "the network file"}
 
 
 def _method_net(graph, lams, input_scale, method: str, settings: dict, *, sc_p=None, sc_window: int, seed: int,
@@ -475,16 +497,19 @@ def _method_net(graph, lams, input_scale, method: str, settings: dict, *, sc_p=N
     from netx_export.quantize import quantize
 
     mode = _mode_of(method)
+    units = {"msat_units": _units_of(method, settings["units"])} if mode != "const" else {}
     return quantize(graph, dict(lams), method=mode, preset=None, coefs=None if mode == "const" else settings["coefs"],
                     k_const=1.0, sc_p=sc_p, gamma=settings["gamma"], sc_early=sc_window,
                     sc_gate=settings["sc_gate"], frac_bits=settings["frac_bits"], state_bits=settings["state_bits"],
                     input_scale=input_scale, input_frac_bits=settings["input_frac_bits"], seed=seed,
-                    model_hash=model_hash, data_hash=data_hash, hyperparameters={"eval_method": method, **lambda_info})
+                    model_hash=model_hash, data_hash=data_hash, hyperparameters={"eval_method": method, **lambda_info},
+                    **units)
 
 
 def _net_summary(net, lambda_info: dict) -> dict[str, Any]:
     return {
         "mode": net.method,
+        "units": sorted({getattr(s, "units", "raw") for s in net.neurons.values()}) if net.method != "const" else None,
         "lambda": {k: s.lam for k, s in net.neurons.items()},
         "input_scale": net.input_scale,
         "lambda_method": lambda_info,
@@ -511,6 +536,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     from msat_lava.sc_calibration import (calibrate_spike_confidence, gated_layers, preactivation_fn,
                                           run_with_statistics)
     from msat_lava.verify import atomic_write_json
+    from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
     steps = int(args.steps)
@@ -575,7 +601,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
         if calibration_info["overlaps_evaluated_split"]:
             notes.append("the calibration images come from the evaluated split (--split train)")
     seed = int(net.provenance.seed if args.seed is None else args.seed)
-    settings = _quantize_settings(net, args.preset)
+    settings = _quantize_settings(net, args.preset, args.msat_units)
     model_hash = net.provenance.model_hash
 
     lam_cache: dict[str, tuple[dict, float, str, dict]] = {}
@@ -610,22 +636,26 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
                                                             f"{args.calib_seed})" if cal_idx is not None else ""))
     nets: dict[str, Any] = {}
     quant_warnings: list[str] = []
-    sc_result = None
+    sc_results: dict[str, Any] = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", QuantizationWarning)
         for method in methods:
             lams, lam0, dhash, info = lambdas_for(method)
-            if method == "msat+sc":
-                base = nets.get("msat") or _method_net(graph, lams, lam0, "msat", settings, sc_window=window,
-                                                       seed=seed, model_hash=model_hash, data_hash=dhash,
-                                                       lambda_info=info)
-                log(f"spike confidence: MSAT without SC on {len(cal_idx)} calibration images, first {window} steps "
-                    f"({primary}), layer(s) {', '.join(sc_layers)} ...")
-                sc_result = calibrate_spike_confidence(base, x_cal, sample_ids=cal_idx, window=window,
-                                                       layers=sc_layers, precision=primary,
-                                                       batch_size=args.sin_batch, chunk=args.batch_size)
-                log("      p = " + ", ".join(f"{k}: {v:.4f}" for k, v in sc_result.p.items()))
-                nets[method] = _method_net(graph, lams, lam0, "msat", settings, sc_p=sc_result.p, sc_window=window,
+            if _has_sc(method):
+                plain = method.removesuffix("+sc")
+                base = nets.get(plain) or _method_net(graph, lams, lam0, plain, settings, sc_window=window,
+                                                      seed=seed, model_hash=model_hash, data_hash=dhash,
+                                                      lambda_info=info)
+                log(f"spike confidence: {plain} without SC on {len(cal_idx)} calibration images, first {window} "
+                    f"steps ({primary}), layer(s) {', '.join(sc_layers)} ...")
+                with tqdm(total=len(cal_idx) * window, desc=f"SC calibration {plain}", unit="sample-step",
+                          leave=False, disable=args.json, file=sys.stderr) as bar:
+                    sc = calibrate_spike_confidence(base, x_cal, sample_ids=cal_idx, window=window, layers=sc_layers,
+                                                    precision=primary, batch_size=args.sin_batch,
+                                                    chunk=args.batch_size, on_progress=bar.update)
+                sc_results[method] = sc
+                log("      p = " + ", ".join(f"{k}: {v:.4f}" for k, v in sc.p.items()))
+                nets[method] = _method_net(graph, lams, lam0, method, settings, sc_p=sc.p, sc_window=window,
                                            seed=seed, model_hash=model_hash, data_hash=dhash, lambda_info=info)
             else:
                 nets[method] = _method_net(graph, lams, lam0, method, settings, sc_window=window, seed=seed,
@@ -646,8 +676,6 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     layers = [s.name for s in program0.neuron_stages]
     runs: list[dict[str, Any]] = []
     programs: dict[str, Any] = {}
-    from tqdm.auto import tqdm
-
     for method in methods:
         programs[method] = from_converted(nets[method])
         for precision in precisions:
@@ -685,13 +713,16 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     sin_last: dict[str, dict[str, Any]] = {}
     for precision in precisions:
         row = {}
-        for label, m in (("without_sc (msat)", "msat"), ("with_sc (msat+sc)", "msat+sc")):
+        pairs = [(m.removesuffix("+sc"), m) for m in methods if _has_sc(m)] or [("msat", None)]
+        labels = [(f"without_sc ({a})", a) for a, _ in pairs] + [(f"with_sc ({b})", b) for _, b in pairs if b]
+        for label, m in labels:
             r = next((r for r in runs if r["method"] == m and r["precision"] == precision), None)
             row[label] = None if r is None else r["sin"]["last_layer"]
         sin_last[precision] = row
 
     # ---- traces
-    trace_method = next((m for m in ("msat", "msat+sc", "dtt", "det") if m in methods), methods[0])
+    trace_method = next((m for m in ("msat", "msat-norm", "msat+sc", "msat-norm+sc", "dtt", "det") if m in methods),
+                        methods[0])
     trace_steps = min(steps, TRACE_STEPS_MAX)
     last = layers[-1]
     tr = neuron_traces(programs[trace_method], last, data.x[0], trace_steps, precision=primary,
@@ -731,12 +762,16 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
                    "batch_size": args.batch_size, "percentile_nonzero": bool(args.percentile_nonzero),
                    "coefs": settings["coefs"].to_dict(), "coefs_source": settings["coefs_source"],
                    "gamma": settings["gamma"], "sc_gate": settings["sc_gate"], "frac_bits": settings["frac_bits"],
-                   "state_bits": settings["state_bits"], "torch_threads": torch.get_num_threads(),
-                   "lipool_rates": "measured" if record_lipool or not lipool_size else "approximated"},
+                   "state_bits": settings["state_bits"], "msat_units": settings["units"],
+                   "msat_units_source": settings["units_source"], "torch_threads": torch.get_num_threads(),
+                   "lipool_rates": "measured" if record_lipool or not lipool_size else "approximated",
+                   "firing_rate": "FR^l(T) = spikes / (samples x neurons x T), gated spikes; mean_firing_rate = "
+                                  "unweighted mean over the spiking layers (ALGORITHMS §4.2)",
+                   "sin_definitions": "msat_lava.metrics (ALGORITHMS §3.1, §4.1); z = ANN pre-activation"},
         "report_steps": rsteps,
         "ann": {"accuracy": ann_acc},
         "methods": {m: _net_summary(nets[m], lambdas_for(m)[3]) for m in methods},
-        "sc_calibration": None if sc_result is None else sc_result.to_dict(),
+        "sc_calibration": {m: r.to_dict() for m, r in sc_results.items()},
         "runs": runs,
         "sin_last_layer": sin_last,
         "layers": layers,
@@ -767,9 +802,8 @@ def _format(manifest: dict) -> str:
                      f"{100 * r['accuracy_curve'][-1]:6.2f} %  steps: {s['ann-1%']} / {s['ann-0.1%']} / {s['ann']}"
                      f"  FR {r['mean_firing_rate']:.4f}  last-layer SIN ratio {last['sin_ratio']:.4f} "
                      f"ANS {last['ans']:.3f}  energy {100 * r['energy']['ratio']:.1f} % of ANN (estimate)")
-    if manifest["sc_calibration"]:
-        lines.append("spike confidence p: " + ", ".join(f"{k} = {v:.4f}"
-                                                        for k, v in manifest["sc_calibration"]["p"].items()))
+    for method, sc in manifest["sc_calibration"].items():
+        lines.append(f"spike confidence p ({method}): " + ", ".join(f"{k} = {v:.4f}" for k, v in sc["p"].items()))
     for note in manifest["notes"]:
         lines.append(f"note: {note}")
     lines.append(f"report: {manifest['files']['manifest']}")
@@ -824,6 +858,9 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("--percentile-nonzero", action="store_true",
                    help="percentile methods: take the percentile over non-zero activations only")
     p.add_argument("--preset", default=None, help="MSAT coefficient preset (default: the coefficients in NET)")
+    p.add_argument("--msat-units", choices=("raw", "normalized"), default=None,
+                   help="units of the MSAT formula for dtt/det/msat (default: NET's; a '-norm' method is always "
+                        "'normalized')")
     p.add_argument("--sc-window", type=_positive_int, default=16, metavar="E",
                    help="spike-confidence stage and SIN window in steps (default 16)")
     p.add_argument("--sc-layers", default="last", metavar="last|all|NAMES",

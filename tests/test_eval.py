@@ -86,7 +86,8 @@ def test_eval_exit_0_json_and_files(files, evaluated):
         assert set(summary["lambda"]) == set(info["layers"]) and summary["exponents"]
     assert info["methods"]["p99.9"]["lambda_method"]["percentile"] == 99.9
     # spike confidence: measured p stored in the msat+sc network, every layer (--sc-layers all)
-    p = info["sc_calibration"]["p"]
+    assert set(info["sc_calibration"]) == {"msat+sc"}
+    p = info["sc_calibration"]["msat+sc"]["p"]
     assert set(p) == set(info["layers"]) and all(0 < v <= 1 for v in p.values())
     assert info["methods"]["msat+sc"]["sc_p"] == pytest.approx(p)
     assert info["methods"]["msat"]["sc_p"] == {}
@@ -127,12 +128,14 @@ def test_eval_methods_rederived_from_float_graph(files, evaluated):
 def test_eval_without_training_split_uses_file_lambda(files, tmp_path, capsys):
     out = tmp_path / "o"
     code = main(["eval", files["net"], "--data", files["plain"], "--steps", "4", "--samples", "3",
-                 "--methods", "msat", "--out", str(out), "--no-html", "--threads", "1"])
+                 "--methods", "msat,msat-norm", "--out", str(out), "--no-html", "--threads", "1"])
     text = capsys.readouterr().out
     assert code == 0, text
     info = json.loads((out / FILES["manifest"]).read_text())
     assert info["calibration"]["lambda_from"] == "file"
     assert info["methods"]["msat"]["lambda"] == pytest.approx({k: s.lam for k, s in files["conv"].net.neurons.items()})
+    assert info["methods"]["msat"]["units"] == ["raw"] and info["methods"]["msat-norm"]["units"] == ["normalized"]
+    assert info["methods"]["msat-norm"]["lambda"] == info["methods"]["msat"]["lambda"]
     assert not (out / FILES["html"]).exists() and "html" not in info["files"]
     assert "ANN accuracy" in text
 
@@ -164,9 +167,10 @@ def test_eval_missing_network_exit_2(files, tmp_path, capsys):
 
 def test_parse_methods():
     assert parse_methods("const, P99.5,msat+sc,const") == ["const", "p99.5", "msat+sc"]
+    assert parse_methods("dtt-norm,msat-norm+sc") == ["dtt-norm", "msat-norm+sc"]
     from msat_lava.data import DataError
 
-    for bad in ("p0", "p101", "", "lif"):
+    for bad in ("p0", "p101", "", "lif", "dtt+sc", "const-norm", "msat+sc-norm"):
         with pytest.raises(DataError):
             parse_methods(bad)
 
