@@ -152,25 +152,14 @@ def main(argv=None) -> int:
 
 
 def _plot(manifest: dict, path: Path) -> None:
-    import matplotlib
+    from msat_lava.plots import accuracy_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for row in manifest["results"]:
-        curve = 100 * np.asarray(row["curve"])
-        ax.plot(np.arange(1, len(curve) + 1), curve, label=f"{row['method']} ({row['precision']})")
-    ax.axhline(100 * manifest["ann_accuracy"], color="k", ls="--", lw=1, label="ANN")
-    ax.set_xlabel("time step T (1-based)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(f"{manifest['model']}: {manifest['samples']} test images ({manifest['subset']})")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    series = [dict(label=f"{row['method']} ({row['precision']})", steps=np.arange(1, len(row["curve"]) + 1),
+                   accuracy=row["curve"], linestyle="--" if row["precision"] == "float" else "-")
+              for row in manifest["results"]]
+    ticks = [t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256) if t <= manifest["steps"]]
+    accuracy_plot(path, series, ann=manifest["ann_accuracy"], ticks=ticks,
+                  title=f"{manifest['model']}: {manifest['samples']} test images ({manifest['subset']})")
 
 
 if __name__ == "__main__":

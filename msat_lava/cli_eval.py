@@ -51,6 +51,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from msat_lava.cli_run import (EXIT_OK, _add_data_args, _exit_codes, _positive_int, _report_steps)
+from msat_lava.plots import accuracy_plot, figure, save
 from netx_export.fileio import atomic_target
 
 __all__ = ["add_eval_parser", "run_eval", "neuron_traces", "parse_methods", "DEFAULT_METHODS", "FILES"]
@@ -279,22 +280,6 @@ def _pick_neurons(z: np.ndarray, spikes: np.ndarray, window: int, k: int = 4) ->
 # ----------------------------------------------------------------------------------------------------------
 # plots and HTML
 # ----------------------------------------------------------------------------------------------------------
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    with atomic_target(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    return path
-
-
 def _run_label(run: dict) -> str:
     return f"{run['method']} ({run['precision']})"
 
@@ -317,23 +302,10 @@ def _methods_of(runs: list[dict]) -> list[str]:
 
 
 def _plot_accuracy(path: Path, runs: list[dict], ann: float, report_steps: list[int], title: str) -> Path:
-    fig = _figure(7.2, 4.6)
-    ax = fig.add_subplot(1, 1, 1)
     methods = _methods_of(runs)
-    for run in runs:
-        curve = 100 * np.asarray(run["accuracy_curve"])
-        ax.plot(np.arange(1, len(curve) + 1), curve, label=_run_label(run), linewidth=1.4, **_style(run, methods))
-    ax.axhline(100 * ann, color="k", linestyle="--", linewidth=1.2, label=f"ANN ({100 * ann:.2f} %)")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(report_steps)
-    ax.set_xticklabels([str(t) for t in report_steps])
-    ax.set_xlabel("time steps T (accuracy after step T, log scale)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_ylim(0, 101)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    series = [dict(label=_run_label(run), steps=np.arange(1, len(run["accuracy_curve"]) + 1),
+                   accuracy=run["accuracy_curve"], **_style(run, methods)) for run in runs]
+    return accuracy_plot(path, series, ann=ann, title=title, ticks=report_steps)
 
 
 def _layer_axis(ax, layers: list[str]) -> None:
@@ -344,7 +316,7 @@ def _layer_axis(ax, layers: list[str]) -> None:
 
 
 def _plot_firing(path: Path, runs: list[dict], layers: list[str], steps: int) -> Path:
-    fig = _figure(7.2, 4.6)
+    fig = figure(7.2, 4.6)
     ax = fig.add_subplot(1, 1, 1)
     xs = np.arange(1, len(layers) + 1)
     methods = _methods_of(runs)
@@ -357,11 +329,11 @@ def _plot_firing(path: Path, runs: list[dict], layers: list[str], steps: int) ->
     ax.set_title(f"firing rate per layer over T = {steps} steps")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _plot_sin(path: Path, runs: list[dict], layers: list[str], window: int) -> Path:
-    fig = _figure(10.0, 4.4)
+    fig = figure(10.0, 4.4)
     xs = np.arange(1, len(layers) + 1)
     axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
     methods = _methods_of(runs)
@@ -380,12 +352,12 @@ def _plot_sin(path: Path, runs: list[dict], layers: list[str], window: int) -> P
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
     axes[0].legend(loc="best", fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _plot_traces(path: Path, traces: dict, picks: list[tuple[int, str]], z: np.ndarray, title: str) -> Path:
     rows = max(1, len(picks))
-    fig = _figure(7.2, 1.9 * rows + 0.8)
+    fig = figure(7.2, 1.9 * rows + 0.8)
     steps = traces["m"].shape[0]
     t = np.arange(steps)
     ax0 = None
@@ -407,7 +379,7 @@ def _plot_traces(path: Path, traces: dict, picks: list[tuple[int, str]], z: np.n
     if ax0 is not None:
         ax.set_xlabel("time step t")
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _html_report(path: Path, manifest: dict, images: dict[str, Path]) -> Path:

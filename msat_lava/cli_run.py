@@ -362,28 +362,11 @@ def _train(model, x: np.ndarray, y: np.ndarray, *, epochs: int, seconds: float, 
 
 
 def _plot(path: Path, steps: list[int], curves: dict[str, list[float]], ann: float, title: str) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from msat_lava.plots import accuracy_plot
 
-    fig = Figure(figsize=(6.4, 4.2), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for (label, acc), marker in zip(curves.items(), ("o", "s", "^", "v")):
-        ax.plot(steps, [100 * a for a in acc], marker=marker, label=label)
-    ax.axhline(100 * ann, color="k", linestyle="--", linewidth=1, label=f"ANN ({100 * ann:.1f} %)")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(steps)
-    ax.set_xticklabels([str(t) for t in steps])
-    ax.set_xlabel("time steps T")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 101)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    with atomic_target(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    series = [dict(label=label, steps=steps, accuracy=acc, marker=marker)
+              for (label, acc), marker in zip(curves.items(), ("o", "s", "^", "v"))]
+    return accuracy_plot(path, series, ann=ann, title=title, ticks=steps, size=(6.4, 4.2))
 
 
 def run_demo(out: str | os.PathLike = "msat-lava-demo", *, seconds: float = 20.0, epochs: int = 8,
