@@ -7,7 +7,8 @@ and returns an exit code (``None`` means 0). Handlers import their heavy modules
 (torch, lava) lazily so that ``--help`` and ``--version`` stay fast.
 
 Handlers and library code raise exceptions instead of printing and exiting;
-:func:`main` turns an exception into a one-line message on stderr and exit code 1
+:func:`main` turns a bad-input error (:func:`msat_lava.cli_common.bad_input_errors`) into a one-line message and
+exit code 2, and any other exception into a one-line message on stderr and exit code 1
 (set ``MSAT_LAVA_DEBUG=1`` for the traceback).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import traceback
 
 from msat_lava import __version__
+from msat_lava.cli_common import EXIT_BAD_INPUT, bad_input_errors
 from msat_lava.cli_convert import add_convert_parser, add_info_parser
 from msat_lava.cli_eval import add_eval_parser
 from msat_lava.cli_run import add_demo_parser, add_run_parser, add_verify_parser
@@ -90,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"msat-lava {args.command}: interrupted", file=sys.stderr)
         return 130
+    except bad_input_errors() as exc:
+        text = str(exc).strip() or type(exc).__name__
+        print(f"msat-lava {args.command}: error: {text}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception as exc:
         if os.environ.get("MSAT_LAVA_DEBUG"):
             traceback.print_exc()

@@ -22,18 +22,8 @@ from pathlib import Path
 __all__ = ["add_convert_parser", "add_info_parser", "main", "load_model", "load_data", "format_summary",
            "EXIT_OK", "EXIT_BAD_INPUT"]
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-
-
-class BadInput(Exception):
-    """A user-supplied file or argument is unusable (exit code 2)."""
-
-
-def _bad_input_errors() -> tuple[type[BaseException], ...]:
-    from netx_export.errors import NetxExportError
-
-    return (BadInput, NetxExportError)
+from msat_lava.cli_common import EXIT_BAD_INPUT, EXIT_OK, BadInput
+from msat_lava.cli_common import bad_input_errors as _bad_input_errors
 
 
 def _fail(command: str, exc: BaseException) -> int:

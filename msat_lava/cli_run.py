@@ -28,12 +28,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from msat_lava.cli_common import EXIT_BAD_INPUT, EXIT_MISMATCH, EXIT_OK
+from msat_lava.cli_common import bad_input_errors as _bad_input_errors
 from netx_export.fileio import atomic_target
 
 __all__ = ["add_run_parser", "add_verify_parser", "add_demo_parser", "run_demo", "BACKENDS", "EXIT_OK",
            "EXIT_MISMATCH", "EXIT_BAD_INPUT"]
 
-EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 #: backend name → (simulator, precision)
 BACKENDS = {"lava-fixed": ("lava", "fixed"), "lava-float": ("lava", "float"),
             "ref-fixed": ("ref", "fixed"), "ref-float": ("ref", "float")}
@@ -42,21 +43,6 @@ BACKENDS = {"lava-fixed": ("lava", "fixed"), "lava-float": ("lava", "float"),
 # ----------------------------------------------------------------------------------------------------------
 # shared helpers
 # ----------------------------------------------------------------------------------------------------------
-def _bad_input_errors() -> tuple[type[BaseException], ...]:
-    from netx_export.errors import NetxExportError
-
-    from msat_lava.data import DataError
-
-    errors: list[type[BaseException]] = [DataError, NetxExportError]
-    try:
-        from msat_lava.cli_convert import BadInput
-
-        errors.append(BadInput)
-    except ImportError:  # pragma: no cover - cli_convert is optional
-        pass
-    return tuple(errors)
-
-
 def _exit_codes(command: str) -> Callable:
     """Decorator: typed bad-input errors → message on stderr and exit code 2 (and one harmless torch notice
     about read-only arrays silenced)."""
