@@ -59,7 +59,8 @@ def steps_to_reach(curve: np.ndarray, target: float) -> int | None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=sorted(MODELS), required=True)
+    ap.add_argument("--replot", metavar="JSON", help="only redraw the PNG of an existing result file")
+    ap.add_argument("--model", choices=sorted(MODELS))
     ap.add_argument("--samples", type=int, default=1000, help="strided test subset size (0 = full test set)")
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--methods", default="const,msat", help="comma list of const, dtt, det, msat, msat-norm")
@@ -70,8 +71,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default=None)
     ap.add_argument("--report-steps", default="16,32,64,128,256")
-    ap.add_argument("--out", required=True, help="output path without extension")
+    ap.add_argument("--out", help="output path without extension (required unless --replot)")
     args = ap.parse_args(argv)
+    if args.replot:
+        manifest = json.loads(Path(args.replot).read_text())
+        _plot(manifest, Path(args.replot).with_suffix(".png"))
+        return 0
+    if args.model is None or not args.out:
+        ap.error("--model and --out are required")
 
     import torch
 
