@@ -350,12 +350,12 @@ def from_converted(net: Any) -> Program:
     weights (float model) and the int8 mantissas (fixed model); a path without a weighted op ends with a scalar
     ``gain`` op (float weight 1, fixed mantissa). Float terms are scaled by Π 1/area of their avgpools.
     """
-    from netx_export.quantize import _target_root, _zero_source_values
+    from netx_export.quantize import target_root, zero_source_values
 
     graph = net.graph
     targets = {t.name: t for t in net.targets}
-    roots = {name: _target_root(graph, name) for name in targets}
-    zero = _zero_source_values(graph, roots.values())
+    roots = {name: target_root(graph, name) for name in targets}
+    zero = zero_source_values(graph, roots.values())
 
     def make_op(name: str, term_mant: np.ndarray) -> tuple[Op, float]:
         node = graph[name]

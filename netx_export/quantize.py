@@ -75,6 +75,8 @@ __all__ = [
     "state_hash",
     "tool_version",
     "term_scale",
+    "target_root",
+    "zero_source_values",
 ]
 
 #: Version of the ConvertedNetwork schema (``to_dict`` and the file, docs/FORMAT.md): "major.minor".
@@ -208,7 +210,8 @@ def quantize_weight(w: np.ndarray, *, emin: int = EXPONENT_MIN, emax: int = EXPO
 # path expansion
 # ---------------------------------------------------------------------------------------------------------
 
-def _target_root(graph: Graph, name: str) -> str:
+def target_root(graph: Graph, name: str) -> str:
+    """The node whose value is a target's input: a relu's input node, or the output node itself (readout)."""
     node = graph[name]
     return node.inputs[0] if node.kind == "relu" else node.name
 
@@ -311,7 +314,7 @@ def apply_linear(node: Node, inputs: list[np.ndarray], *, with_bias: bool = True
     raise QuantizationError(f"not a linear node kind: {kind!r}", layer=node.name)
 
 
-def _zero_source_values(graph: Graph, roots: Iterable[str]) -> dict[str, np.ndarray | None]:
+def zero_source_values(graph: Graph, roots: Iterable[str]) -> dict[str, np.ndarray | None]:
     """Value of each needed node with every source (input/relu/maxpool) = 0; None means all zeros."""
     memo: dict[str, np.ndarray | None] = {}
 
@@ -815,7 +818,7 @@ class ConvertedNetwork:
             raise QuantizationError(f"shape {tgt.bias.shape} differs from the target shape {shapes[name]}",
                                     layer=name, field="bias")
         try:
-            expected = expand_terms(graph, _target_root(graph, name))
+            expected = expand_terms(graph, target_root(graph, name))
         except UnsupportedOpError as exc:
             raise QuantizationError(str(exc), layer=name, field="terms") from None
         if len(expected) != len(tgt.terms):
@@ -1052,7 +1055,7 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
                                 field="sc_p")
 
     # every path of every target first: report all unsupported pairs at once
-    roots = [(name, kind, _target_root(graph, name)) for name, kind in _target_names(graph)]
+    roots = [(name, kind, target_root(graph, name)) for name, kind in _target_names(graph)]
     expansions: dict[str, list] = {}
     bad: list[UnsupportedNode] = []
     for name, _, root in roots:
@@ -1077,7 +1080,7 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
             raise QuantizationError(str(exc), layer=name, field=exc.field) from None
 
     scale_of = {n: (s.lam, s.frac_bits) for n, s in neurons.items()}
-    zero_values = _zero_source_values(graph, [root for _, _, root in roots])
+    zero_values = zero_source_values(graph, [root for _, _, root in roots])
     shapes = graph.shapes()
     targets: list[Target] = []
     layer_reports: list[LayerReport] = []
