@@ -159,26 +159,24 @@ def where(cond: Any, a: Any, b: Any) -> Any:
     return np.where(cond, a, b)
 
 
-def minimum(a: Any, b: Any) -> Any:
+def _elementwise(name: str, a: Any, b: Any) -> Any:
+    """``name`` (minimum | maximum) of numpy or torch; a plain operand takes the other one's dtype/device."""
     if is_torch(a) or is_torch(b):
         torch = _torch()
         if not is_torch(b):
             b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
         if not is_torch(a):
             a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
-        return torch.minimum(a, b)
-    return np.minimum(a, b)
+        return getattr(torch, name)(a, b)
+    return getattr(np, name)(a, b)
+
+
+def minimum(a: Any, b: Any) -> Any:
+    return _elementwise("minimum", a, b)
 
 
 def maximum(a: Any, b: Any) -> Any:
-    if is_torch(a) or is_torch(b):
-        torch = _torch()
-        if not is_torch(b):
-            b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
-        if not is_torch(a):
-            a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
-        return torch.maximum(a, b)
-    return np.maximum(a, b)
+    return _elementwise("maximum", a, b)
 
 
 def clip(a: Any, lo: Any, hi: Any) -> Any:
