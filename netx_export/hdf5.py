@@ -688,7 +688,7 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
     luts: dict[str, ThresholdLuts | None] = {}
     for i, ng in enumerate(r.indexed(r.group(m, "neurons", None), None)):
         name = r.string(ng, "node", f"neurons/{i}")
-        if not _has(graph, name) or graph[name].kind != "relu":
+        if name not in graph or graph[name].kind != "relu":
             raise r.fail(f"{name!r} is not a relu node of the graph", name, f"msat/neurons/{i}/node")
         if name in neurons:
             raise r.fail("duplicate neuron entry", name, f"msat/neurons/{i}/node")
@@ -704,7 +704,7 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
     def op_shape(op: str | None, layer: str, where: str) -> tuple:
         if op is None:
             return ()
-        if not _has(graph, op) or graph[op].kind not in ("conv", "linear"):
+        if op not in graph or graph[op].kind not in ("conv", "linear"):
             raise r.fail(f"op {op!r} is not a conv/linear node of the graph", layer, where)
         return tuple(graph[op].weight.shape)
 
@@ -712,7 +712,7 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
     for i, tg in enumerate(r.indexed(r.group(m, "targets", None), None)):
         name = r.string(tg, "name", f"targets/{i}")
         kind = r.string(tg, "kind", name, choices={"relu", "readout"})
-        if not _has(graph, name):
+        if name not in graph:
             raise r.fail(f"target {name!r} is not a node of the graph", name, f"msat/targets/{i}/name")
         lam = r.real(tg, "lam", name, positive=True)
         frac_bits = r.integer(tg, "frac_bits", name, lo=0, hi=24)
@@ -721,11 +721,11 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
         for j, sg in enumerate(r.indexed(r.group(tg, "terms", name), name)):
             for key in ("source",):
                 src = r.string(sg, key, name)
-                if not _has(graph, src) or graph[src].kind not in ("input", "relu", "maxpool"):
+                if src not in graph or graph[src].kind not in ("input", "relu", "maxpool"):
                     raise r.fail(f"source {src!r} is not an input/relu/maxpool node", name,
                                  f"msat/targets/{i}/terms/{j}/source")
             for p in r.names(sg, "path", name):
-                if not _has(graph, p):
+                if p not in graph:
                     raise r.fail(f"path node {p!r} does not exist", name, f"msat/targets/{i}/terms/{j}/path")
             terms.append(_read_term(r, sg, name, lambda op, j=j: op_shape(op, name, f"msat/targets/{i}/terms/{j}/op")))
         try:
@@ -788,14 +788,6 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
         raise r.fail(_bare(exc), exc.layer, _file_field(where, exc.layer, exc.field)) from None
     _check_netx(r, net, m)
     return net
-
-
-def _has(graph: Graph, name: str) -> bool:
-    try:
-        graph[name]
-        return True
-    except KeyError:
-        return False
 
 
 def _check_netx(r: _Reader, net: ConvertedNetwork, m) -> None:

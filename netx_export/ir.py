@@ -359,6 +359,10 @@ class Graph:
     def __len__(self) -> int:
         return len(self.nodes)
 
+    def __contains__(self, name: object) -> bool:
+        """True when a node of that name exists."""
+        return any(node.name == name for node in self.nodes)
+
     def __getitem__(self, name: str) -> Node:
         for node in self.nodes:
             if node.name == name:

@@ -827,7 +827,7 @@ class ConvertedNetwork:
         for j, ((src, path, op), term) in enumerate(zip(expected, tgt.terms)):
             where = f"terms[{j}]"
             if term.source != src:
-                kind = graph[term.source].kind if _has(graph, term.source) else "missing"
+                kind = graph[term.source].kind if term.source in graph else "missing"
                 raise QuantizationError(f"source {term.source!r} ({kind}) does not match the graph's {src!r}",
                                         layer=name, field=f"{where}.source")
             if term.path != path:
@@ -927,14 +927,6 @@ class ConvertedNetwork:
         return _deep_equal(self.to_dict(), other.to_dict())
 
     __hash__ = None  # type: ignore[assignment]
-
-
-def _has(graph: Graph, name: str) -> bool:
-    try:
-        graph[name]
-        return True
-    except KeyError:
-        return False
 
 
 def _deep_equal(a: Any, b: Any) -> bool:
