@@ -62,7 +62,9 @@ FILES = {"manifest": "eval.json", "accuracy": "accuracy_vs_T.png", "firing_rate"
 LIPOOL_RECORD_BYTES = 256 << 20   # budget for recording LIPool outputs per chunk (exact LIPool rates)
 TRACE_STEPS_MAX = 128
 _PCT = re.compile(r"^p(\d+(?:\.\d+)?)$")
-_MSAT_FAMILY = re.compile(r"^(?:(?:dtt|det|msat)(?:-norm)?|msat(?:-norm)?\+sc)$")
+_METHOD = re.compile(r"^(?:const|p\d+(?:\.\d+)?|(?:dtt|det)(?:-norm)?|msat(?:-norm)?(?:\+h)?\+sc|"
+                     r"(?:const|p\d+(?:\.\d+)?|(?:dtt|det|msat)(?:-norm)?)\+h|msat(?:-norm)?)$")
+HALF = 0.5  # v_init of the "+h" methods (half-threshold start)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -72,7 +74,8 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     """``"const,p99.9,msat+sc"`` → validated, de-duplicated list.
 
     Known: const; pQ (const with λ = Q-th percentile, 0 < Q ≤ 100); dtt, det, msat (formula units of the file or
-    ``--msat-units``); the same with ``-norm`` (units 'normalized', the BrainCog variant); msat+sc, msat-norm+sc.
+    ``--msat-units``); the same with ``-norm`` (units 'normalized', the BrainCog variant); msat+sc, msat-norm+sc;
+    any of them with ``+h`` before ``+sc`` (v_init = 0.5: half-threshold start, e.g. const+h, msat-norm+h+sc).
     """
     from msat_lava.data import DataError
 
@@ -82,14 +85,13 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
         m = raw.strip().lower()
         if not m:
             continue
-        pm = _PCT.match(m)
-        if pm:
-            q = float(pm.group(1))
-            if not 0 < q <= 100:
-                raise DataError(f"--methods: percentile of {raw!r} must be in (0, 100]")
-        elif m != "const" and not _MSAT_FAMILY.match(m):
+        if not _METHOD.match(m):
             raise DataError(f"--methods: unknown method {raw!r} (known: const, pQ e.g. p99.9, dtt, det, msat, "
-                            "msat+sc, and dtt/det/msat/msat+sc with -norm before +sc, e.g. msat-norm+sc)")
+                            "msat+sc; -norm after dtt/det/msat, e.g. msat-norm+sc; +h before +sc for the "
+                            "half-threshold start, e.g. const+h, msat-norm+h+sc)")
+        pm = _PCT.match(_core(m))
+        if pm and not 0 < float(pm.group(1)) <= 100:
+            raise DataError(f"--methods: percentile of {raw!r} must be in (0, 100]")
         if m not in out:
             out.append(m)
     if not out:
@@ -101,19 +103,30 @@ def _has_sc(method: str) -> bool:
     return method.endswith("+sc")
 
 
+def _core(method: str) -> str:
+    """The method without its "+sc" / "+h" suffixes: const, pQ, dtt, det, msat, with or without -norm."""
+    return method.removesuffix("+sc").removesuffix("+h")
+
+
+def _v_init_of(method: str) -> float:
+    """NeuronSpec.v_init of a method: HALF for the "+h" methods, else 0 (the paper's empty start)."""
+    return HALF if method.removesuffix("+sc").endswith("+h") else 0.0
+
+
 def _needs_data(method: str) -> bool:
-    return _has_sc(method) or bool(_PCT.match(method))
+    return _has_sc(method) or bool(_PCT.match(_core(method)))
 
 
 def _mode_of(method: str) -> str:
-    """The quantize method: const for const/pQ, else dtt/det/msat without the -norm / +sc suffixes."""
-    if method == "const" or _PCT.match(method):
+    """The quantize method: const for const/pQ, else dtt/det/msat without the -norm / +h / +sc suffixes."""
+    core = _core(method)
+    if core == "const" or _PCT.match(core):
         return "const"
-    return method.removesuffix("+sc").removesuffix("-norm")
+    return core.removesuffix("-norm")
 
 
 def _units_of(method: str, default: str) -> str:
-    return "normalized" if method.removesuffix("+sc").endswith("-norm") else default
+    return "normalized" if _core(method).endswith("-norm") else default
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -227,7 +240,8 @@ def neuron_traces(program, stage_name: str, x: np.ndarray, steps: int, *, precis
             base = base + apply_term_torch(term, inp, fixed, cache)
     ids = torch.as_tensor([int(sample_id)])
     like = inp.to(torch.int64) if fixed else inp
-    state = dyn.init_fixed_state((1,) + stage.shape, like) if fixed else dyn.init_float_state((1,) + stage.shape, like)
+    state = (dyn.init_fixed_state((1,) + stage.shape, like, stage.spec) if fixed
+             else dyn.init_float_state((1,) + stage.shape, like, stage.spec))
     rec = {k: [] for k in ("x", "m", "theta", "v", "payload", "spikes")}
     for t in range(steps):
         xin = base
@@ -475,7 +489,7 @@ def _method_net(graph, lams, input_scale, method: str, settings: dict, *, sc_p=N
                     sc_gate=settings["sc_gate"], frac_bits=settings["frac_bits"], state_bits=settings["state_bits"],
                     input_scale=input_scale, input_frac_bits=settings["input_frac_bits"], seed=seed,
                     model_hash=model_hash, data_hash=data_hash, hyperparameters={"eval_method": method, **lambda_info},
-                    **units)
+                    v_init=_v_init_of(method), **units)
 
 
 def _net_summary(net, lambda_info: dict) -> dict[str, Any]:
@@ -579,8 +593,8 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     lam_cache: dict[str, tuple[dict, float, str, dict]] = {}
 
     def lambdas_for(method: str) -> tuple[dict, float, str, dict]:
-        pm = _PCT.match(method)
-        key = method if pm else "max"
+        pm = _PCT.match(_core(method))
+        key = _core(method) if pm else "max"
         if key in lam_cache:
             return lam_cache[key]
         if pm:

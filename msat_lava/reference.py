@@ -171,8 +171,8 @@ def _run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, c
                 base = base + apply_term_torch(term, inp, fixed, cache)
         const_x[s.name] = base
         if s.kind == "neuron":
-            states[s.name] = (dyn.init_fixed_state((b,) + s.shape, like) if fixed
-                              else dyn.init_float_state((b,) + s.shape, like))
+            states[s.name] = (dyn.init_fixed_state((b,) + s.shape, like, s.spec) if fixed
+                              else dyn.init_float_state((b,) + s.shape, like, s.spec))
         elif s.kind == "lipool":
             src = program.stage(s.source)
             geom = lip.lipool_geometry(src.shape[1:], s.kernel, s.stride, s.padding)

@@ -45,7 +45,7 @@ def _first_batch_shape(data: Any) -> tuple[tuple[int, ...], Any]:
 def convert(model, calibration_data, *, method: str = "msat", preset: str | None = "resnet20",
             input_shape: tuple[int, ...] | None = None, lambda_method: str = "max", percentile: float = 99.99,
             nonzero_only: bool = False, channelwise: bool = False, sc_p: Mapping[str, float] | None = None,
-            seed: int = 0, progress: bool = True, msat_units: str = "raw") -> ConvertedNetwork:
+            seed: int = 0, progress: bool = True, msat_units: str = "raw", v_init: float = 0.0) -> ConvertedNetwork:
     """Convert a PyTorch ``model`` into a :class:`ConvertedNetwork`.
 
     * ``calibration_data``: tensor/array ``(N, *input_shape)`` (normalized exactly as the model expects),
@@ -59,6 +59,8 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
     * ``progress``: tqdm bar (stderr) during calibration.
     * ``msat_units``: 'raw' (default; the paper's raw-unit MSAT) or 'normalized' (the BrainCog port, λ = 1 inside
       the threshold formula; ALGORITHMS §2.2), stored per spiking layer (``NeuronSpec.units``).
+    * ``v_init``: initial membrane residual as a fraction of λ, in [0, 1) (``NeuronSpec.v_init``); 0.5 is the
+      half-threshold start that removes most low-T error of rate coding.
 
     Raises UnsupportedOpError (every unsupported node listed), CalibrationError, QuantizationError.
     """
@@ -84,7 +86,7 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
         "input_shape": list(input_shape),
     }
     return quantize(graph, cal, method=method, preset=preset, sc_p=sc_p, seed=seed, model_hash=state_hash(model),
-                    hyperparameters=hyper, msat_units=msat_units)
+                    hyperparameters=hyper, msat_units=msat_units, v_init=v_init)
 
 
 def load(path: str | os.PathLike) -> ConvertedNetwork:

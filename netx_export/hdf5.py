@@ -237,8 +237,8 @@ _NODE_PARAM_KINDS: dict[str, dict[str, str]] = {
 
 _SPEC_TYPES = {"mode": "str", "lam": "float", "k_const": "float", "coefs": "coefs?", "gamma": "int",
                "sc_p": "float?", "sc_early": "int", "sc_gate": "str", "frac_bits": "int", "state_bits": "int",
-               "units": "str|absent"}
-# "str|absent": always written; a file without it (written before the field existed) reads as the default.
+               "units": "str|absent", "v_init": "float|absent"}
+# "…|absent": always written; a file without it (written before the field existed) reads as the default.
 
 
 def _lut_type(name: str) -> str:
@@ -603,6 +603,9 @@ def _read_spec(r: _Reader, g, layer: str) -> NeuronSpec:
         if typ == "str|absent":
             if key in g:
                 data[key] = r.string(g, key, layer)
+        elif typ == "float|absent":
+            if key in g:
+                data[key] = r.real(g, key, layer)
         elif typ == "str":
             data[key] = r.string(g, key, layer)
         elif typ == "float":
@@ -662,8 +665,11 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
     parts = version.split(".")
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
         raise r.fail(f"version must be 'major.minor', got {version!r}", None, "msat/format_version")
-    if int(parts[0]) != int(FORMAT_VERSION.split(".")[0]):
-        raise r.fail(f"unsupported format version {version} (this reader knows {FORMAT_VERSION})", None,
+    known = tuple(int(p) for p in FORMAT_VERSION.split("."))
+    if int(parts[0]) != known[0] or int(parts[1]) > known[1]:
+        # a newer minor version may carry fields (e.g. spec/v_init in 1.2) this reader would ignore: refuse
+        raise r.fail(f"unsupported format version {version} (this reader knows {FORMAT_VERSION}; a newer minor "
+                     "version may hold fields it would silently ignore — upgrade msat-lava)", None,
                      "msat/format_version")
 
     nodes = [_read_node(r, g, i) for i, g in enumerate(r.indexed(r.group(m, "graph", None), None))]

@@ -160,6 +160,10 @@ class NeuronSpec:
     * ``units``: units of the MSAT formula (ALGORITHMS §2.2): 'raw' (default; the paper/code's raw-unit model,
       V_T = −λ) | 'normalized' (the BrainCog port: Δ/λ, x/λ and λ = 1 inside the formula, θ = λ·σ(z)). Only the
       threshold of modes dtt/det/msat depends on it; absent from older files/dicts, where it means 'raw'.
+    * ``v_init``: initial residual as a fraction of λ, 0 ≤ v_init < 1: v(0) = v_init·λ (raw units), fixed point
+      v̂(0) = floor(v_init·2^F + 0.5). 0 (default; the paper) starts empty; 0.5 is the half-threshold start of
+      Bu et al. 2022 (ICLR, "Optimal ANN-SNN conversion"), which turns the rate code's floor into a rounding
+      and removes most of the low-T conversion error. Absent from older files/dicts, where it means 0.
     """
 
     mode: str
@@ -173,9 +177,10 @@ class NeuronSpec:
     frac_bits: int = 12
     state_bits: int = 24
     units: str = "raw"
+    v_init: float = 0.0
 
     FIELDS = ("mode", "lam", "k_const", "coefs", "gamma", "sc_p", "sc_early", "sc_gate", "frac_bits",
-              "state_bits", "units")
+              "state_bits", "units", "v_init")
 
     def __post_init__(self):
         mode = _text(self.mode, "mode")
@@ -241,6 +246,11 @@ class NeuronSpec:
             raise NeuronSpecError(f"must be one of {UNITS}, got {units!r}", field="units")
         object.__setattr__(self, "units", units)
 
+        v_init = _real(self.v_init, "v_init")
+        if not 0.0 <= v_init < 1.0:
+            raise NeuronSpecError(f"must be in [0, 1), got {v_init!r}", field="v_init")
+        object.__setattr__(self, "v_init", v_init)
+
     # ---- derived integer constants (fixed point, DESIGN §4) ----
     @property
     def one(self) -> int:
@@ -256,6 +266,11 @@ class NeuronSpec:
     def theta_const_fixed(self) -> int:
         """Const-mode fixed threshold θ̂ = floor(k_const·2^F + 0.5)."""
         return int(math.floor(self.k_const * self.one + 0.5))
+
+    @property
+    def v_init_fixed(self) -> int:
+        """v̂(0) = floor(v_init·2^F + 0.5), the fixed-point initial residual (< 2^F)."""
+        return int(math.floor(self.v_init * self.one + 0.5))
 
     @property
     def formula_lam(self) -> float:
@@ -281,12 +296,13 @@ class NeuronSpec:
             "frac_bits": self.frac_bits,
             "state_bits": self.state_bits,
             "units": self.units,
+            "v_init": self.v_init,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "NeuronSpec":
-        """Inverse of :meth:`to_dict`; only ``mode`` and ``lam`` are required (a dict without ``units``, as
-        written before the field existed, gives 'raw')."""
+        """Inverse of :meth:`to_dict`; only ``mode`` and ``lam`` are required (a dict without ``units`` or
+        ``v_init``, as written before those fields existed, gives 'raw' / 0)."""
         _check_keys(data, cls.FIELDS, ("mode", "lam"), "neuron")
         kwargs = dict(data)
         coefs = kwargs.get("coefs")

@@ -81,7 +81,7 @@ __all__ = [
 
 #: Version of the ConvertedNetwork schema (``to_dict`` and the file, docs/FORMAT.md): "major.minor".
 #: A reader accepts any minor of its own major and rejects other majors.
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 METHODS = ("const", "dtt", "det", "msat")
 INPUT_FRAC_BITS = 8
 READOUT_FRAC_BITS = 12
@@ -1011,7 +1011,7 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
              frac_bits: int = 12, state_bits: int = 24, input_scale: float | None = None,
              input_frac_bits: int = INPUT_FRAC_BITS, seed: int = 0, model_hash: Any = "",
              data_hash: str | None = None, hyperparameters: Mapping[str, Any] | None = None,
-             msat_units: str = "raw") -> ConvertedNetwork:
+             msat_units: str = "raw", v_init: float = 0.0) -> ConvertedNetwork:
     """Quantize a folded float graph to the fixed-point program (module docstring, DESIGN §4).
 
     * ``calibration``: a Calibration (``lambdas`` per relu name, ``input_scale``, ``data_hash``) or a mapping
@@ -1025,6 +1025,8 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
     * ``hyperparameters``: extra JSON-serializable settings recorded in the provenance (e.g. λ method).
     * ``msat_units``: :attr:`NeuronSpec.units` of every spiking layer — 'raw' (the paper's raw-unit MSAT) or
       'normalized' (the BrainCog port: λ = 1 inside the formula, ALGORITHMS §2.2); LUTs follow it.
+    * ``v_init``: :attr:`NeuronSpec.v_init` of every spiking layer, the initial residual as a fraction of λ
+      (0 = the paper's empty start; 0.5 = half-threshold start).
 
     Raises :class:`UnsupportedOpError` for two weighted ops in series (every such pair listed) and
     :class:`QuantizationError` for bad settings or λ; clipping is counted and warned, never silent.
@@ -1065,7 +1067,7 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
         try:
             spec = NeuronSpec(mode=method, lam=lams[name], k_const=k_const, coefs=coef_obj, gamma=gamma,
                               sc_p=sc.get(name), sc_early=sc_early, sc_gate=sc_gate, frac_bits=frac_bits,
-                              state_bits=state_bits, units=msat_units)
+                              state_bits=state_bits, units=msat_units, v_init=v_init)
             neurons[name] = spec
             luts[name] = make_luts(spec)
         except NeuronSpecError as exc:
@@ -1138,6 +1140,7 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
         "frac_bits": int(frac_bits),
         "state_bits": int(state_bits),
         "msat_units": str(msat_units),
+        "v_init": float(v_init),
         "input_frac_bits": int(input_frac_bits),
         "readout_frac_bits": READOUT_FRAC_BITS,
         "exponent_range": [EXPONENT_MIN, EXPONENT_MAX],

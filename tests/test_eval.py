@@ -168,9 +168,11 @@ def test_eval_missing_network_exit_2(files, tmp_path, capsys):
 def test_parse_methods():
     assert parse_methods("const, P99.5,msat+sc,const") == ["const", "p99.5", "msat+sc"]
     assert parse_methods("dtt-norm,msat-norm+sc") == ["dtt-norm", "msat-norm+sc"]
+    assert parse_methods("const+h,p99.9+h,det-norm+h,msat+h+sc") == ["const+h", "p99.9+h", "det-norm+h", "msat+h+sc"]
     from msat_lava.data import DataError
 
-    for bad in ("p0", "p101", "", "lif", "dtt+sc", "const-norm", "msat+sc-norm"):
+    for bad in ("p0", "p101", "", "lif", "dtt+sc", "const-norm", "msat+sc-norm", "msat+sc+h", "const+h+h",
+                "p101+h", "h"):
         with pytest.raises(DataError):
             parse_methods(bad)
 

@@ -360,12 +360,24 @@ def test_plain_hdf5_without_our_groups(tmp_path):
     assert info.value.field == "msat"
 
 
-def test_newer_minor_version_is_accepted(tmp_path, good_files):
+def test_newer_minor_version_is_refused(tmp_path, good_files):
+    """A newer minor version may add fields that change the dynamics (1.2 added spec/v_init); a reader that
+    would ignore them must refuse the file rather than simulate a different network."""
     path = tmp_path / "minor.net"
     shutil.copyfile(good_files["zoo"], path)
     with h5py.File(path, "r+") as f:
         _replace("msat/format_version", "1.7")(f)
         f.create_dataset("msat/some_future_field", data=1)
+    with pytest.raises(FormatError) as info:
+        hdf5.read(path)
+    assert info.value.field == "msat/format_version" and "1.7" in str(info.value)
+
+
+def test_older_minor_version_is_read(tmp_path, good_files):
+    path = tmp_path / "older.net"
+    shutil.copyfile(good_files["zoo"], path)
+    with h5py.File(path, "r+") as f:
+        _replace("msat/format_version", "1.0")(f)
     assert hdf5.read(path) == hdf5.read(good_files["zoo"])
 
 

@@ -43,6 +43,8 @@ NETS = {
     "poolmix": ("poolmix", dict()),
     # Γ = 3 (several spikes per step, integer division in the rule) and the 'keep_charge' gate variant
     "poolmix-g3-keep": ("poolmix", dict(gamma=3, sc=((0, 0.5), (-1, 0.8)), sc_gate="keep_charge")),
+    # half-threshold start v(0) = λ/2 (the "+h" methods), normalized-unit MSAT formula
+    "resmix-h": ("resmix", dict(v_init=0.5, msat_units="normalized")),
 }
 
 
@@ -91,7 +93,7 @@ def test_fixed_lava_bit_exact_with_reference(net_key, mode):
 
 
 @pytest.mark.lava
-@pytest.mark.parametrize("net_key, mode", [("resmix-sc", "msat"), ("poolmix", "dtt")])
+@pytest.mark.parametrize("net_key, mode", [("resmix-sc", "msat"), ("poolmix", "dtt"), ("resmix-h", "msat")])
 def test_float_lava_matches_reference(net_key, mode):
     conv, x, names = _setup(net_key, mode)
     prog = conv.program

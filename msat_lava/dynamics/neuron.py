@@ -4,7 +4,8 @@ Pure step functions over immutable state; arrays are batched (axis 0 = sample, t
 numpy arrays or torch tensors (through :mod:`msat_lava.dynamics.xp`). The neuron index used by the spike-
 confidence gate is the flat C-order index within one sample; ``sample_ids`` (B,) are dataset indices.
 
-Float model (raw ANN activation units, dtype of the state; float64 by default). Per step t (layer-local, 0-based):
+Float model (raw ANN activation units, dtype of the state; float64 by default). Initial state v(0) = v_init·λ
+(0 by default; 0.5 = half-threshold start), S = 0, n = 0. Per step t (layer-local, 0-based):
 
     1. x(t) input;  m = v + x
     2. θ(t) = k·λ                                  mode 'const' (every t)
@@ -23,8 +24,8 @@ Float model (raw ANN activation units, dtype of the state; float64 by default). 
 
 Fixed model (normalized domain, real = integer·λ·2^−F, F = frac_bits; §9.4). All arrays int64:
 
-    v̂: residual, saturated to ±(2^(state_bits−1) − 1) (24-bit state by default); Ŝ: int64 sum of v̂;
-    n: int64 spike counter; t: Python int.
+    v̂: residual, saturated to ±(2^(state_bits−1) − 1) (24-bit state by default), v̂(0) = floor(v_init·2^F + 0.5);
+    Ŝ: int64 sum of v̂ (0 at t = 0); n: int64 spike counter; t: Python int.
     1. x̂ integer input (incl. bias);  m̂ = v̂ + x̂ (int64, unsaturated)
     2. θ̂ = floor(k·2^F + 0.5) (const);  θ̂(0) = ONE = 2^F;  for t ≥ 1:
            V̄ = ⌊Ŝ / t⌋ (floor division), Δ̂ = clip(v̂ − V̄, ±2^31)
@@ -33,7 +34,7 @@ Fixed model (normalized domain, real = integer·λ·2^−F, F = frac_bits; §9.4
     4.–7. as the float model, with v̂ = sat(m̂ − s_eff·θ̂); payload = s_g·θ̂ (unsigned, ≤ Γ·2^F).
 
 Charge conservation holds exactly in the fixed model while nothing saturates:
-Σ_t payload + Σ_t suppressed + v̂(T−1) = Σ_t x̂.
+Σ_t payload + Σ_t suppressed + v̂(T−1) = v̂(0) + Σ_t x̂.
 """
 from __future__ import annotations
 
@@ -95,19 +96,24 @@ def _like(like: Any) -> Any:
     return np.zeros(0) if like is None else like
 
 
-def init_float_state(shape: Sequence[int], xp_like: Any = None) -> FloatState:
-    """Zero state of batched ``shape`` (B, ...) in ``xp_like``'s backend/device and float dtype (an integer or
-    absent ``xp_like`` gives float64; None means numpy)."""
+def init_float_state(shape: Sequence[int], xp_like: Any = None, spec: NeuronSpec | None = None) -> FloatState:
+    """Initial state of batched ``shape`` (B, ...) in ``xp_like``'s backend/device and float dtype (an integer or
+    absent ``xp_like`` gives float64; None means numpy): v(0) = spec.v_init·λ (0 without ``spec``), S = 0, n = 0."""
     like = _like(xp_like)
-    return FloatState(v=xp.zeros(shape, like, "float"), vsum=xp.zeros(shape, like, "float"),
-                      count=xp.zeros(shape, like, "int"), t=0)
+    v = xp.zeros(shape, like, "float")
+    if spec is not None and spec.v_init:
+        v = v + spec.v_init * spec.lam
+    return FloatState(v=v, vsum=xp.zeros(shape, like, "float"), count=xp.zeros(shape, like, "int"), t=0)
 
 
-def init_fixed_state(shape: Sequence[int], xp_like: Any = None) -> FixedState:
-    """Zero int64 state of batched ``shape`` (B, ...) in ``xp_like``'s backend/device (None means numpy)."""
+def init_fixed_state(shape: Sequence[int], xp_like: Any = None, spec: NeuronSpec | None = None) -> FixedState:
+    """Initial int64 state of batched ``shape`` (B, ...) in ``xp_like``'s backend/device (None means numpy):
+    v̂(0) = spec.v_init_fixed = floor(v_init·2^F + 0.5) (0 without ``spec``), Ŝ = 0, n = 0."""
     like = _like(xp_like)
-    return FixedState(v=xp.zeros(shape, like, "int"), vsum=xp.zeros(shape, like, "int"),
-                      count=xp.zeros(shape, like, "int"), t=0)
+    v = xp.zeros(shape, like, "int")
+    if spec is not None and spec.v_init_fixed:
+        v = v + spec.v_init_fixed
+    return FixedState(v=v, vsum=xp.zeros(shape, like, "int"), count=xp.zeros(shape, like, "int"), t=0)
 
 
 # ---------------------------------------------------------------------------------------------- thresholds

@@ -109,12 +109,13 @@ class _StageBase(PyLoihiProcessModel):
         self.s_out.send(out)
 
     def _reset(self, received) -> None:
-        """Zero state at a sample boundary (neuron: v, S, n, t; lipool: accumulators; readout: Out)."""
+        """Initial state at a sample boundary (neuron: v = v(0), S, n, t = 0; lipool: accumulators; readout: Out)."""
         s = self._stage
         like = np.zeros(0, dtype=np.int64 if self.FIXED else np.float64)
         if s.kind == "neuron":
             shape = (1,) + tuple(s.shape)
-            self._state = dyn.init_fixed_state(shape, like) if self.FIXED else dyn.init_float_state(shape, like)
+            self._state = (dyn.init_fixed_state(shape, like, s.spec) if self.FIXED
+                           else dyn.init_float_state(shape, like, s.spec))
         elif s.kind == "lipool":
             src_shape = received[s.source].shape
             geom = lip.lipool_geometry(src_shape[1:], s.kernel, s.stride, s.padding)
