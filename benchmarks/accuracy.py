@@ -10,7 +10,7 @@ writes ``<out>.json`` (config, hashes, per-method accuracy after every step, ste
 ANN) and ``<out>.png`` (accuracy vs T, ANN line). ``--samples`` takes an evenly strided subset of the test set
 (the CIFAR-10 file is class-sorted, so a stride keeps every class); 0 means the full test set.
 Calibration: λ = max of each ReLU output over ``--calib`` training images drawn with seed 23 (paper-faithful
-setting, ALGORITHMS §1.5), input scale λ^0 = max |x| over the same images.
+setting, ALGORITHMS §1.5; the Q-th percentile for pQ methods), input scale λ^0 = max |x| over the same images.
 """
 from __future__ import annotations
 
@@ -63,7 +63,9 @@ def main(argv=None) -> int:
     ap.add_argument("--model", choices=sorted(MODELS))
     ap.add_argument("--samples", type=int, default=1000, help="strided test subset size (0 = full test set)")
     ap.add_argument("--steps", type=int, default=128)
-    ap.add_argument("--methods", default="const,msat", help="comma list of const, dtt, det, msat, msat-norm")
+    ap.add_argument("--methods", default="const,msat",
+                    help="comma list of eval's method names without +sc: const, pQ (λ = Q-th percentile), dtt, det, "
+                    "msat, each with -norm (dtt/det/msat) and/or +h (half-threshold start), e.g. const+h,msat-norm+h")
     ap.add_argument("--precision", default="fixed")
     ap.add_argument("--preset", default="resnet20")
     ap.add_argument("--calib", type=int, default=256)
@@ -79,6 +81,16 @@ def main(argv=None) -> int:
         return 0
     if args.model is None or not args.out:
         ap.error("--model and --out are required")
+    from msat_lava.cli_eval import method_settings, parse_methods
+    from msat_lava.data import DataError
+
+    try:
+        methods = parse_methods(args.methods)
+    except DataError as exc:
+        ap.error(str(exc))
+    sc_methods = [m for m in methods if method_settings(m)["sc"]]
+    if sc_methods:
+        ap.error(f"--methods: {sc_methods} need spike-confidence calibration; use `msat-lava eval` for those")
 
     import torch
 
@@ -111,11 +123,15 @@ def main(argv=None) -> int:
 
     report_steps = [int(s) for s in args.report_steps.split(",") if int(s) <= args.steps]
     results = []
-    for method in args.methods.split(","):
-        # "msat-norm": MSAT with the normalized-units formula (BrainCog port; docs/DESIGN.md §6), a named variant.
-        base, units = ("msat", "normalized") if method == "msat-norm" else (method, "raw")
-        net = quantize(graph, cal, method=base, preset=None if base == "const" else args.preset,
-                       msat_units=units, model_hash=state_hash(model.state_dict()), seed=23)
+    cals = {None: cal}
+    for method in methods:
+        opt = method_settings(method)
+        q = opt["percentile"]
+        if q not in cals:
+            cals[q] = calibrate(graph, x_cal, method="percentile", percentile=q, progress=False)
+        net = quantize(graph, cals[q], method=opt["mode"], preset=None if opt["mode"] == "const" else args.preset,
+                       msat_units=opt["units"], v_init=opt["v_init"], model_hash=state_hash(model.state_dict()),
+                       seed=23)
         program = from_converted(net)
         for precision in args.precision.split(","):
             t1 = time.perf_counter()

@@ -8,12 +8,15 @@ import json
 import sys
 
 
+COLUMNS = (8, 16, 32, 64, 128, 256)
+
+
 def rows(path: str) -> list[str]:
     m = json.load(open(path))
     out = []
     for r in m["results"]:
-        acc = r["accuracy"]
-        cells = [f"{100 * acc[k]:.1f}" if k in acc else "–" for k in ("16", "32", "64", "128")]
+        curve = r["curve"]  # accuracy after every step 1..T
+        cells = [f"{100 * curve[k - 1]:.1f}" if len(curve) >= k else "–" for k in COLUMNS]
         reach = [r["steps_to_ann_minus_1pct"], r["steps_to_ann_minus_0.1pct"], r["steps_to_ann"]]
         reach = ["–" if v is None else str(v) for v in reach]
         out.append(f"| {m['model']} | {m['samples']} ({m['subset']}) | {r['method']} | {r['precision']} | "
@@ -23,9 +26,9 @@ def rows(path: str) -> list[str]:
 
 
 def main(paths: list[str]) -> None:
-    print("| model | test images | method | precision | ANN % | T=16 | T=32 | T=64 | T=128 | "
-          "steps to ANN−1 % / −0.1 % / ANN | ms per sample-step |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | test images | method | precision | ANN % | " + " | ".join(f"T={k}" for k in COLUMNS) +
+          " | steps to ANN−1 % / −0.1 % / ANN | ms per sample-step |")
+    print("|---|---|---|---|---|" + "---|" * len(COLUMNS) + "---|---|")
     for p in paths:
         print("\n".join(rows(p)))
 

@@ -54,7 +54,8 @@ from msat_lava.cli_run import (EXIT_OK, _add_data_args, _exit_codes, _positive_i
 from msat_lava.plots import accuracy_plot, figure, save
 from netx_export.fileio import atomic_target
 
-__all__ = ["add_eval_parser", "run_eval", "neuron_traces", "parse_methods", "DEFAULT_METHODS", "FILES"]
+__all__ = ["add_eval_parser", "run_eval", "neuron_traces", "parse_methods", "method_settings", "DEFAULT_METHODS",
+           "FILES"]
 
 DEFAULT_METHODS = ("const", "p99.9", "p99.99", "dtt", "det", "msat", "msat+sc")
 FILES = {"manifest": "eval.json", "accuracy": "accuracy_vs_T.png", "firing_rate": "firing_rate.png",
@@ -111,6 +112,14 @@ def _core(method: str) -> str:
 def _v_init_of(method: str) -> float:
     """NeuronSpec.v_init of a method: HALF for the "+h" methods, else 0 (the paper's empty start)."""
     return HALF if method.removesuffix("+sc").endswith("+h") else 0.0
+
+
+def method_settings(method: str, default_units: str = "raw") -> dict[str, Any]:
+    """What a (parsed) method name means: quantize ``mode``, MSAT formula ``units``, ``v_init``, the λ
+    ``percentile`` (None = max) and whether spike confidence is calibrated (``sc``)."""
+    pm = _PCT.match(_core(method))
+    return {"mode": _mode_of(method), "units": _units_of(method, default_units), "v_init": _v_init_of(method),
+            "percentile": float(pm.group(1)) if pm else None, "sc": _has_sc(method)}
 
 
 def _needs_data(method: str) -> bool:
