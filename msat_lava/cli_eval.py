@@ -26,11 +26,14 @@ For every method and precision one reference run of T steps (chunks of ``--batch
 accuracy after every step; a second run of E steps gives the spike counts of the SIN window (the first E steps
 of both runs are identical). Reported (:mod:`msat_lava.metrics` for the definitions): ANN accuracy, steps to
 reach ANN − 1 % / − 0.1 % / ANN, SIN statistics per layer (pooled over the samples, ``--sin-batch B`` for the
-authors' per-batch mean), firing rate per layer at T, an energy ESTIMATE (first layer charged as MAC every step).
+authors' per-batch mean), firing rate per layer at T, an energy ESTIMATE (first layer charged as MAC every step),
+and per layer the agreement of the SNN rates with the ANN activations after each report step (relative L1 error,
+correlation: where accuracy is lost).
 
 Files written to ``--out`` (default ``msat-lava-eval``; atomic writes, replaced if present):
 ``eval.json`` (manifest: hashes of network and data, config, seeds, tool version, λ and exponents per method,
-curves, SIN tables, firing rates, energy), ``accuracy_vs_T.png``, ``firing_rate.png``, ``sin_ratio.png``,
+curves, SIN tables, firing rates, energy, layer agreement), ``accuracy_vs_T.png``, ``firing_rate.png``,
+``sin_ratio.png``, ``layer_error.png`` (relative L1 error of the rates per layer at the report steps),
 ``neuron_traces.png`` (membrane potential and threshold of a few neurons of the last spiking layer for the first
 sample, replayed with :mod:`msat_lava.dynamics.neuron`) and ``report.html`` (self-contained, images embedded).
 Exit codes: 0 ok, 2 bad input (data/network/options).
@@ -59,7 +62,7 @@ __all__ = ["add_eval_parser", "run_eval", "neuron_traces", "parse_methods", "met
 
 DEFAULT_METHODS = ("const", "p99.9", "p99.99", "dtt", "det", "msat", "msat+sc")
 FILES = {"manifest": "eval.json", "accuracy": "accuracy_vs_T.png", "firing_rate": "firing_rate.png",
-         "sin": "sin_ratio.png", "traces": "neuron_traces.png", "html": "report.html"}
+         "sin": "sin_ratio.png", "layer_error": "layer_error.png", "traces": "neuron_traces.png", "html": "report.html"}
 LIPOOL_RECORD_BYTES = 256 << 20   # budget for recording LIPool outputs per chunk (exact LIPool rates)
 TRACE_STEPS_MAX = 128
 _PCT = re.compile(r"^p(\d+(?:\.\d+)?)$")
@@ -355,6 +358,28 @@ def _plot_firing(path: Path, runs: list[dict], layers: list[str], steps: int) ->
     return save(fig, path)
 
 
+def _plot_layer_error(path: Path, runs: list[dict], layers: list[str], report_steps: list[int]) -> Path:
+    """Relative L1 error Σ|r − a| / Σ|a| per layer: one panel per report step, one line per run."""
+    ks = [k for k in report_steps if str(k) in runs[0]["layer_agreement"]] if runs else []
+    ks = ks[-3:] or ks
+    fig = figure(4.2 * max(1, len(ks)), 4.4)
+    xs = np.arange(1, len(layers) + 1)
+    methods = _methods_of(runs)
+    for i, k in enumerate(ks):
+        ax = fig.add_subplot(1, max(1, len(ks)), i + 1)
+        for run in runs:
+            rows = run["layer_agreement"][str(k)]
+            ax.plot(xs, [rows[name]["rel_l1"] for name in layers], marker="o", markersize=3, label=_run_label(run),
+                    **_style(run, methods))
+        _layer_axis(ax, layers)
+        ax.set_ylabel("relative L1 error Σ|r − a| / Σ|a|")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"SNN rate r vs ANN activation a, T = {k}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+    return save(fig, path)
+
+
 def _plot_sin(path: Path, runs: list[dict], layers: list[str], window: int) -> Path:
     fig = figure(10.0, 4.4)
     xs = np.arange(1, len(layers) + 1)
@@ -507,6 +532,7 @@ def _net_summary(net, lambda_info: dict) -> dict[str, Any]:
         "units": sorted({getattr(s, "units", "raw") for s in net.neurons.values()}) if net.method != "const" else None,
         "lambda": {k: s.lam for k, s in net.neurons.items()},
         "input_scale": net.input_scale,
+        "v_init": max((s.v_init for s in net.neurons.values()), default=0.0),
         "lambda_method": lambda_info,
         "sc_p": {k: s.sc_p for k, s in net.neurons.items() if s.sc_p is not None},
         "exponents": {t.name: [{"source": term.source, "op": term.op, "exponent": int(term.exponent)}
@@ -681,7 +707,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
                 st = run_with_statistics(programs[method], data.x, steps, precision=precision,
                                          sample_ids=data.indices, window=sin_window, preactivations=pre_fn,
                                          chunk=args.batch_size, record_lipool=record_lipool, seed=seed,
-                                         on_progress=bar.update)
+                                         on_progress=bar.update, agreement_at=rsteps)
                 wall = time.perf_counter() - t0
             curve = (st.predictions == data.y.reshape(1, -1)).mean(axis=1)
             fr = st.firing_rates()
@@ -698,6 +724,8 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
                         "layers": {k: v.to_dict() for k, v in sin.items()},
                         "last_layer": sin[layers[-1]].to_dict() if layers else None},
                 "energy": energy, "input_clipped": st.input_clipped, "saturated": st.saturated,
+                "layer_agreement": {str(k): {layer: m.to_dict() for layer, m in per.items()}
+                                    for k, per in st.agreement.items()},
             }
             runs.append(run)
             log(f"{method:>8} {precision:>5}: " + "  ".join(f"T={t}: {100 * curve[t - 1]:.2f}" for t in rsteps)
@@ -733,6 +761,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
         "accuracy vs T": _plot_accuracy(files["accuracy"], runs, ann_acc, rsteps, title),
         "firing rate per layer": _plot_firing(files["firing_rate"], runs, layers, steps),
         "SIN ratio per layer": _plot_sin(files["sin"], runs, layers, sin_window),
+        "SNN rate vs ANN activation per layer": _plot_layer_error(files["layer_error"], runs, layers, rsteps),
         "neuron traces": _plot_traces(files["traces"], tr, picks, z0,
                                       f"{trace_method} ({primary}), layer {last}, sample {int(data.indices[0])}"),
     }

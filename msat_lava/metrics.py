@@ -42,6 +42,14 @@ are counted, as the paper does; additions, pooling, shortcuts and neuron updates
   non-zero outputs per output neuron per step. The variant "first layer charged once" is reported beside it
   because the paper's convention is unknown (§4.3 [U]).
 
+**Layer agreement** (where a converted network loses accuracy): for spiking layer l after k steps, the SNN rate
+r_i = Σ_{t<k} o_i(t) / k (raw units) against the ANN activation a_i = max(z_i, 0) of the same image, over all
+samples and neurons of the layer:
+
+    relative L1 error = Σ|r_i − a_i| / Σ|a_i|        Pearson correlation ρ(r, a)
+
+kept as running sums (:class:`AgreementMoments`) so chunks of samples can be pooled exactly.
+
 **Latency**: :func:`steps_to_reach` = the 1-based number of steps after which the accuracy curve first reaches
 a target (ANN − 1 %, ANN − 0.1 %, ANN accuracy; absolute percentage points).
 """
@@ -56,7 +64,7 @@ __all__ = [
     "E_MAC_PJ", "E_AC_PJ", "SinCounts", "SinStats", "sin_counts", "sin_stats", "sin_stats_per_batch",
     "sin_statistics", "firing_rate", "firing_rate_from_total", "conv_output_hw", "conv_macs", "linear_macs",
     "graph_macs", "TermOps", "term_ops", "energy_estimate", "steps_to_reach", "latency_targets",
-    "LATENCY_TARGETS", "ENERGY_CONVENTION",
+    "LATENCY_TARGETS", "ENERGY_CONVENTION", "AgreementMoments",
 ]
 
 E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate (Rathi & Roy)
@@ -389,6 +397,55 @@ def energy_estimate(program: Any, rates: Mapping[str, float], steps: int, *, e_m
 # ----------------------------------------------------------------------------------------------------------
 # latency
 # ----------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
+# layer agreement (SNN rate vs ANN activation)
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AgreementMoments:
+    """Running sums over neuron pairs (r = SNN rate, a = ANN activation): n, Σ|r − a|, Σ|a|, Σr, Σa, Σr², Σa², Σra."""
+
+    n: int = 0
+    abs_err: float = 0.0
+    abs_ann: float = 0.0
+    sr: float = 0.0
+    sa: float = 0.0
+    srr: float = 0.0
+    saa: float = 0.0
+    sra: float = 0.0
+
+    @classmethod
+    def of(cls, r: Any, a: Any) -> "AgreementMoments":
+        r = _np(r).astype(np.float64).ravel()
+        a = _np(a).astype(np.float64).ravel()
+        if r.shape != a.shape:
+            raise ValueError(f"rates and activations differ in size: {r.size} vs {a.size}")
+        return cls(int(r.size), float(np.abs(r - a).sum()), float(np.abs(a).sum()), float(r.sum()), float(a.sum()),
+                   float((r * r).sum()), float((a * a).sum()), float((r * a).sum()))
+
+    def __add__(self, other: "AgreementMoments") -> "AgreementMoments":
+        return AgreementMoments(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    @property
+    def rel_l1(self) -> float:
+        """Σ|r − a| / Σ|a| (0 when the ANN layer is silent and the SNN too; inf if only the SNN fires)."""
+        if self.abs_ann == 0:
+            return 0.0 if self.abs_err == 0 else float("inf")
+        return self.abs_err / self.abs_ann
+
+    @property
+    def corr(self) -> float:
+        """Pearson ρ(r, a); 0 when either side is constant."""
+        vr = self.n * self.srr - self.sr ** 2
+        va = self.n * self.saa - self.sa ** 2
+        if vr <= 0 or va <= 0:
+            return 0.0
+        return float((self.n * self.sra - self.sr * self.sa) / np.sqrt(vr * va))
+
+    def to_dict(self) -> dict[str, float]:
+        return {"rel_l1": self.rel_l1, "corr": self.corr, "mean_rate": self.sr / self.n if self.n else 0.0,
+                "mean_ann": self.sa / self.n if self.n else 0.0, "neurons": self.n}
+
+
 def steps_to_reach(curve: Sequence[float], target: float) -> int | None:
     """1-based number of steps k after which ``curve`` (accuracy after steps 1..T) first reaches ``target``
     (within 1e-12); None if it never does."""

@@ -40,6 +40,8 @@ class RunResult:
     readout: (T, N, K) accumulated readout (raw units / fixed integers) when requested, else None.
     spike_counts: per neuron stage (N, *shape) int64 total gated spikes over T steps, when requested.
     traces: per recorded stage (T, N, *shape) payloads (float raw / int64), when requested.
+    payload_sums: {k: {neuron stage: (N, *shape) float64 Σ_{t<k} payload}} for each requested step count k
+      (``sums_at``); raw units (float) or normalized integers (fixed: real = value·λ·2^−F).
     input_clipped: number of input values clipped by the fixed-point input quantizer.
     saturated: per neuron stage, number of (sample, neuron, step) where v̂ hit the state bound (fixed only).
     """
@@ -50,6 +52,7 @@ class RunResult:
     readout: np.ndarray | None = None
     spike_counts: dict[str, np.ndarray] = field(default_factory=dict)
     traces: dict[str, np.ndarray] = field(default_factory=dict)
+    payload_sums: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     input_clipped: int = 0
     saturated: dict[str, int] = field(default_factory=dict)
 
@@ -67,13 +70,16 @@ def _batches(n: int, batch_size: int) -> Iterable[tuple[int, int]]:
 def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", seed: int | None = None,
              sample_ids: Sequence[int] | None = None, batch_size: int = 64, device: str | None = None,
              record: Sequence[str] = (), record_readout: bool = False, record_counts: bool = False,
-             delay: bool = False, progress: bool = True, threads: int | None = None) -> RunResult:
+             delay: bool = False, progress: bool = True, threads: int | None = None,
+             sums_at: Sequence[int] = ()) -> RunResult:
     """Run ``program`` on inputs ``x`` (N, *input_shape) for ``steps`` steps.
 
     ``seed`` keys the spike-confidence gate (default: the program's seed); ``sample_ids`` are the dataset
     indices used in the gate key (default 0..N−1), so a sample's result does not depend on the batch it is in.
     ``record`` names stages whose payload traces to return; ``device`` defaults to CPU ("cuda" if asked);
     ``threads`` sets torch's intra-op threads for this call only (1 is fastest for small batches on few cores).
+    ``sums_at``: step counts k (1 ≤ k ≤ steps) after which every neuron's summed payload is returned
+    (``RunResult.payload_sums``; layer-local time, like the traces).
     """
     import torch
 
@@ -86,13 +92,13 @@ def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", 
         torch.set_num_threads(int(threads))
     try:
         return _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, record_counts, delay,
-                         progress, batch_size)
+                         progress, batch_size, sums_at)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, record_counts, delay, progress,
-              batch_size) -> RunResult:
+              batch_size, sums_at=()) -> RunResult:
     import torch
 
     precision = "fixed" if fixed else "float"
@@ -100,6 +106,10 @@ def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, 
     unknown = set(record) - {s.name for s in program.stages}
     if unknown:
         raise ValueError(f"cannot record unknown stage(s) {sorted(unknown)}")
+    sums_at = sorted({int(k) for k in sums_at})
+    if sums_at and not 1 <= sums_at[0] <= sums_at[-1] <= steps:
+        raise ValueError(f"sums_at must lie in [1, {steps}], got {sums_at}")
+    sums = {k: {s.name: np.zeros((n,) + s.shape) for s in program.neuron_stages} for k in sums_at}
 
     out = program.readout
     k = int(np.prod(out.shape))
@@ -128,7 +138,7 @@ def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, 
             else:
                 inp = torch.as_tensor(xb, dtype=torch.float64, device=dev)
             ids_b = torch.as_tensor(ids[lo:hi], device=dev)
-            res = _run_batch(program, inp, steps, fixed, seed, ids_b, cache, bar, record, traces, lo)
+            res = _run_batch(program, inp, steps, fixed, seed, ids_b, cache, bar, record, traces, lo, sums_at)
             preds[:, lo:hi] = res["preds"]
             if readout is not None:
                 readout[:, lo:hi] = res["readout"]
@@ -137,6 +147,9 @@ def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, 
                     counts[name][lo:hi] = c
             for name, c in res["saturated"].items():
                 saturated[name] += c
+            for k, per in res["sums"].items():
+                for name, v in per.items():
+                    sums[k][name][lo:hi] = v
     if bar is not None:
         bar.close()
     if delay:
@@ -149,12 +162,12 @@ def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, 
             r[d:] = readout[:steps - d] if d < steps else r[d:]
             readout = r
     return RunResult(precision=precision, steps=steps, predictions=preds, readout=readout,
-                     spike_counts=counts, traces=traces, input_clipped=clipped,
+                     spike_counts=counts, traces=traces, payload_sums=sums, input_clipped=clipped,
                      saturated=saturated if fixed else {})
 
 
 def _run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, cache: dict, bar,
-               record: Sequence[str], traces: dict, lo: int) -> dict:
+               record: Sequence[str], traces: dict, lo: int, sums_at: Sequence[int] = ()) -> dict:
     import torch
 
     b = inp.shape[0]
@@ -184,6 +197,9 @@ def _run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, c
     counts = {s.name: torch.zeros((b,) + s.shape, dtype=torch.int64, device=inp.device)
               for s in program.neuron_stages}
     saturated = {s.name: 0 for s in program.neuron_stages}
+    acc_sums = {s.name: torch.zeros((b,) + s.shape, dtype=torch.float64, device=inp.device)
+                for s in program.neuron_stages} if sums_at else {}
+    sums: dict[int, dict[str, np.ndarray]] = {}
     for t in range(steps):
         payload: dict[str, Any] = {}
         for s in program.stages:
@@ -211,12 +227,16 @@ def _run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, c
                     states[s.name] = st
                     counts[s.name] += o.spikes
                     payload[s.name] = o.payload
+                    if sums_at:
+                        acc_sums[s.name] += o.payload
             if s.name in traces:
                 traces[s.name][t, lo:hi] = payload[s.name].cpu().numpy()
         flat = acc.reshape(b, -1)
         preds[t] = torch.argmax(flat, dim=1).cpu().numpy()  # first maximal index on ties
         readout[t] = flat.cpu().numpy()
+        if t + 1 in sums_at:
+            sums[t + 1] = {k: v.cpu().numpy().copy() for k, v in acc_sums.items()}
         if bar is not None:
             bar.update(b)
-    return {"preds": preds, "readout": readout,
+    return {"preds": preds, "readout": readout, "sums": sums,
             "counts": {k: v.cpu().numpy() for k, v in counts.items()}, "saturated": saturated}

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from msat_lava.metrics import SinCounts, SinStats, sin_counts, sin_stats
+from msat_lava.metrics import AgreementMoments, SinCounts, SinStats, sin_counts, sin_stats
 from msat_lava.program import Program
 
 __all__ = ["ScCalibration", "RunStatistics", "calibrate_spike_confidence", "run_with_statistics",
@@ -42,7 +42,8 @@ class RunStatistics:
     predictions (T, N); spikes: layer → total gated spikes over all samples and T steps; neurons: layer → N^l;
     sin: layer → per-sample :class:`SinCounts` over the window (when z was available); window: E actually used
     (≤ T); lipool_events: LIPool stage → number of non-zero outputs over all samples and steps (when recorded);
-    input_clipped / saturated: as :class:`msat_lava.reference.RunResult`.
+    input_clipped / saturated: as :class:`msat_lava.reference.RunResult`; agreement: {k: {layer:
+    :class:`~msat_lava.metrics.AgreementMoments`}} of the SNN rates after k steps vs the ANN activations.
     """
 
     steps: int
@@ -55,6 +56,7 @@ class RunStatistics:
     lipool_neurons: dict[str, int] = field(default_factory=dict)
     input_clipped: int = 0
     saturated: dict[str, int] = field(default_factory=dict)
+    agreement: dict[int, dict[str, AgreementMoments]] = field(default_factory=dict)
 
     @property
     def samples(self) -> int:
@@ -84,13 +86,15 @@ def run_with_statistics(program: Program, x: np.ndarray, steps: int, *, precisio
                         sample_ids: Sequence[int] | None = None, window: int | None = DEFAULT_WINDOW,
                         preactivations: Callable[[np.ndarray], Mapping[str, Any]] | None = None,
                         chunk: int = 128, record_lipool: bool = False, seed: int | None = None,
-                        on_progress: Callable[[int], None] | None = None) -> RunStatistics:
+                        on_progress: Callable[[int], None] | None = None,
+                        agreement_at: Sequence[int] = ()) -> RunStatistics:
     """Run ``program`` on ``x`` for ``steps`` in chunks of ``chunk`` samples and collect statistics.
 
     ``preactivations(x_chunk)`` → {relu name: z (chunk, *shape)} enables the SIN counts over the first
     ``window`` steps (capped at ``steps``; None or 0 disables them). ``record_lipool`` counts non-zero LIPool
     outputs (records their traces per chunk: T·chunk·size values). ``on_progress(k)`` is called with the number
-    of sample-steps done after each simulator call.
+    of sample-steps done after each simulator call. ``agreement_at``: step counts k at which each layer's
+    SNN rates are compared with the ANN activations (needs ``preactivations``; :class:`AgreementMoments`).
     """
     from msat_lava.reference import simulate
 
@@ -110,11 +114,13 @@ def run_with_statistics(program: Program, x: np.ndarray, steps: int, *, precisio
     events = {k: 0 for k in lipools}
     saturated = {s.name: 0 for s in neuron_stages} if precision == "fixed" else {}
     clipped = 0
+    agree_at = sorted({int(k) for k in agreement_at}) if preactivations is not None else []
+    agreement = {k: {s.name: AgreementMoments() for s in neuron_stages} for k in agree_at}
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         xc, ic = x[lo:hi], ids[lo:hi]
         res = simulate(program, xc, steps, precision=precision, sample_ids=ic, batch_size=hi - lo,
-                       record=lipools, record_counts=True, progress=False, seed=seed)
+                       record=lipools, record_counts=True, progress=False, seed=seed, sums_at=agree_at)
         preds[:, lo:hi] = res.predictions
         for k, c in res.spike_counts.items():
             spikes[k] += int(c.sum())
@@ -125,6 +131,12 @@ def run_with_statistics(program: Program, x: np.ndarray, steps: int, *, precisio
         clipped += res.input_clipped
         if on_progress is not None:
             on_progress((hi - lo) * steps)
+        z = preactivations(xc) if (win or agree_at) else None
+        for k in agree_at:
+            for s in neuron_stages:
+                unit = s.spec.lam / s.spec.one if precision == "fixed" else 1.0
+                rate = res.payload_sums[k][s.name] * (unit / k)
+                agreement[k][s.name] = agreement[k][s.name] + AgreementMoments.of(rate, np.maximum(z[s.name], 0.0))
         if win:
             counts = res.spike_counts
             if win != steps:
@@ -132,7 +144,6 @@ def run_with_statistics(program: Program, x: np.ndarray, steps: int, *, precisio
                                   record_counts=True, progress=False, seed=seed).spike_counts
                 if on_progress is not None:
                     on_progress((hi - lo) * win)
-            z = preactivations(xc)
             for s in neuron_stages:
                 sin_parts[s.name].append(sin_counts(z[s.name], counts[s.name]))
     return RunStatistics(
@@ -140,7 +151,7 @@ def run_with_statistics(program: Program, x: np.ndarray, steps: int, *, precisio
         neurons={s.name: int(np.prod(s.shape)) for s in neuron_stages},
         sin={k: SinCounts.concat(v) for k, v in sin_parts.items()},
         lipool_events=events, lipool_neurons={k: int(np.prod(program.stage(k).shape)) for k in lipools},
-        input_clipped=clipped, saturated=saturated)
+        input_clipped=clipped, saturated=saturated, agreement=agreement)
 
 
 def preactivation_fn(graph: Any) -> Callable[[np.ndarray], dict[str, np.ndarray]]:

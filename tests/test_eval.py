@@ -58,7 +58,7 @@ def evaluated(files, tmp_path_factory):
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         code = main(["eval", files["net"], "--data", files["data"], "--steps", str(STEPS), "--methods",
-                     "const,p99.9,msat,msat+sc", "--precision", "both", "--calib-samples", "32", "--sc-layers", "all",
+                     "const,p99.9,msat,msat+sc,const+h", "--precision", "both", "--calib-samples", "32", "--sc-layers", "all",
                      "--batch-size", "5", "--threads", "1", "--out", str(out), "--json"])
     return code, json.loads(buf.getvalue()), out
 
@@ -73,18 +73,29 @@ def test_eval_exit_0_json_and_files(files, evaluated):
     assert info["network"]["model_hash"] == files["conv"].net.provenance.model_hash
     assert info["calibration"]["samples"] == 32 and info["calibration"]["seed"] == 23
     assert [(r["method"], r["precision"]) for r in info["runs"]] == [
-        (m, p) for m in ("const", "p99.9", "msat", "msat+sc") for p in ("fixed", "float")]
+        (m, p) for m in ("const", "p99.9", "msat", "msat+sc", "const+h") for p in ("fixed", "float")]
     for r in info["runs"]:
         assert len(r["accuracy_curve"]) == STEPS
         assert set(r["accuracy_at"]) == {"1", "2", "4", "8", "12"}
         assert set(r["steps_to"]) == {"ann-1%", "ann-0.1%", "ann"}
         assert set(r["firing_rates"]) == set(info["layers"]) and set(r["sin"]["layers"]) == set(info["layers"])
         assert r["sin"]["window"] == 12 and r["sin"]["mode"] == "pooled"
+        assert set(r["layer_agreement"]) == {"1", "2", "4", "8", "12"}
+        for k, rows in r["layer_agreement"].items():
+            assert set(rows) == set(info["layers"])
+            for row in rows.values():
+                assert row["rel_l1"] >= 0 and -1 <= row["corr"] <= 1
         e = r["energy"]
         assert e["estimate"] is True and e["ratio"] > 0 and e["first_layer"].startswith("charged as MAC")
     for m, summary in info["methods"].items():
         assert set(summary["lambda"]) == set(info["layers"]) and summary["exponents"]
     assert info["methods"]["p99.9"]["lambda_method"]["percentile"] == 99.9
+    assert info["methods"]["const+h"]["v_init"] == 0.5 and info["methods"]["const"]["v_init"] == 0.0
+    # the half-threshold start: const+h's λ equal const's, its rates are closer to the ANN at the last step
+    assert info["methods"]["const+h"]["lambda"] == info["methods"]["const"]["lambda"]
+    last = {r["method"]: r["layer_agreement"]["12"] for r in info["runs"] if r["precision"] == "float"}
+    err = {m: np.mean([row["rel_l1"] for row in last[m].values()]) for m in ("const", "const+h")}
+    assert err["const+h"] < err["const"], err
     # spike confidence: measured p stored in the msat+sc network, every layer (--sc-layers all)
     assert set(info["sc_calibration"]) == {"msat+sc"}
     p = info["sc_calibration"]["msat+sc"]["p"]
@@ -94,10 +105,10 @@ def test_eval_exit_0_json_and_files(files, evaluated):
     assert set(info["sin_last_layer"]["fixed"]) == {"without_sc (msat)", "with_sc (msat+sc)"}
     on_disk = json.loads((out / FILES["manifest"]).read_text())
     assert on_disk["runs"] == info["runs"]
-    for key in ("accuracy", "firing_rate", "sin", "traces"):
+    for key in ("accuracy", "firing_rate", "sin", "layer_error", "traces"):
         _png_ok(out / FILES[key])
     page = (out / FILES["html"]).read_text()
-    assert page.count("data:image/png;base64,") == 4 and "ESTIMATE" in page
+    assert page.count("data:image/png;base64,") == 5 and "ESTIMATE" in page
     assert not list(out.glob(".*"))  # no temporary files left
 
 

@@ -222,9 +222,10 @@ def test_run_with_statistics_matches_single_runs(resmix):
     prog = conv.program
     ids = np.arange(12) * 3
     st = run_with_statistics(prog, x, 20, precision="fixed", sample_ids=ids, window=6,
-                             preactivations=preactivation_fn(conv.graph), chunk=5, record_lipool=True)
+                             preactivations=preactivation_fn(conv.graph), chunk=5, record_lipool=True,
+                             agreement_at=(5, 20))
     full = simulate(prog, x, 20, precision="fixed", sample_ids=ids, record_counts=True, progress=False,
-                    record=[s.name for s in prog.stages if s.kind == "lipool"])
+                    record=[s.name for s in prog.stages if s.kind != "readout"])
     early = simulate(prog, x, 6, precision="fixed", sample_ids=ids, record_counts=True, progress=False)
     np.testing.assert_array_equal(st.predictions, full.predictions)
     for s in prog.neuron_stages:
@@ -233,7 +234,38 @@ def test_run_with_statistics_matches_single_runs(resmix):
                                       M.sin_counts(preactivation_fn(conv.graph)(x)[s.name],
                                                    early.spike_counts[s.name]).sin_spikes)
         assert st.firing_rates()[s.name] == pytest.approx(M.firing_rate(full.spike_counts[s.name], 20))
+    # layer agreement pooled over chunks of 5 = numpy on the full traces (rates in raw units: λ·2^−F per LSB)
+    z = preactivation_fn(conv.graph)(x)
+    for k in (5, 20):
+        for s in prog.neuron_stages:
+            r = full.traces[s.name][:k].sum(axis=0) * (s.spec.lam / 2 ** s.spec.frac_bits) / k
+            a = np.maximum(z[s.name], 0)
+            got = st.agreement[k][s.name]
+            assert got.n == r.size
+            assert got.rel_l1 == pytest.approx(np.abs(r - a).sum() / np.abs(a).sum(), rel=1e-9)
+            assert got.corr == pytest.approx(np.corrcoef(r.ravel(), a.ravel())[0, 1], rel=1e-6)
     for name, tr in full.traces.items():
+        if prog.stage(name).kind != "lipool":
+            continue
         assert st.lipool_events[name] == int(np.count_nonzero(tr))
         assert st.source_rates()[name] == pytest.approx(np.count_nonzero(tr) / tr.size)
     assert st.window == 6 and st.samples == 12
+
+
+def test_agreement_moments_hand_values():
+    r, a = np.array([0.0, 1.0, 2.0]), np.array([0.0, 2.0, 2.0])
+    m = M.AgreementMoments.of(r, a)
+    # Σ|r − a| = 1, Σ|a| = 4; cov = Σ(r − 1)(a − 4/3) = 2, Σ(r − 1)² = 2, Σ(a − 4/3)² = 24/9 → ρ = 2/√(48/9)
+    assert m.rel_l1 == pytest.approx(0.25)
+    assert m.corr == pytest.approx(2 / np.sqrt(48 / 9))
+    assert m.to_dict()["mean_rate"] == pytest.approx(1.0) and m.to_dict()["mean_ann"] == pytest.approx(4 / 3)
+    # pooling two halves = one pass over everything
+    both = M.AgreementMoments.of(r[:1], a[:1]) + M.AgreementMoments.of(r[1:], a[1:])
+    assert both == m
+    # perfect agreement, silent layers, and a layer where only the SNN fires
+    assert M.AgreementMoments.of(a, a).rel_l1 == 0 and M.AgreementMoments.of(a, a).corr == pytest.approx(1.0)
+    assert M.AgreementMoments.of(np.zeros(3), np.zeros(3)).rel_l1 == 0
+    assert M.AgreementMoments.of(np.ones(3), np.zeros(3)).rel_l1 == float("inf")
+    assert M.AgreementMoments.of(np.ones(3), a).corr == 0.0
+    with pytest.raises(ValueError):
+        M.AgreementMoments.of(np.ones(3), np.ones(4))

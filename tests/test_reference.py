@@ -257,6 +257,26 @@ def test_fixed_results_do_not_depend_on_batch_size():
 
 
 @pytest.mark.parametrize("precision", ["fixed", "float"])
+def test_payload_sums_are_cumulative_trace_sums(precision):
+    conv, x, names = _sc_net()
+    neurons = [s.name for s in conv.program.neuron_stages]
+    r = _sim(conv.program, x, 10, precision=precision, sample_ids=[7, 3, 11, 250], batch_size=3, record=neurons,
+             sums_at=(10, 1, 4))
+    assert sorted(r.payload_sums) == [1, 4, 10]
+    for k, per in r.payload_sums.items():
+        assert set(per) == set(neurons)
+        for name in neurons:
+            expect = r.traces[name][:k].sum(axis=0)
+            if precision == "fixed":  # integers: exact
+                assert np.array_equal(per[name], expect), (k, name)
+            else:
+                np.testing.assert_allclose(per[name], expect, rtol=1e-12, atol=1e-12, err_msg=f"{k} {name}")
+    assert any(r.payload_sums[10][n].any() for n in neurons)
+    with pytest.raises(ValueError, match="sums_at"):
+        _sim(conv.program, x, 10, precision=precision, sums_at=(11,))
+
+
+@pytest.mark.parametrize("precision", ["fixed", "float"])
 def test_spike_confidence_depends_only_on_sample_id(precision):
     conv, x, names = _sc_net()
     steps = 8
