@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--methods", default="const,msat",
                     help="comma list of eval's method names without +sc: const, pQ (λ = Q-th percentile), dtt, det, "
-                    "msat, each with -norm (dtt/det/msat) and/or +h (half-threshold start), e.g. const+h,msat-norm+h")
+                    "msat, -norm after dtt/det/msat, then +h (half-threshold start) and/or +bN (burst, Γ = N), "
+                    "e.g. const+h,msat-norm+b4")
     ap.add_argument("--precision", default="fixed")
     ap.add_argument("--preset", default="resnet20")
     ap.add_argument("--calib", type=int, default=256)
@@ -130,7 +131,8 @@ def main(argv=None) -> int:
         if q not in cals:
             cals[q] = calibrate(graph, x_cal, method="percentile", percentile=q, progress=False)
         net = quantize(graph, cals[q], method=opt["mode"], preset=None if opt["mode"] == "const" else args.preset,
-                       msat_units=opt["units"], v_init=opt["v_init"], model_hash=state_hash(model.state_dict()),
+                       msat_units=opt["units"], v_init=opt["v_init"], gamma=opt["gamma"],
+                       model_hash=state_hash(model.state_dict()),
                        seed=23)
         program = from_converted(net)
         for precision in args.precision.split(","):

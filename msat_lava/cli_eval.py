@@ -66,20 +66,46 @@ FILES = {"manifest": "eval.json", "accuracy": "accuracy_vs_T.png", "firing_rate"
 LIPOOL_RECORD_BYTES = 256 << 20   # budget for recording LIPool outputs per chunk (exact LIPool rates)
 TRACE_STEPS_MAX = 128
 _PCT = re.compile(r"^p(\d+(?:\.\d+)?)$")
-_METHOD = re.compile(r"^(?:const|p\d+(?:\.\d+)?|(?:dtt|det)(?:-norm)?|msat(?:-norm)?(?:\+h)?\+sc|"
-                     r"(?:const|p\d+(?:\.\d+)?|(?:dtt|det|msat)(?:-norm)?)\+h|msat(?:-norm)?)$")
+_CORE = re.compile(r"^(?:const|p\d+(?:\.\d+)?|(?:dtt|det|msat)(?:-norm)?)$")
+_BURST = re.compile(r"^b(\d+)$")
 HALF = 0.5  # v_init of the "+h" methods (half-threshold start)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # methods
 # ----------------------------------------------------------------------------------------------------------
+def _split(method: str) -> tuple[str, dict[str, Any]] | None:
+    """``core+h+bN+sc`` → (core, {"h": bool, "gamma": int | None, "sc": bool}); None if malformed.
+
+    Suffixes are optional, each at most once, in this order; +sc only after msat / msat-norm."""
+    core, *tokens = method.split("+")
+    if not _CORE.match(core):
+        return None
+    opts: dict[str, Any] = {"h": False, "gamma": None, "sc": False}
+    order = ["h", "b", "sc"]
+    for tok in tokens:
+        kind = "b" if _BURST.match(tok) else tok
+        if kind not in order or tok == "b":
+            return None
+        order = order[order.index(kind) + 1:]
+        if kind == "h":
+            opts["h"] = True
+        elif kind == "b":
+            opts["gamma"] = int(_BURST.match(tok).group(1))
+        else:
+            opts["sc"] = True
+    if opts["sc"] and not core.startswith("msat"):
+        return None
+    return core, opts
+
+
 def parse_methods(text: str | Sequence[str]) -> list[str]:
     """``"const,p99.9,msat+sc"`` → validated, de-duplicated list.
 
-    Known: const; pQ (const with λ = Q-th percentile, 0 < Q ≤ 100); dtt, det, msat (formula units of the file or
-    ``--msat-units``); the same with ``-norm`` (units 'normalized', the BrainCog variant); msat+sc, msat-norm+sc;
-    any of them with ``+h`` before ``+sc`` (v_init = 0.5: half-threshold start, e.g. const+h, msat-norm+h+sc).
+    Known cores: const; pQ (const with λ = Q-th percentile, 0 < Q ≤ 100); dtt, det, msat (formula units of the
+    file or ``--msat-units``); the same with ``-norm`` (units 'normalized', the BrainCog variant). Optional
+    suffixes, in this order: ``+h`` (v_init = 0.5, half-threshold start), ``+bN`` (burst: up to Γ = N spikes per
+    step, ALGORITHMS §7), ``+sc`` (spike confidence; msat / msat-norm only). E.g. const+h, msat-norm+h+b4+sc.
     """
     from msat_lava.data import DataError
 
@@ -89,13 +115,17 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
         m = raw.strip().lower()
         if not m:
             continue
-        if not _METHOD.match(m):
-            raise DataError(f"--methods: unknown method {raw!r} (known: const, pQ e.g. p99.9, dtt, det, msat, "
-                            "msat+sc; -norm after dtt/det/msat, e.g. msat-norm+sc; +h before +sc for the "
-                            "half-threshold start, e.g. const+h, msat-norm+h+sc)")
-        pm = _PCT.match(_core(m))
+        split = _split(m)
+        if split is None:
+            raise DataError(f"--methods: unknown method {raw!r} (cores: const, pQ e.g. p99.9, dtt, det, msat, and "
+                            "dtt/det/msat with -norm; optional suffixes in this order: +h, +bN (N ≥ 1), +sc (msat "
+                            "only), e.g. const+h, msat-norm+h+b4+sc)")
+        pm = _PCT.match(split[0])
         if pm and not 0 < float(pm.group(1)) <= 100:
             raise DataError(f"--methods: percentile of {raw!r} must be in (0, 100]")
+        gamma = split[1]["gamma"]
+        if gamma is not None and not 1 <= gamma <= 1 << 16:
+            raise DataError(f"--methods: burst size of {raw!r} must be in 1..65536")
         if m not in out:
             out.append(m)
     if not out:
@@ -108,21 +138,43 @@ def _has_sc(method: str) -> bool:
 
 
 def _core(method: str) -> str:
-    """The method without its "+sc" / "+h" suffixes: const, pQ, dtt, det, msat, with or without -norm."""
-    return method.removesuffix("+sc").removesuffix("+h")
+    """The method without its suffixes: const, pQ, dtt, det, msat, with or without -norm."""
+    return method.split("+")[0]
 
 
 def _v_init_of(method: str) -> float:
     """NeuronSpec.v_init of a method: HALF for the "+h" methods, else 0 (the paper's empty start)."""
-    return HALF if method.removesuffix("+sc").endswith("+h") else 0.0
+    return HALF if "h" in method.split("+")[1:] else 0.0
 
 
-def method_settings(method: str, default_units: str = "raw") -> dict[str, Any]:
-    """What a (parsed) method name means: quantize ``mode``, MSAT formula ``units``, ``v_init``, the λ
+def _gamma_of(method: str, default: int) -> int:
+    """Γ of a method: N for "+bN", else ``default`` (the network file's)."""
+    for tok in method.split("+")[1:]:
+        hit = _BURST.match(tok)
+        if hit:
+            return int(hit.group(1))
+    return default
+
+
+def _mode_of(method: str) -> str:
+    """The quantize method: const for const/pQ, else dtt/det/msat without -norm and suffixes."""
+    core = _core(method)
+    if core == "const" or _PCT.match(core):
+        return "const"
+    return core.removesuffix("-norm")
+
+
+def _units_of(method: str, default: str) -> str:
+    return "normalized" if _core(method).endswith("-norm") else default
+
+
+def method_settings(method: str, default_units: str = "raw", default_gamma: int = 1) -> dict[str, Any]:
+    """What a (parsed) method name means: quantize ``mode``, MSAT formula ``units``, ``v_init``, ``gamma``, the λ
     ``percentile`` (None = max) and whether spike confidence is calibrated (``sc``)."""
     pm = _PCT.match(_core(method))
     return {"mode": _mode_of(method), "units": _units_of(method, default_units), "v_init": _v_init_of(method),
-            "percentile": float(pm.group(1)) if pm else None, "sc": _has_sc(method)}
+            "gamma": _gamma_of(method, default_gamma), "percentile": float(pm.group(1)) if pm else None,
+            "sc": _has_sc(method)}
 
 
 def _needs_data(method: str) -> bool:
@@ -519,7 +571,7 @@ def _method_net(graph, lams, input_scale, method: str, settings: dict, *, sc_p=N
     mode = _mode_of(method)
     units = {"msat_units": _units_of(method, settings["units"])} if mode != "const" else {}
     return quantize(graph, dict(lams), method=mode, preset=None, coefs=None if mode == "const" else settings["coefs"],
-                    k_const=1.0, sc_p=sc_p, gamma=settings["gamma"], sc_early=sc_window,
+                    k_const=1.0, sc_p=sc_p, gamma=_gamma_of(method, settings["gamma"]), sc_early=sc_window,
                     sc_gate=settings["sc_gate"], frac_bits=settings["frac_bits"], state_bits=settings["state_bits"],
                     input_scale=input_scale, input_frac_bits=settings["input_frac_bits"], seed=seed,
                     model_hash=model_hash, data_hash=data_hash, hyperparameters={"eval_method": method, **lambda_info},
@@ -533,6 +585,7 @@ def _net_summary(net, lambda_info: dict) -> dict[str, Any]:
         "lambda": {k: s.lam for k, s in net.neurons.items()},
         "input_scale": net.input_scale,
         "v_init": max((s.v_init for s in net.neurons.values()), default=0.0),
+        "gamma": max((s.gamma for s in net.neurons.values()), default=1),
         "lambda_method": lambda_info,
         "sc_p": {k: s.sc_p for k, s in net.neurons.items() if s.sc_p is not None},
         "exponents": {t.name: [{"source": term.source, "op": term.op, "exponent": int(term.exponent)}

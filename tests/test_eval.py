@@ -9,7 +9,7 @@ import pytest
 
 import _nets
 from msat_lava.cli import main
-from msat_lava.cli_eval import FILES, neuron_traces, parse_methods
+from msat_lava.cli_eval import FILES, method_settings, neuron_traces, parse_methods
 
 STEPS = 12
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -180,10 +180,15 @@ def test_parse_methods():
     assert parse_methods("const, P99.5,msat+sc,const") == ["const", "p99.5", "msat+sc"]
     assert parse_methods("dtt-norm,msat-norm+sc") == ["dtt-norm", "msat-norm+sc"]
     assert parse_methods("const+h,p99.9+h,det-norm+h,msat+h+sc") == ["const+h", "p99.9+h", "det-norm+h", "msat+h+sc"]
+    assert parse_methods("const+b2,msat-norm+h+b4+sc") == ["const+b2", "msat-norm+h+b4+sc"]
+    s = method_settings("msat-norm+h+b4+sc")
+    assert s == {"mode": "msat", "units": "normalized", "v_init": 0.5, "gamma": 4, "percentile": None, "sc": True}
+    assert method_settings("p99.9", default_gamma=3) == {"mode": "const", "units": "raw", "v_init": 0.0, "gamma": 3,
+                                                         "percentile": 99.9, "sc": False}
     from msat_lava.data import DataError
 
     for bad in ("p0", "p101", "", "lif", "dtt+sc", "const-norm", "msat+sc-norm", "msat+sc+h", "const+h+h",
-                "p101+h", "h"):
+                "p101+h", "h", "const+b", "const+b0", "msat+b2+h", "msat+sc+b2", "const+x", "dtt+b2+sc"):
         with pytest.raises(DataError):
             parse_methods(bad)
 
