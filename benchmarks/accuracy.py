@@ -70,6 +70,7 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="fixed")
     ap.add_argument("--preset", default="resnet20")
     ap.add_argument("--calib", type=int, default=256)
+    ap.add_argument("--bc-samples", type=int, default=64, help="calibration images used by +bc bias correction")
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default=None)
@@ -130,10 +131,22 @@ def main(argv=None) -> int:
         q = opt["percentile"]
         if q not in cals:
             cals[q] = calibrate(graph, x_cal, method="percentile", percentile=q, progress=False)
-        net = quantize(graph, cals[q], method=opt["mode"], preset=None if opt["mode"] == "const" else args.preset,
-                       msat_units=opt["units"], v_init=opt["v_init"], gamma=opt["gamma"],
-                       model_hash=state_hash(model.state_dict()),
-                       seed=23)
+        def convert(g, cal_q=cals[q], opt=opt):
+            return quantize(g, cal_q, method=opt["mode"], preset=None if opt["mode"] == "const" else args.preset,
+                            msat_units=opt["units"], v_init=opt["v_init"], gamma=opt["gamma"],
+                            model_hash=state_hash(model.state_dict()), seed=23)
+
+        bc_info = None
+        if opt["bias_correction_steps"]:
+            from msat_lava.bias_correction import correct_biases
+
+            t1 = time.perf_counter()
+            bc = correct_biases(graph, x_cal[:args.bc_samples], steps=opt["bias_correction_steps"],
+                                convert=convert, batch_size=args.bc_samples, threads=args.threads)
+            bc_info = {**bc.to_dict(), "wall_s": round(time.perf_counter() - t1, 1)}
+            net = convert(bc.graph)
+        else:
+            net = convert(graph)
         program = from_converted(net)
         for precision in args.precision.split(","):
             t1 = time.perf_counter()
@@ -149,7 +162,7 @@ def main(argv=None) -> int:
                 "steps_to_ann_minus_0.1pct": steps_to_reach(curve, ann_acc - 0.001),
                 "steps_to_ann": steps_to_reach(curve, ann_acc),
                 "curve": [round(float(a), 5) for a in curve],
-                "input_clipped": run.input_clipped,
+                "input_clipped": run.input_clipped, "bias_correction": bc_info,
                 "saturated": run.saturated,
             }
             results.append(row)

@@ -68,6 +68,8 @@ TRACE_STEPS_MAX = 128
 _PCT = re.compile(r"^p(\d+(?:\.\d+)?)$")
 _CORE = re.compile(r"^(?:const|p\d+(?:\.\d+)?|(?:dtt|det|msat)(?:-norm)?)$")
 _BURST = re.compile(r"^b(\d+)$")
+_BC = re.compile(r"^bc(\d+)?$")
+BC_STEPS = 32     # T of the bias-correction runs of "+bc" (override: "+bcN")
 HALF = 0.5  # v_init of the "+h" methods (half-threshold start)
 
 
@@ -75,16 +77,15 @@ HALF = 0.5  # v_init of the "+h" methods (half-threshold start)
 # methods
 # ----------------------------------------------------------------------------------------------------------
 def _split(method: str) -> tuple[str, dict[str, Any]] | None:
-    """``core+h+bN+sc`` → (core, {"h": bool, "gamma": int | None, "sc": bool}); None if malformed.
-
-    Suffixes are optional, each at most once, in this order; +sc only after msat / msat-norm."""
+    """``core+h+bN+bcT+sc`` → (core, {"h": bool, "gamma": int | None, "bc": int | None, "sc": bool}); None if
+    malformed. Suffixes are optional, each at most once, in this order; +sc only after msat / msat-norm."""
     core, *tokens = method.split("+")
     if not _CORE.match(core):
         return None
-    opts: dict[str, Any] = {"h": False, "gamma": None, "sc": False}
-    order = ["h", "b", "sc"]
+    opts: dict[str, Any] = {"h": False, "gamma": None, "bc": None, "sc": False}
+    order = ["h", "b", "bc", "sc"]
     for tok in tokens:
-        kind = "b" if _BURST.match(tok) else tok
+        kind = "b" if _BURST.match(tok) else ("bc" if _BC.match(tok) else tok)
         if kind not in order or tok == "b":
             return None
         order = order[order.index(kind) + 1:]
@@ -92,6 +93,8 @@ def _split(method: str) -> tuple[str, dict[str, Any]] | None:
             opts["h"] = True
         elif kind == "b":
             opts["gamma"] = int(_BURST.match(tok).group(1))
+        elif kind == "bc":
+            opts["bc"] = int(_BC.match(tok).group(1) or BC_STEPS)
         else:
             opts["sc"] = True
     if opts["sc"] and not core.startswith("msat"):
@@ -105,7 +108,9 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     Known cores: const; pQ (const with λ = Q-th percentile, 0 < Q ≤ 100); dtt, det, msat (formula units of the
     file or ``--msat-units``); the same with ``-norm`` (units 'normalized', the BrainCog variant). Optional
     suffixes, in this order: ``+h`` (v_init = 0.5, half-threshold start), ``+bN`` (burst: up to Γ = N spikes per
-    step, ALGORITHMS §7), ``+sc`` (spike confidence; msat / msat-norm only). E.g. const+h, msat-norm+h+b4+sc.
+    step, ALGORITHMS §7), ``+bc`` / ``+bcT`` (bias correction from the SNN's own rates after T = 32 / T steps on
+    the calibration images, :mod:`msat_lava.bias_correction`), ``+sc`` (spike confidence; msat / msat-norm only).
+    E.g. const+h, p99.9+h+bc, msat-norm+h+b4+sc.
     """
     from msat_lava.data import DataError
 
@@ -118,14 +123,17 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
         split = _split(m)
         if split is None:
             raise DataError(f"--methods: unknown method {raw!r} (cores: const, pQ e.g. p99.9, dtt, det, msat, and "
-                            "dtt/det/msat with -norm; optional suffixes in this order: +h, +bN (N ≥ 1), +sc (msat "
-                            "only), e.g. const+h, msat-norm+h+b4+sc)")
+                            "dtt/det/msat with -norm; optional suffixes in this order: +h, +bN (N ≥ 1), +bc[T], +sc "
+                            "(msat only), e.g. const+h, p99.9+h+bc, msat-norm+h+b4+sc)")
         pm = _PCT.match(split[0])
         if pm and not 0 < float(pm.group(1)) <= 100:
             raise DataError(f"--methods: percentile of {raw!r} must be in (0, 100]")
         gamma = split[1]["gamma"]
         if gamma is not None and not 1 <= gamma <= 1 << 16:
             raise DataError(f"--methods: burst size of {raw!r} must be in 1..65536")
+        bc = split[1]["bc"]
+        if bc is not None and not 1 <= bc <= 4096:
+            raise DataError(f"--methods: bias-correction steps of {raw!r} must be in 1..4096")
         if m not in out:
             out.append(m)
     if not out:
@@ -156,6 +164,15 @@ def _gamma_of(method: str, default: int) -> int:
     return default
 
 
+def _bc_of(method: str) -> int | None:
+    """T of the bias-correction runs for "+bc" / "+bcT" methods, else None."""
+    for tok in method.split("+")[1:]:
+        hit = _BC.match(tok)
+        if hit:
+            return int(hit.group(1) or BC_STEPS)
+    return None
+
+
 def _mode_of(method: str) -> str:
     """The quantize method: const for const/pQ, else dtt/det/msat without -norm and suffixes."""
     core = _core(method)
@@ -170,15 +187,25 @@ def _units_of(method: str, default: str) -> str:
 
 def method_settings(method: str, default_units: str = "raw", default_gamma: int = 1) -> dict[str, Any]:
     """What a (parsed) method name means: quantize ``mode``, MSAT formula ``units``, ``v_init``, ``gamma``, the λ
-    ``percentile`` (None = max) and whether spike confidence is calibrated (``sc``)."""
+    ``percentile`` (None = max), ``bias_correction_steps`` (None = no bias correction) and whether spike
+    confidence is calibrated (``sc``)."""
     pm = _PCT.match(_core(method))
     return {"mode": _mode_of(method), "units": _units_of(method, default_units), "v_init": _v_init_of(method),
             "gamma": _gamma_of(method, default_gamma), "percentile": float(pm.group(1)) if pm else None,
-            "sc": _has_sc(method)}
+            "bias_correction_steps": _bc_of(method), "sc": _has_sc(method)}
 
 
 def _needs_data(method: str) -> bool:
-    return _has_sc(method) or bool(_PCT.match(_core(method)))
+    return _has_sc(method) or bool(_PCT.match(_core(method))) or _bc_of(method) is not None
+
+
+def _bc_of(method: str) -> int | None:
+    """T of the bias-correction runs for "+bc" / "+bcT" methods, else None."""
+    for tok in method.split("+")[1:]:
+        hit = _BC.match(tok)
+        if hit:
+            return int(hit.group(1) or BC_STEPS)
+    return None
 
 
 def _mode_of(method: str) -> str:
@@ -607,6 +634,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     from msat_lava import metrics
     from msat_lava.data import DataError, load_npz, parse_floats
     from msat_lava.program import from_converted
+    from msat_lava.bias_correction import correct_biases
     from msat_lava.sc_calibration import (calibrate_spike_confidence, gated_layers, preactivation_fn,
                                           run_with_statistics)
     from msat_lava.verify import atomic_write_json
@@ -711,13 +739,38 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     nets: dict[str, Any] = {}
     quant_warnings: list[str] = []
     sc_results: dict[str, Any] = {}
+    bc_results: dict[str, Any] = {}
+    graphs: dict[str, Any] = {}
+
+    def graph_for(method: str):
+        """The graph a method converts: the original, or its bias-corrected copy for "+bc" methods."""
+        plain = method.removesuffix("+sc")
+        bc_steps = _bc_of(plain)
+        if bc_steps is None:
+            return graph
+        if plain not in graphs:
+            lams, lam0, dhash, info = lambdas_for(plain)
+            xb = x_cal[:args.bc_samples]
+            log(f"bias correction: {plain} on {len(xb)} calibration images, T = {bc_steps} ({primary}) ...")
+            with tqdm(total=sum(1 for s in program0.neuron_stages), desc=f"bias correction {plain}", unit="layer",
+                      leave=False, disable=args.json, file=sys.stderr) as bar:
+                res = correct_biases(graph, xb, steps=bc_steps, precision=primary, batch_size=args.batch_size,
+                                     convert=lambda g: _method_net(g, lams, lam0, plain, settings, sc_window=window,
+                                                                   seed=seed, model_hash=model_hash, data_hash=dhash,
+                                                                   lambda_info=info),
+                                     on_layer=lambda *_: bar.update(1))
+            graphs[plain] = res.graph
+            bc_results[plain] = res.to_dict()
+        return graphs[plain]
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", QuantizationWarning)
         for method in methods:
             lams, lam0, dhash, info = lambdas_for(method)
+            g_m = graph_for(method)
             if _has_sc(method):
                 plain = method.removesuffix("+sc")
-                base = nets.get(plain) or _method_net(graph, lams, lam0, plain, settings, sc_window=window,
+                base = nets.get(plain) or _method_net(g_m, lams, lam0, plain, settings, sc_window=window,
                                                       seed=seed, model_hash=model_hash, data_hash=dhash,
                                                       lambda_info=info)
                 log(f"spike confidence: {plain} without SC on {len(cal_idx)} calibration images, first {window} "
@@ -729,10 +782,10 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
                                                     chunk=args.batch_size, on_progress=bar.update)
                 sc_results[method] = sc
                 log("      p = " + ", ".join(f"{k}: {v:.4f}" for k, v in sc.p.items()))
-                nets[method] = _method_net(graph, lams, lam0, method, settings, sc_p=sc.p, sc_window=window,
+                nets[method] = _method_net(g_m, lams, lam0, method, settings, sc_p=sc.p, sc_window=window,
                                            seed=seed, model_hash=model_hash, data_hash=dhash, lambda_info=info)
             else:
-                nets[method] = _method_net(graph, lams, lam0, method, settings, sc_window=window, seed=seed,
+                nets[method] = _method_net(g_m, lams, lam0, method, settings, sc_window=window, seed=seed,
                                            model_hash=model_hash, data_hash=dhash, lambda_info=info)
     quant_warnings = [str(w.message) for w in caught if issubclass(w.category, QuantizationWarning)]
 
@@ -849,6 +902,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
         "ann": {"accuracy": ann_acc},
         "methods": {m: _net_summary(nets[m], lambdas_for(m)[3]) for m in methods},
         "sc_calibration": {m: r.to_dict() for m, r in sc_results.items()},
+        "bias_correction": bc_results,
         "runs": runs,
         "sin_last_layer": sin_last,
         "layers": layers,
@@ -938,6 +992,9 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("--msat-units", choices=("raw", "normalized"), default=None,
                    help="units of the MSAT formula for dtt/det/msat (default: NET's; a '-norm' method is always "
                         "'normalized')")
+    p.add_argument("--bc-samples", type=_positive_int, default=64, metavar="N",
+                   help="calibration images used by the bias correction of +bc methods (default 64; one "
+                   "reference run of N images per spiking layer)")
     p.add_argument("--sc-window", type=_positive_int, default=16, metavar="E",
                    help="spike-confidence stage and SIN window in steps (default 16)")
     p.add_argument("--sc-layers", default="last", metavar="last|all|NAMES",

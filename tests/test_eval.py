@@ -136,6 +136,22 @@ def test_eval_methods_rederived_from_float_graph(files, evaluated):
     assert info["ann"]["accuracy"] == pytest.approx(ann_acc)
 
 
+def test_eval_bias_corrected_method(files, tmp_path, capsys):
+    """const+bc3: biases corrected on the calibration images (training split), reported in the manifest;
+    without a training split the method is refused (it must never calibrate on the test set)."""
+    out = tmp_path / "o"
+    code = main(["eval", files["net"], "--data", files["data"], "--steps", "4", "--methods", "const,const+bc3",
+                 "--calib-samples", "16", "--bc-samples", "8", "--out", str(out), "--no-html", "--threads", "1"])
+    assert code == 0, capsys.readouterr().err
+    info = json.loads((out / FILES["manifest"]).read_text())
+    bc = info["bias_correction"]["const+bc3"]
+    assert bc["steps"] == 3 and bc["samples"] == 8 and set(bc["node"]) == set(info["layers"])
+    assert info["methods"]["const+bc3"]["lambda"] == info["methods"]["const"]["lambda"]
+    code = main(["eval", files["net"], "--data", files["plain"], "--steps", "4", "--methods", "const+bc3",
+                 "--out", str(tmp_path / "p"), "--no-html"])
+    assert code == 2 and "const+bc3" in capsys.readouterr().err
+
+
 def test_eval_without_training_split_uses_file_lambda(files, tmp_path, capsys):
     out = tmp_path / "o"
     code = main(["eval", files["net"], "--data", files["plain"], "--steps", "4", "--samples", "3",
@@ -182,13 +198,17 @@ def test_parse_methods():
     assert parse_methods("const+h,p99.9+h,det-norm+h,msat+h+sc") == ["const+h", "p99.9+h", "det-norm+h", "msat+h+sc"]
     assert parse_methods("const+b2,msat-norm+h+b4+sc") == ["const+b2", "msat-norm+h+b4+sc"]
     s = method_settings("msat-norm+h+b4+sc")
-    assert s == {"mode": "msat", "units": "normalized", "v_init": 0.5, "gamma": 4, "percentile": None, "sc": True}
-    assert method_settings("p99.9", default_gamma=3) == {"mode": "const", "units": "raw", "v_init": 0.0, "gamma": 3,
-                                                         "percentile": 99.9, "sc": False}
+    assert s == {"mode": "msat", "units": "normalized", "v_init": 0.5, "gamma": 4, "percentile": None,
+                 "bias_correction_steps": None, "sc": True}
+    assert method_settings("p99.9+bc", default_gamma=3) == {
+        "mode": "const", "units": "raw", "v_init": 0.0, "gamma": 3, "percentile": 99.9, "bias_correction_steps": 32,
+        "sc": False}
+    assert method_settings("const+h+b2+bc16")["bias_correction_steps"] == 16
     from msat_lava.data import DataError
 
     for bad in ("p0", "p101", "", "lif", "dtt+sc", "const-norm", "msat+sc-norm", "msat+sc+h", "const+h+h",
-                "p101+h", "h", "const+b", "const+b0", "msat+b2+h", "msat+sc+b2", "const+x", "dtt+b2+sc"):
+                "p101+h", "h", "const+b", "const+b0", "msat+b2+h", "msat+sc+b2", "const+x", "dtt+b2+sc", "const+bc0",
+                "const+bc+h", "const+bc+b2"):
         with pytest.raises(DataError):
             parse_methods(bad)
 
