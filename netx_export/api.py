@@ -101,7 +101,7 @@ def summary(net: ConvertedNetwork) -> dict[str, Any]:
     (spiking layers in graph order, then the readout) and totals.
 
     Row fields: ``name``, ``kind`` ('relu' | 'readout'), ``shape``, ``neurons``, ``lam``, ``frac_bits``,
-    ``mode`` (None for the readout), ``sc_p``, ``terms`` (list of {source, path, op, exponent, weights,
+    ``mode``, ``gamma``, ``v_init`` (None for the readout), ``sc_p``, ``terms`` (list of {source, path, op, exponent, weights,
     rel_rms_error, clipped}), ``bias_min``/``bias_max`` (target LSBs), ``lut_entries``.
     """
     graph = net.graph
@@ -123,6 +123,7 @@ def summary(net: ConvertedNetwork) -> dict[str, Any]:
             "name": tgt.name, "kind": tgt.kind, "shape": shape, "neurons": int(np.prod(shape)),
             "lam": tgt.lam, "frac_bits": tgt.frac_bits,
             "mode": spec.mode if spec else None, "sc_p": spec.sc_p if spec else None,
+            "gamma": spec.gamma if spec else None, "v_init": spec.v_init if spec else None,
             "terms": terms,
             "bias_min": int(tgt.bias.min()) if tgt.bias.size else 0,
             "bias_max": int(tgt.bias.max()) if tgt.bias.size else 0,

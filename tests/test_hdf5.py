@@ -518,6 +518,16 @@ def test_cli_convert_and_info(cli_files, capsys):
     net = hdf5.read(out)
     assert {(s.mode, s.units) for s in net.neurons.values()} == {("msat", "normalized")}
     assert net.provenance.hyperparameters["msat_units"] == "normalized"
+    # half-threshold start from the command line, shown by info; out of range is exit 2 without a file
+    assert cli_convert.main(_convert_args(root, out, "--quiet", "--overwrite", "--v-init", "0.5")) == 0
+    assert {s.v_init for s in hdf5.read(out).neurons.values()} == {0.5}
+    capsys.readouterr()
+    assert cli_convert.main(["info", str(out), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["layers"]
+    assert rows[0]["v_init"] == 0.5 and rows[0]["gamma"] == 1 and rows[-1]["v_init"] is None
+    bad = root / "bad.net"
+    assert cli_convert.main(_convert_args(root, bad, "--quiet", "--v-init", "1.5")) == 2
+    assert "v_init" in capsys.readouterr().err and not bad.exists()
 
 
 def test_cli_convert_bad_inputs_exit_2(cli_files, capsys):
