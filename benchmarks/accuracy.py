@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import msat_lava  # noqa: E402,F401  (installs the Lava compatibility hooks)
 import models as zoo  # noqa: E402  tests/models.py
+from msat_lava.metrics import steps_to_reach  # noqa: E402
 
 MODELS = {
     "mnist": dict(load=zoo.load_mnistnet, data="mnist.npz", shape=(1, 28, 28), mean=(0.1307,), std=(0.3081,)),
@@ -51,17 +52,14 @@ def _prep(images: np.ndarray, cfg: dict) -> np.ndarray:
     return (x - mean) / std
 
 
-def steps_to_reach(curve: np.ndarray, target: float) -> int | None:
-    """1-based step count k at which the accuracy first reaches ``target`` (None if never)."""
-    hit = np.nonzero(curve >= target - 1e-12)[0]
-    return int(hit[0]) + 1 if hit.size else None
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--replot", metavar="JSON", help="only redraw the PNG of an existing result file")
     ap.add_argument("--model", choices=sorted(MODELS))
     ap.add_argument("--samples", type=int, default=1000, help="strided test subset size (0 = full test set)")
+    ap.add_argument("--shard", default=None, metavar="K/N",
+                    help="run only the K-th of N interleaved shards of the selected images (1-based); merge the "
+                    "shard files with benchmarks/merge_shards.py (long full-set runs split over sessions)")
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--methods", default="const,msat",
                     help="comma list of eval's method names without +sc: const, pQ (λ = Q-th percentile), dtt, det, "
@@ -112,6 +110,18 @@ def main(argv=None) -> int:
     n_test = len(data["x_test"])
     idx = np.arange(n_test) if args.samples in (0, n_test) else \
         np.unique(np.linspace(0, n_test - 1, args.samples).round().astype(int))
+    n_selected = len(idx)
+    subset = "full" if n_selected == n_test else "strided"
+    shard = None
+    if args.shard:
+        try:
+            k, n_sh = (int(v) for v in args.shard.split("/"))
+        except ValueError:
+            ap.error(f"--shard: expected K/N, got {args.shard!r}")
+        if not 1 <= k <= n_sh:
+            ap.error(f"--shard: need 1 <= K <= N, got {args.shard!r}")
+        idx = idx[k - 1::n_sh]
+        shard = {"k": k, "n": n_sh, "of_samples": int(n_selected), "of_subset": subset}
     x = _prep(data["x_test"][idx], cfg)
     y = data["y_test"][idx]
 
@@ -162,6 +172,7 @@ def main(argv=None) -> int:
                 "steps_to_ann_minus_0.1pct": steps_to_reach(curve, ann_acc - 0.001),
                 "steps_to_ann": steps_to_reach(curve, ann_acc),
                 "curve": [round(float(a), 5) for a in curve],
+                "correct": [int(c) for c in (run.predictions == y.reshape(1, -1)).sum(axis=1)],
                 "input_clipped": run.input_clipped, "bias_correction": bc_info,
                 "saturated": run.saturated,
             }
@@ -173,8 +184,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     manifest = {
-        "model": args.model, "samples": int(len(y)), "subset": "full" if len(y) == n_test else "strided",
-        "steps": args.steps, "ann_accuracy": ann_acc, "calibration": {
+        "model": args.model, "samples": int(len(y)),
+        "subset": subset if shard is None else f"shard {shard['k']}/{shard['n']} of {subset}", "shard": shard,
+        "steps": args.steps, "ann_accuracy": ann_acc, "ann_correct": int((ann_pred == y).sum()), "calibration": {
             "images": args.calib, "seed": 23, "lambda": "max", "data_hash": cal.data_hash,
             "input_scale": cal.input_scale},
         "model_hash": state_hash(model.state_dict()), "preset": args.preset,

@@ -1,0 +1,68 @@
+"""benchmarks/accuracy.py sharding and benchmarks/merge_shards.py.
+
+Independent expectation: the shards of a run, merged, give exactly the curve and ANN accuracy of the same run
+unsharded (summed correct counts); incomplete or inconsistent shard sets are refused with the file and field.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import accuracy  # noqa: E402
+import merge_shards  # noqa: E402
+
+ARGS = ["--model", "mnist", "--samples", "30", "--steps", "4", "--methods", "const,msat-norm+h", "--precision",
+        "fixed", "--calib", "32", "--threads", "1", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    assert accuracy.main(ARGS + ["--out", str(root / "whole")]) == 0
+    for k in (1, 2, 3):
+        assert accuracy.main(ARGS + ["--shard", f"{k}/3", "--out", str(root / f"s{k}")]) == 0
+    return root
+
+
+def test_merged_shards_equal_the_whole_run(runs):
+    whole = json.loads((runs / "whole.json").read_text())
+    shards = [json.loads((runs / f"s{k}.json").read_text()) for k in (3, 1, 2)]
+    assert [s["samples"] for s in shards] == [10, 10, 10] and shards[0]["subset"] == "shard 3/3 of strided"
+    assert merge_shards.main([str(runs / f"s{k}.json") for k in (3, 1, 2)] + ["--out", str(runs / "merged")]) == 0
+    merged = json.loads((runs / "merged.json").read_text())
+    assert merged["samples"] == whole["samples"] == 30 and merged["subset"] == "strided"
+    assert merged["ann_accuracy"] == pytest.approx(whole["ann_accuracy"])
+    for a, b in zip(merged["results"], whole["results"]):
+        assert (a["method"], a["precision"]) == (b["method"], b["precision"])
+        assert a["correct"] == b["correct"] and a["curve"] == b["curve"]
+        assert a["steps_to_ann"] == b["steps_to_ann"]
+    assert (runs / "merged.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_incomplete_or_mixed_shards_are_refused(runs, capsys):
+    s = [json.loads((runs / f"s{k}.json").read_text()) for k in (1, 2, 3)]
+    names = ["s1", "s2", "s3"]
+    with pytest.raises(merge_shards.MergeError, match="1..3"):
+        merge_shards.merge(s[:2], names[:2])
+    with pytest.raises(merge_shards.MergeError, match="1..3"):
+        merge_shards.merge([s[0], s[0], s[2]], names)
+    other = dict(s[1], model_hash="0" * 64)
+    with pytest.raises(merge_shards.MergeError, match="s2.*model_hash"):
+        merge_shards.merge([s[0], other, s[2]], names)
+    whole = json.loads((runs / "whole.json").read_text())
+    with pytest.raises(merge_shards.MergeError, match="not a shard"):
+        merge_shards.merge([whole], ["whole"])
+    assert merge_shards.main([str(runs / "s1.json"), "--out", str(runs / "bad")]) == 2
+    assert "merge_shards: error:" in capsys.readouterr().err and not (runs / "bad.json").exists()
+
+
+def test_bad_shard_argument(capsys):
+    for bad in ("0/3", "4/3", "x"):
+        with pytest.raises(SystemExit):
+            accuracy.main(ARGS + ["--shard", bad, "--out", "/nonexistent/x"])
