@@ -16,11 +16,11 @@ def rows(path: str) -> list[str]:
     out = []
     for r in m["results"]:
         curve = r["curve"]  # accuracy after every step 1..T
-        cells = [f"{100 * curve[k - 1]:.1f}" if len(curve) >= k else "–" for k in COLUMNS]
+        cells = [f"{100 * curve[k - 1]:.2f}" if len(curve) >= k else "–" for k in COLUMNS]
         reach = [r["steps_to_ann_minus_1pct"], r["steps_to_ann_minus_0.1pct"], r["steps_to_ann"]]
         reach = ["–" if v is None else str(v) for v in reach]
         out.append(f"| {m['model']} | {m['samples']} ({m['subset']}) | {r['method']} | {r['precision']} | "
-                   f"{100 * m['ann_accuracy']:.1f} | " + " | ".join(cells) + f" | {' / '.join(reach)} | "
+                   f"{100 * m['ann_accuracy']:.2f} | " + " | ".join(cells) + f" | {' / '.join(reach)} | "
                    f"{r['ms_per_sample_step']} |")
     return out
 
