@@ -88,6 +88,14 @@ def main(argv=None) -> int:
         methods = parse_methods(args.methods)
     except DataError as exc:
         ap.error(str(exc))
+    shard_kn = None
+    if args.shard:
+        try:
+            shard_kn = tuple(int(v) for v in args.shard.split("/"))
+        except ValueError:
+            ap.error(f"--shard: expected K/N, got {args.shard!r}")
+        if len(shard_kn) != 2 or not 1 <= shard_kn[0] <= shard_kn[1]:
+            ap.error(f"--shard: need K/N with 1 <= K <= N, got {args.shard!r}")
     sc_methods = [m for m in methods if method_settings(m)["sc"]]
     if sc_methods:
         ap.error(f"--methods: {sc_methods} need spike-confidence calibration; use `msat-lava eval` for those")
@@ -113,13 +121,8 @@ def main(argv=None) -> int:
     n_selected = len(idx)
     subset = "full" if n_selected == n_test else "strided"
     shard = None
-    if args.shard:
-        try:
-            k, n_sh = (int(v) for v in args.shard.split("/"))
-        except ValueError:
-            ap.error(f"--shard: expected K/N, got {args.shard!r}")
-        if not 1 <= k <= n_sh:
-            ap.error(f"--shard: need 1 <= K <= N, got {args.shard!r}")
+    if shard_kn is not None:
+        k, n_sh = shard_kn
         idx = idx[k - 1::n_sh]
         shard = {"k": k, "n": n_sh, "of_samples": int(n_selected), "of_subset": subset}
     x = _prep(data["x_test"][idx], cfg)
