@@ -150,27 +150,27 @@ def _core(method: str) -> str:
     return method.split("+")[0]
 
 
+def _opts(method: str) -> dict[str, Any]:
+    split = _split(method)
+    if split is None:
+        raise ValueError(f"malformed method name {method!r} (parse_methods validates names)")
+    return split[1]
+
+
 def _v_init_of(method: str) -> float:
     """NeuronSpec.v_init of a method: HALF for the "+h" methods, else 0 (the paper's empty start)."""
-    return HALF if "h" in method.split("+")[1:] else 0.0
+    return HALF if _opts(method)["h"] else 0.0
 
 
 def _gamma_of(method: str, default: int) -> int:
     """Γ of a method: N for "+bN", else ``default`` (the network file's)."""
-    for tok in method.split("+")[1:]:
-        hit = _BURST.match(tok)
-        if hit:
-            return int(hit.group(1))
-    return default
+    gamma = _opts(method)["gamma"]
+    return default if gamma is None else gamma
 
 
 def _bc_of(method: str) -> int | None:
     """T of the bias-correction runs for "+bc" / "+bcT" methods, else None."""
-    for tok in method.split("+")[1:]:
-        hit = _BC.match(tok)
-        if hit:
-            return int(hit.group(1) or BC_STEPS)
-    return None
+    return _opts(method)["bc"]
 
 
 def _mode_of(method: str) -> str:
@@ -197,27 +197,6 @@ def method_settings(method: str, default_units: str = "raw", default_gamma: int 
 
 def _needs_data(method: str) -> bool:
     return _has_sc(method) or bool(_PCT.match(_core(method))) or _bc_of(method) is not None
-
-
-def _bc_of(method: str) -> int | None:
-    """T of the bias-correction runs for "+bc" / "+bcT" methods, else None."""
-    for tok in method.split("+")[1:]:
-        hit = _BC.match(tok)
-        if hit:
-            return int(hit.group(1) or BC_STEPS)
-    return None
-
-
-def _mode_of(method: str) -> str:
-    """The quantize method: const for const/pQ, else dtt/det/msat without the -norm / +h / +sc suffixes."""
-    core = _core(method)
-    if core == "const" or _PCT.match(core):
-        return "const"
-    return core.removesuffix("-norm")
-
-
-def _units_of(method: str, default: str) -> str:
-    return "normalized" if _core(method).endswith("-norm") else default
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -71,3 +71,15 @@ def _no_lava_workers_left(request):
         "call <process>.stop() in a finally block",
         pytrace=False,
     )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch intra-op threads = 1 for a module (tiny float64 convs are ~1000x slower with 2 OpenMP threads on a
+    busy 2-core box); restored afterwards. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

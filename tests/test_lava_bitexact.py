@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from msat_lava import reference
 from msat_lava.lava.build import run_lava
@@ -26,13 +25,7 @@ from _nets import convert, random_inputs
 STEPS = 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny float64 convs are ~1000x slower with 2 OpenMP threads on a busy 2-core box; restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 IDS = [7, 3, 11]

@@ -27,13 +27,7 @@ from _nets import convert, random_inputs, stateful_depths
 ONE = 1 << 12  # 2^F, θ̂ of a const-mode layer with k = 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny float64 convs are ~1000x slower with 2 OpenMP threads on a busy 2-core box; restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _sim(prog, x, steps, **kw):
