@@ -138,16 +138,18 @@ def main(argv=None) -> int:
 
     report_steps = [int(s) for s in args.report_steps.split(",") if int(s) <= args.steps]
     results = []
+    model_hash = state_hash(model.state_dict())
     cals = {None: cal}
     for method in methods:
         opt = method_settings(method)
         q = opt["percentile"]
         if q not in cals:
             cals[q] = calibrate(graph, x_cal, method="percentile", percentile=q, progress=False)
+
         def convert(g, cal_q=cals[q], opt=opt):
             return quantize(g, cal_q, method=opt["mode"], preset=None if opt["mode"] == "const" else args.preset,
                             msat_units=opt["units"], v_init=opt["v_init"], gamma=opt["gamma"],
-                            model_hash=state_hash(model.state_dict()), seed=23)
+                            model_hash=model_hash, seed=23)
 
         bc_info = None
         if opt["bias_correction_steps"]:
@@ -168,7 +170,8 @@ def main(argv=None) -> int:
             wall = time.perf_counter() - t1
             curve = run.accuracy(y)
             row = {
-                "method": method, "precision": precision, "wall_s": round(wall, 1),
+                "method": method, "precision": precision, "lambda": "max" if q is None else f"percentile {q}",
+                "wall_s": round(wall, 1),
                 "ms_per_sample_step": round(1000 * wall / (len(y) * args.steps), 3),
                 "accuracy": {str(k): round(float(curve[k - 1]), 4) for k in report_steps},
                 "steps_to_ann_minus_1pct": steps_to_reach(curve, ann_acc - 0.01),
@@ -192,7 +195,7 @@ def main(argv=None) -> int:
         "steps": args.steps, "ann_accuracy": ann_acc, "ann_correct": int((ann_pred == y).sum()), "calibration": {
             "images": args.calib, "seed": 23, "lambda": "max", "data_hash": cal.data_hash,
             "input_scale": cal.input_scale},
-        "model_hash": state_hash(model.state_dict()), "preset": args.preset,
+        "model_hash": model_hash, "preset": args.preset,
         "convert_s": round(convert_s, 2), "torch_threads": torch.get_num_threads(),
         "command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "results": results,

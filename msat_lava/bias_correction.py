@@ -108,11 +108,7 @@ def correct_biases(graph: ir.Graph, x: np.ndarray, *, steps: int,
         program = from_converted(convert(g))
         run = simulate(program, x, steps, precision=precision, batch_size=batch_size, progress=False,
                        sums_at=(steps,), threads=threads)
-        out = {}
-        for s in program.neuron_stages:
-            unit = s.spec.lam / s.spec.one if precision == "fixed" else 1.0
-            out[s.name] = run.payload_sums[steps][s.name] * (unit / steps)
-        return out
+        return run.mean_rates(program, steps)
 
     g = graph
     current = rates(g)

@@ -285,8 +285,7 @@ def neuron_traces(program, stage_name: str, x: np.ndarray, steps: int, *, precis
     import torch
 
     from msat_lava.dynamics import neuron as dyn
-    from msat_lava.program import apply_term_torch, quantize_input_np
-    from msat_lava.reference import simulate
+    from msat_lava.reference import constant_input, input_tensor, simulate, stage_input
 
     stage = program.stage(stage_name)
     if stage.kind != "neuron":
@@ -297,28 +296,16 @@ def neuron_traces(program, stage_name: str, x: np.ndarray, steps: int, *, precis
     x1 = np.asarray(x, dtype=np.float64)[None]
     res = simulate(program, x1, steps, precision=precision, sample_ids=[sample_id], record=sources + [stage_name],
                    progress=False, seed=seed, batch_size=1)
-    if fixed:
-        q, _ = quantize_input_np(x1, program.input_scale, program.input_frac_bits)
-        inp = torch.as_tensor(q, dtype=torch.float64)
-    else:
-        inp = torch.as_tensor(x1, dtype=torch.float64)
-    bias = stage.bias_fixed if fixed else stage.bias_float
-    base = torch.as_tensor(np.asarray(bias, dtype=np.float64)).expand((1,) + stage.shape).clone()
+    inp, _ = input_tensor(program, x1, fixed)
     cache: dict = {}
-    for term in stage.terms:
-        if term.source == "input":
-            base = base + apply_term_torch(term, inp, fixed, cache)
+    base = constant_input(stage, inp, fixed, cache)
     ids = torch.as_tensor([int(sample_id)])
     like = inp.to(torch.int64) if fixed else inp
     state = (dyn.init_fixed_state((1,) + stage.shape, like, stage.spec) if fixed
              else dyn.init_float_state((1,) + stage.shape, like, stage.spec))
     rec = {k: [] for k in ("x", "m", "theta", "v", "payload", "spikes")}
     for t in range(steps):
-        xin = base
-        for term in stage.terms:
-            if term.source != "input":
-                src = torch.as_tensor(np.asarray(res.traces[term.source][t], dtype=np.float64))
-                xin = xin + apply_term_torch(term, src, fixed, cache)
+        xin = stage_input(stage, base, {k: torch.as_tensor(v[t]) for k, v in res.traces.items()}, fixed, cache)
         if fixed:
             xin = xin.to(torch.int64)
             m = state.v + xin
@@ -333,7 +320,7 @@ def neuron_traces(program, stage_name: str, x: np.ndarray, steps: int, *, precis
     recorded = np.asarray(res.traces[stage_name]).reshape(steps, -1)
     if not np.array_equal(out["payload"], recorded):
         raise RuntimeError(f"replay of layer {stage_name!r} differs from the reference simulator")
-    scale = stage.spec.lam * 2.0 ** -stage.spec.frac_bits if fixed else 1.0
+    scale = stage.spec.lsb if fixed else 1.0
     for k in ("x", "m", "theta", "v", "payload"):
         out[k] = out[k].astype(np.float64) * scale
     out["spikes"] = out["spikes"].astype(np.int64)
@@ -399,65 +386,48 @@ def _layer_axis(ax, layers: list[str]) -> None:
     ax.set_xlabel("spiking layer")
 
 
-def _plot_firing(path: Path, runs: list[dict], layers: list[str], steps: int) -> Path:
-    fig = figure(7.2, 4.6)
-    ax = fig.add_subplot(1, 1, 1)
+def _layer_panel(ax, runs: list[dict], layers: list[str], value: Callable[[dict, str], float], *, ylabel: str,
+                 title: str, label: Callable[[dict], str] = _run_label, legend: bool = True) -> None:
+    """One line per run over the spiking layers (``value(run, layer)``), one colour per method."""
     xs = np.arange(1, len(layers) + 1)
     methods = _methods_of(runs)
     for run in runs:
-        ax.plot(xs, [run["firing_rates"][k] for k in layers], marker="o", markersize=3, **_style(run, methods),
-                label=f"{_run_label(run)}: mean {run['mean_firing_rate']:.3f}")
+        ax.plot(xs, [value(run, k) for k in layers], marker="o", markersize=3, label=label(run),
+                **_style(run, methods))
     _layer_axis(ax, layers)
-    ax.set_ylabel("firing rate (spikes / neuron / step)")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
-    ax.set_title(f"firing rate per layer over T = {steps} steps")
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=7)
+    if legend:
+        ax.legend(loc="best", fontsize=7)
+
+
+def _plot_firing(path: Path, runs: list[dict], layers: list[str], steps: int) -> Path:
+    fig = figure(7.2, 4.6)
+    _layer_panel(fig.add_subplot(1, 1, 1), runs, layers, lambda run, k: run["firing_rates"][k],
+                 ylabel="firing rate (spikes / neuron / step)", title=f"firing rate per layer over T = {steps} steps",
+                 label=lambda run: f"{_run_label(run)}: mean {run['mean_firing_rate']:.3f}")
     return save(fig, path)
 
 
 def _plot_layer_error(path: Path, runs: list[dict], layers: list[str], report_steps: list[int]) -> Path:
-    """Relative L1 error Σ|r − a| / Σ|a| per layer: one panel per report step, one line per run."""
-    ks = [k for k in report_steps if str(k) in runs[0]["layer_agreement"]] if runs else []
-    ks = ks[-3:] or ks
+    """Relative L1 error Σ|r − a| / Σ|a| per layer: one panel per report step (the last three), one line per run."""
+    ks = [k for k in report_steps if str(k) in runs[0]["layer_agreement"]][-3:] if runs else []
     fig = figure(4.2 * max(1, len(ks)), 4.4)
-    xs = np.arange(1, len(layers) + 1)
-    methods = _methods_of(runs)
     for i, k in enumerate(ks):
-        ax = fig.add_subplot(1, max(1, len(ks)), i + 1)
-        for run in runs:
-            rows = run["layer_agreement"][str(k)]
-            ax.plot(xs, [rows[name]["rel_l1"] for name in layers], marker="o", markersize=3, label=_run_label(run),
-                    **_style(run, methods))
-        _layer_axis(ax, layers)
-        ax.set_ylabel("relative L1 error Σ|r − a| / Σ|a|")
-        ax.set_ylim(bottom=0)
-        ax.set_title(f"SNN rate r vs ANN activation a, T = {k}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="best", fontsize=7)
+        _layer_panel(fig.add_subplot(1, max(1, len(ks)), i + 1), runs, layers,
+                     lambda run, name, k=k: run["layer_agreement"][str(k)][name]["rel_l1"],
+                     ylabel="relative L1 error Σ|r − a| / Σ|a|", title=f"SNN rate r vs ANN activation a, T = {k}")
     return save(fig, path)
 
 
 def _plot_sin(path: Path, runs: list[dict], layers: list[str], window: int) -> Path:
     fig = figure(10.0, 4.4)
-    xs = np.arange(1, len(layers) + 1)
-    axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
-    methods = _methods_of(runs)
-    for run in runs:
-        rows = run["sin"]["layers"]
-        style = _style(run, methods)
-        axes[0].plot(xs, [rows[k]["sin_ratio"] for k in layers], marker="o", markersize=3, label=_run_label(run),
-                     **style)
-        axes[1].plot(xs, [rows[k]["ans"] for k in layers], marker="o", markersize=3, label=_run_label(run), **style)
-    axes[0].set_ylabel("SIN ratio = N_SIN / #{z ≤ 0}")
-    axes[0].set_title(f"SIN ratio per layer (first {window} steps)")
-    axes[1].set_ylabel("ANS = spikes per SIN neuron")
-    axes[1].set_title(f"ANS per layer (first {window} steps)")
-    for ax in axes:
-        _layer_axis(ax, layers)
-        ax.set_ylim(bottom=0)
-        ax.grid(True, alpha=0.3)
-    axes[0].legend(loc="best", fontsize=7)
+    _layer_panel(fig.add_subplot(1, 2, 1), runs, layers, lambda run, k: run["sin"]["layers"][k]["sin_ratio"],
+                 ylabel="SIN ratio = N_SIN / #{z ≤ 0}", title=f"SIN ratio per layer (first {window} steps)")
+    _layer_panel(fig.add_subplot(1, 2, 2), runs, layers, lambda run, k: run["sin"]["layers"][k]["ans"],
+                 ylabel="ANS = spikes per SIN neuron", title=f"ANS per layer (first {window} steps)", legend=False)
     return save(fig, path)
 
 

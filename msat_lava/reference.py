@@ -56,6 +56,15 @@ class RunResult:
     input_clipped: int = 0
     saturated: dict[str, int] = field(default_factory=dict)
 
+    def mean_rates(self, program: Program, k: int) -> dict[str, np.ndarray]:
+        """{neuron stage: (N, *shape) float64 Σ_{t<k} payload / k in raw units} from ``payload_sums[k]``
+        (fixed: one LSB = λ·2^−F of the stage)."""
+        out = {}
+        for s in program.neuron_stages:
+            unit = s.spec.lsb if self.precision == "fixed" else 1.0
+            out[s.name] = self.payload_sums[k][s.name] * (unit / k)
+        return out
+
     def accuracy(self, labels: Sequence[int]) -> np.ndarray:
         """(T,) accuracy after each step (1-based step k = index + 1)."""
         labels = np.asarray(labels).reshape(1, -1)
@@ -103,9 +112,6 @@ def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, 
 
     precision = "fixed" if fixed else "float"
     n = x.shape[0]
-    unknown = set(record) - {s.name for s in program.stages}
-    if unknown:
-        raise ValueError(f"cannot record unknown stage(s) {sorted(unknown)}")
     sums_at = sorted({int(k) for k in sums_at})
     if sums_at and not 1 <= sums_at[0] <= sums_at[-1] <= steps:
         raise ValueError(f"sums_at must lie in [1, {steps}], got {sums_at}")
@@ -130,13 +136,8 @@ def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, 
     cache: dict = {}
     with torch.no_grad():
         for lo, hi in _batches(n, batch_size):
-            xb = x[lo:hi]
-            if fixed:
-                q, c = quantize_input_np(xb, program.input_scale, program.input_frac_bits)
-                clipped += c
-                inp = torch.as_tensor(q, dtype=torch.float64, device=dev)
-            else:
-                inp = torch.as_tensor(xb, dtype=torch.float64, device=dev)
+            inp, c = input_tensor(program, x[lo:hi], fixed, dev)
+            clipped += c
             ids_b = torch.as_tensor(ids[lo:hi], device=dev)
             res = _run_batch(program, inp, steps, fixed, seed, ids_b, cache, bar, record, traces, lo, sums_at)
             preds[:, lo:hi] = res["preds"]
@@ -166,6 +167,42 @@ def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, 
                      saturated=saturated if fixed else {})
 
 
+def input_tensor(program: Program, x: np.ndarray, fixed: bool, device=None):
+    """The input payload fed every step, float64 (B, *input_shape): the analog image (float) or its quantized
+    integers p_in = round(x/λ^0·2^F_in) (fixed), with the number of clipped values."""
+    import torch
+
+    if fixed:
+        q, clipped = quantize_input_np(x, program.input_scale, program.input_frac_bits)
+        return torch.as_tensor(q, dtype=torch.float64, device=device), clipped
+    return torch.as_tensor(x, dtype=torch.float64, device=device), 0
+
+
+def constant_input(stage, inp, fixed: bool, cache: dict):
+    """The time-constant part of a stage's input for a batch: bias + every term fed by the input."""
+    import torch
+
+    bias = stage.bias_fixed if fixed else stage.bias_float
+    base = torch.as_tensor(np.asarray(bias, dtype=np.float64), device=inp.device)
+    base = base.expand((inp.shape[0],) + tuple(stage.shape)).clone()
+    for term in stage.terms:
+        if term.source == "input":
+            base = base + apply_term_torch(term, inp, fixed, cache)
+    return base
+
+
+def stage_input(stage, base, payload, fixed: bool, cache: dict):
+    """x(t) of a neuron / readout stage: ``base`` (:func:`constant_input`) + the terms fed by stages, from this
+    step's ``payload`` {stage name: tensor}."""
+    import torch
+
+    xin = base
+    for term in stage.terms:
+        if term.source != "input":
+            xin = xin + apply_term_torch(term, payload[term.source].to(torch.float64), fixed, cache)
+    return xin
+
+
 def _run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, cache: dict, bar,
                record: Sequence[str], traces: dict, lo: int, sums_at: Sequence[int] = ()) -> dict:
     import torch
@@ -177,12 +214,7 @@ def _run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, c
     const_x: dict[str, Any] = {}
     states: dict[str, Any] = {}
     for s in program.stages:
-        bias = s.bias_fixed if fixed else s.bias_float
-        base = torch.as_tensor(np.asarray(bias, dtype=np.float64), device=inp.device).expand((b,) + s.shape).clone()
-        for term in s.terms:
-            if term.source == "input":
-                base = base + apply_term_torch(term, inp, fixed, cache)
-        const_x[s.name] = base
+        const_x[s.name] = constant_input(s, inp, fixed, cache)
         if s.kind == "neuron":
             states[s.name] = (dyn.init_fixed_state((b,) + s.shape, like, s.spec) if fixed
                               else dyn.init_float_state((b,) + s.shape, like, s.spec))
@@ -209,11 +241,7 @@ def _run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, c
                 states[s.name] = (geom, st)
                 payload[s.name] = y
             else:
-                xin = const_x[s.name]
-                for term in s.terms:
-                    if term.source != "input":
-                        src = payload[term.source]
-                        xin = xin + apply_term_torch(term, src.to(torch.float64), fixed, cache)
+                xin = stage_input(s, const_x[s.name], payload, fixed, cache)
                 if s.kind == "readout":
                     acc = acc + xin
                     payload[s.name] = acc

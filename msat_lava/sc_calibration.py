@@ -96,13 +96,12 @@ def run_with_statistics(program: Program, x: np.ndarray, steps: int, *, precisio
     of sample-steps done after each simulator call. ``agreement_at``: step counts k at which each layer's
     SNN rates are compared with the ANN activations (needs ``preactivations``; :class:`AgreementMoments`).
     """
-    from msat_lava.reference import simulate
+    from msat_lava.program import check_run_inputs
+    from msat_lava.reference import PRECISIONS, simulate
 
-    x = np.asarray(x)
-    n = x.shape[0]
-    ids = np.arange(n, dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
-    if ids.shape != (n,):
-        raise ValueError(f"sample_ids must have shape ({n},), got {ids.shape}")
+    inputs = check_run_inputs(program, x, steps, sample_ids=sample_ids, seed=seed, record=(),
+                              precisions=PRECISIONS, precision=precision)
+    x, ids, n = inputs.x, inputs.ids, inputs.x.shape[0]
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     neuron_stages = program.neuron_stages
@@ -133,10 +132,10 @@ def run_with_statistics(program: Program, x: np.ndarray, steps: int, *, precisio
             on_progress((hi - lo) * steps)
         z = preactivations(xc) if (win or agree_at) else None
         for k in agree_at:
+            rates = res.mean_rates(program, k)
             for s in neuron_stages:
-                unit = s.spec.lam / s.spec.one if precision == "fixed" else 1.0
-                rate = res.payload_sums[k][s.name] * (unit / k)
-                agreement[k][s.name] = agreement[k][s.name] + AgreementMoments.of(rate, np.maximum(z[s.name], 0.0))
+                agreement[k][s.name] = agreement[k][s.name] + AgreementMoments.of(rates[s.name],
+                                                                                 np.maximum(z[s.name], 0.0))
         if win:
             counts = res.spike_counts
             if win != steps:

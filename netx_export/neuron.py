@@ -263,6 +263,11 @@ class NeuronSpec:
         return (1 << (self.state_bits - 1)) - 1
 
     @property
+    def lsb(self) -> float:
+        """Raw-unit value of one fixed-point LSB of this layer's state and payload: λ·2^−F."""
+        return self.lam / self.one
+
+    @property
     def theta_const_fixed(self) -> int:
         """Const-mode fixed threshold θ̂ = floor(k_const·2^F + 0.5)."""
         return int(math.floor(self.k_const * self.one + 0.5))
