@@ -125,8 +125,8 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
             raise DataError(f"--methods: unknown method {raw!r} (cores: const, pQ e.g. p99.9, dtt, det, msat, and "
                             "dtt/det/msat with -norm; optional suffixes in this order: +h, +bN (N ≥ 1), +bc[T], +sc "
                             "(msat only), e.g. const+h, p99.9+h+bc, msat-norm+h+b4+sc)")
-        pm = _PCT.match(split[0])
-        if pm and not 0 < float(pm.group(1)) <= 100:
+        q = _percentile_of(m)
+        if q is not None and not 0 < q <= 100:
             raise DataError(f"--methods: percentile of {raw!r} must be in (0, 100]")
         gamma = split[1]["gamma"]
         if gamma is not None and not 1 <= gamma <= 1 << 16:
@@ -173,10 +173,16 @@ def _bc_of(method: str) -> int | None:
     return _opts(method)["bc"]
 
 
+def _percentile_of(method: str) -> float | None:
+    """Q of a "pQ" method (λ = Q-th percentile), else None (λ = max)."""
+    pm = _PCT.match(_core(method))
+    return float(pm.group(1)) if pm else None
+
+
 def _mode_of(method: str) -> str:
     """The quantize method: const for const/pQ, else dtt/det/msat without -norm and suffixes."""
     core = _core(method)
-    if core == "const" or _PCT.match(core):
+    if core == "const" or _percentile_of(core) is not None:
         return "const"
     return core.removesuffix("-norm")
 
@@ -189,14 +195,13 @@ def method_settings(method: str, default_units: str = "raw", default_gamma: int 
     """What a (parsed) method name means: quantize ``mode``, MSAT formula ``units``, ``v_init``, ``gamma``, the λ
     ``percentile`` (None = max), ``bias_correction_steps`` (None = no bias correction) and whether spike
     confidence is calibrated (``sc``)."""
-    pm = _PCT.match(_core(method))
     return {"mode": _mode_of(method), "units": _units_of(method, default_units), "v_init": _v_init_of(method),
-            "gamma": _gamma_of(method, default_gamma), "percentile": float(pm.group(1)) if pm else None,
+            "gamma": _gamma_of(method, default_gamma), "percentile": _percentile_of(method),
             "bias_correction_steps": _bc_of(method), "sc": _has_sc(method)}
 
 
 def _needs_data(method: str) -> bool:
-    return _has_sc(method) or bool(_PCT.match(_core(method))) or _bc_of(method) is not None
+    return _has_sc(method) or _percentile_of(method) is not None or _bc_of(method) is not None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -658,12 +663,11 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     lam_cache: dict[str, tuple[dict, float, str, dict]] = {}
 
     def lambdas_for(method: str) -> tuple[dict, float, str, dict]:
-        pm = _PCT.match(_core(method))
-        key = _core(method) if pm else "max"
+        q = _percentile_of(method)
+        key = "max" if q is None else _core(method)
         if key in lam_cache:
             return lam_cache[key]
-        if pm:
-            q = float(pm.group(1))
+        if q is not None:
             cal = calibrate(graph, x_cal, method="percentile", percentile=q, nonzero_only=args.percentile_nonzero,
                             progress=False)
             info = {"lambda_method": "percentile", "percentile": q, "nonzero_only": bool(args.percentile_nonzero),
@@ -686,10 +690,15 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
         f"{', '.join(precisions)}; λ from {lambda_from}" + (f" ({len(cal_idx)} calibration images, seed "
                                                             f"{args.calib_seed})" if cal_idx is not None else ""))
     nets: dict[str, Any] = {}
-    quant_warnings: list[str] = []
     sc_results: dict[str, Any] = {}
     bc_results: dict[str, Any] = {}
     graphs: dict[str, Any] = {}
+
+    def build(g, method: str, sc_p=None):
+        """``method``'s ConvertedNetwork of graph ``g`` (λ of the method, the shared settings)."""
+        lams, lam0, dhash, info = lambdas_for(method)
+        return _method_net(g, lams, lam0, method, settings, sc_p=sc_p, sc_window=window, seed=seed,
+                           model_hash=model_hash, data_hash=dhash, lambda_info=info)
 
     def graph_for(method: str):
         """The graph a method converts: the original, or its bias-corrected copy for "+bc" methods."""
@@ -698,16 +707,12 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
         if bc_steps is None:
             return graph
         if plain not in graphs:
-            lams, lam0, dhash, info = lambdas_for(plain)
             xb = x_cal[:args.bc_samples]
             log(f"bias correction: {plain} on {len(xb)} calibration images, T = {bc_steps} ({primary}) ...")
-            with tqdm(total=sum(1 for s in program0.neuron_stages), desc=f"bias correction {plain}", unit="layer",
+            with tqdm(total=len(program0.neuron_stages), desc=f"bias correction {plain}", unit="layer",
                       leave=False, disable=args.json, file=sys.stderr) as bar:
                 res = correct_biases(graph, xb, steps=bc_steps, precision=primary, batch_size=args.batch_size,
-                                     convert=lambda g: _method_net(g, lams, lam0, plain, settings, sc_window=window,
-                                                                   seed=seed, model_hash=model_hash, data_hash=dhash,
-                                                                   lambda_info=info),
-                                     on_layer=lambda *_: bar.update(1))
+                                     convert=lambda g: build(g, plain), on_layer=lambda *_: bar.update(1))
             graphs[plain] = res.graph
             bc_results[plain] = res.to_dict()
         return graphs[plain]
@@ -715,13 +720,10 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", QuantizationWarning)
         for method in methods:
-            lams, lam0, dhash, info = lambdas_for(method)
             g_m = graph_for(method)
             if _has_sc(method):
                 plain = method.removesuffix("+sc")
-                base = nets.get(plain) or _method_net(g_m, lams, lam0, plain, settings, sc_window=window,
-                                                      seed=seed, model_hash=model_hash, data_hash=dhash,
-                                                      lambda_info=info)
+                base = nets.get(plain) or build(g_m, plain)
                 log(f"spike confidence: {plain} without SC on {len(cal_idx)} calibration images, first {window} "
                     f"steps ({primary}), layer(s) {', '.join(sc_layers)} ...")
                 with tqdm(total=len(cal_idx) * window, desc=f"SC calibration {plain}", unit="sample-step",
@@ -731,11 +733,9 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
                                                     chunk=args.batch_size, on_progress=bar.update)
                 sc_results[method] = sc
                 log("      p = " + ", ".join(f"{k}: {v:.4f}" for k, v in sc.p.items()))
-                nets[method] = _method_net(g_m, lams, lam0, method, settings, sc_p=sc.p, sc_window=window,
-                                           seed=seed, model_hash=model_hash, data_hash=dhash, lambda_info=info)
+                nets[method] = build(g_m, method, sc_p=sc.p)
             else:
-                nets[method] = _method_net(g_m, lams, lam0, method, settings, sc_window=window, seed=seed,
-                                           model_hash=model_hash, data_hash=dhash, lambda_info=info)
+                nets[method] = build(g_m, method)
     quant_warnings = [str(w.message) for w in caught if issubclass(w.category, QuantizationWarning)]
 
     # ---- ANN
