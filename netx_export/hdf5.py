@@ -600,13 +600,10 @@ def _read_node(r: _Reader, g, i: int):
 def _read_spec(r: _Reader, g, layer: str) -> NeuronSpec:
     data: dict[str, Any] = {}
     for key, typ in _SPEC_TYPES.items():
-        if typ == "str|absent":
-            if key in g:
-                data[key] = r.string(g, key, layer)
-        elif typ == "float|absent":
-            if key in g:
-                data[key] = r.real(g, key, layer)
-        elif typ == "str":
+        typ, sep, _ = typ.partition("|absent")
+        if sep and key not in g:
+            continue  # written before the field existed: NeuronSpec's default
+        if typ == "str":
             data[key] = r.string(g, key, layer)
         elif typ == "float":
             data[key] = r.real(g, key, layer)
