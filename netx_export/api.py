@@ -101,8 +101,8 @@ def summary(net: ConvertedNetwork) -> dict[str, Any]:
     (spiking layers in graph order, then the readout) and totals.
 
     Row fields: ``name``, ``kind`` ('relu' | 'readout'), ``shape``, ``neurons``, ``lam``, ``frac_bits``,
-    ``mode``, ``gamma``, ``v_init`` (None for the readout), ``sc_p``, ``terms`` (list of {source, path, op, exponent, weights,
-    rel_rms_error, clipped}), ``bias_min``/``bias_max`` (target LSBs), ``lut_entries``.
+    ``mode``, ``gamma``, ``v_init`` (None for the readout), ``sc_p``, ``terms`` (list of {source, path, op,
+    exponent, weights, rel_rms_error, clipped}), ``bias_min``/``bias_max`` (target LSBs), ``lut_entries``.
     """
     graph = net.graph
     rows = []

@@ -274,7 +274,7 @@ class NeuronSpec:
 
     @property
     def v_init_fixed(self) -> int:
-        """v̂(0) = floor(v_init·2^F + 0.5), the fixed-point initial residual (< 2^F)."""
+        """v̂(0) = floor(v_init·2^F + 0.5), the fixed-point initial residual (≤ 2^F: rounding may reach λ)."""
         return int(math.floor(self.v_init * self.one + 0.5))
 
     @property

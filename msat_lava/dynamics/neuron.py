@@ -139,7 +139,7 @@ def float_msat_theta(spec: NeuronSpec, delta: Any, x: Any) -> Any:
         z = c.tau_mp * (c.alpha * d - lam_f + c.k_a * softplus)
     if spec.mode in ("det", "msat"):
         z = z + c.tau_rd * xp.exp(xp.minimum(-(x / u) / c.C, EXP_ARG_MAX))
-    return xp.maximum(lam * _sigmoid(z), lam * 2.0 ** (-spec.frac_bits))
+    return xp.maximum(lam * _sigmoid(z), spec.lsb)
 
 
 def _interp(lut: Any, n: int, a: Any, shift: int, extra: int) -> Any:
