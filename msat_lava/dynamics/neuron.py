@@ -38,6 +38,7 @@ Charge conservation holds exactly in the fixed model while nothing saturates:
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -142,19 +143,47 @@ def float_msat_theta(spec: NeuronSpec, delta: Any, x: Any) -> Any:
     return xp.maximum(lam * _sigmoid(z), spec.lsb)
 
 
-def _interp(lut: Any, n: int, a: Any, shift: int, extra: int) -> Any:
-    """(L[i]·2^s + (L[min(i+1, n−1)] − L[i])·r + 2^(s+extra−1)) >> (s+extra), i = a >> s, r = a mod 2^s."""
+_INTERP_TABLES: dict[tuple[int, int, int], tuple[Any, np.ndarray, np.ndarray]] = {}
+
+
+def _interp_tables(lut: np.ndarray, shift: int, extra: int) -> tuple[np.ndarray, np.ndarray]:
+    """(A, D) int64 with A[i] = L[i]·2^s + 2^(s+extra−1) (0 when s+extra = 0), D[i] = L[min(i+1, n−1)] − L[i].
+
+    Derived once per (table, s, extra) and kept while the table lives, so that :func:`_interp` costs two
+    lookups and three integer passes instead of twelve; the integers are the same.
+    """
+    key = (id(lut), shift, extra)
+    hit = _INTERP_TABLES.get(key)
+    if hit is not None and hit[0]() is lut:
+        return hit[1], hit[2]
+    wide = np.asarray(lut).astype(np.int64)
+    d = np.zeros_like(wide)
+    d[:-1] = wide[1:] - wide[:-1]
+    a = (wide << shift) + ((1 << (shift + extra)) >> 1)
+    a.setflags(write=False)
+    d.setflags(write=False)
+    for k in [k for k, (ref, _, _) in _INTERP_TABLES.items() if ref() is None]:
+        del _INTERP_TABLES[k]
+    try:
+        _INTERP_TABLES[key] = (weakref.ref(lut), a, d)
+    except TypeError:  # not weak-referenceable: do not cache
+        pass
+    return a, d
+
+
+def _interp(lut: np.ndarray, a: Any, shift: int, extra: int) -> Any:
+    """(L[i]·2^s + (L[min(i+1, n−1)] − L[i])·r + 2^(s+extra−1)) >> (s+extra), i = a >> s, r = a mod 2^s.
+
+    ``lut`` is the layer's numpy table, ``a`` an int64 array (numpy or torch) in [0, (n−1)·2^s].
+    """
+    base, diff = _interp_tables(lut, shift, extra)
     i = a >> shift
     r = a & ((1 << shift) - 1)
-    lo = xp.lookup(lut, i)
-    hi = xp.lookup(lut, xp.minimum(i + 1, n - 1))
-    total = shift + extra
-    return ((lo << shift) + (hi - lo) * r + ((1 << total) >> 1)) >> total
+    return (xp.lookup(xp.table(base, a), i) + xp.lookup(xp.table(diff, a), i) * r) >> (shift + extra)
 
 
 def fixed_msat_theta(luts: ThresholdLuts, delta: Any, x: Any) -> Any:
     """θ̂ ∈ [1, 2^F] for t ≥ 1 from integer Δ̂ = v̂ − ⌊Ŝ/t⌋ and x̂ (int64 arrays), per :mod:`netx_export.lut`."""
-    like = x if delta is None else delta
     z = 0
     if luts.mode in ("dtt", "msat"):
         d = xp.clip(delta, -DELTA_CLIP, DELTA_CLIP)
@@ -163,13 +192,13 @@ def fixed_msat_theta(luts: ThresholdLuts, delta: Any, x: Any) -> Any:
         lin = (d * slope + ((1 << p) >> 1)) >> p
         n_sp = int(luts.sp_lut.size)
         a = xp.minimum(xp.abs(d), (n_sp - 1) << luts.sp_shift)
-        z = luts.dtt_offset + lin + _interp(xp.table(luts.sp_lut, like), n_sp, a, luts.sp_shift, 0)
+        z = luts.dtt_offset + lin + _interp(luts.sp_lut, a, luts.sp_shift, 0)
     if luts.mode in ("det", "msat"):
         n_det = int(luts.det_lut.size)
         xi = xp.clip(x - luts.det_x0, 0, (n_det - 1) << luts.det_shift)
-        z = z + _interp(xp.table(luts.det_lut, like), n_det, xi, luts.det_shift, 0)
+        z = z + _interp(luts.det_lut, xi, luts.det_shift, 0)
     zc = xp.clip(z, -luts.z_max, luts.z_max) + luts.z_max
-    theta = _interp(xp.table(luts.sig_lut, like), int(luts.sig_lut.size), zc, luts.sig_shift, luts.sig_guard)
+    theta = _interp(luts.sig_lut, zc, luts.sig_shift, luts.sig_guard)
     return xp.clip(theta, 1, luts.one)
 
 
