@@ -220,7 +220,7 @@ def apply_op_torch(op: Op, x, fixed: bool, cache: dict | None = None):
     if k not in ("conv", "linear", "gain"):
         raise ValueError(f"unknown op kind {k!r} in node {op.node!r}")
     if fixed and k != "gain":
-        chunks, bits = _exact_f32_chunks(op, x)
+        chunks, bits = _exact_f32_chunks(op, x, cache)
         if chunks:
             return _weighted_f32_exact(op, x, chunks, bits, cache)
     return _weighted(op, x, _weight_tensor(op, fixed, x.device, x.dtype, cache))
@@ -254,19 +254,30 @@ def _weighted(op: Op, x, w):
 _F32_EXACT_BITS = 24
 
 
-def _exact_f32_chunks(op: Op, x) -> tuple[int, int]:
+def _row_l1_max(op: Op, cache: dict | None) -> int:
+    """max over output units of Σ|mantissa| (the largest |Σ w·x| per unit of max x), cached per op."""
+    key = ("l1", id(op))
+    hit = cache.get(key) if cache is not None else None
+    if hit is None:
+        mant = np.asarray(op.mant, dtype=np.int64)
+        hit = int(np.abs(mant).reshape(mant.shape[0], -1).sum(axis=1).max()) if mant.size else 0
+        if cache is not None:
+            cache[key] = hit
+    return hit
+
+
+def _exact_f32_chunks(op: Op, x, cache: dict | None = None) -> tuple[int, int]:
     """(number of chunks, bits per chunk) for an exact float32 conv/linear of ``x``; (0, 0) = use float64.
 
     x must hold non-negative integers (spike payloads, LIPool outputs). Split x = Σ_k c_k·2^(b·k) with
-    0 ≤ c_k < 2^b; each chunk's products and sums stay below 2^24 when fan_in·128·(2^b − 1) < 2^24, so
-    every float32 partial result is exact, and recombining in float64 is exact as well.
+    0 ≤ c_k < 2^b. Every partial sum of one output unit's products is bounded by ‖w_row‖₁·(2^b − 1); with
+    max_row ‖w_row‖₁·(2^b − 1) < 2^24 every float32 product and partial sum is an exact integer, whatever the
+    summation order, and recombining the chunks in float64 is exact as well.
     """
-    mant = np.asarray(op.mant)
-    fan_in = int(np.prod(mant.shape[1:]))
-    wmax = int(np.abs(mant).max()) if mant.size else 0
-    if wmax == 0 or x.numel() == 0 or float(x.min()) < 0:
+    l1 = _row_l1_max(op, cache)
+    if l1 == 0 or x.numel() == 0 or float(x.min()) < 0:
         return 0, 0
-    bits = _F32_EXACT_BITS - 1 - int(np.ceil(np.log2(fan_in * wmax + 1)))
+    bits = _F32_EXACT_BITS - 1 - int(np.ceil(np.log2(l1 + 1)))
     if bits < 1:
         return 0, 0
     chunks = -(-max(1, int(x.max()).bit_length()) // bits)
@@ -274,19 +285,24 @@ def _exact_f32_chunks(op: Op, x) -> tuple[int, int]:
 
 
 def _weighted_f32_exact(op: Op, x, chunks: int, bits: int, cache: dict | None):
+    """The conv/linear of integer-valued ``x`` as float32 ops on its b-bit chunks (see :func:`_exact_f32_chunks`);
+    chunks that are zero everywhere (e.g. the low bits of a power-of-two payload) are skipped."""
     import torch
 
     w = _weight_tensor(op, True, x.device, torch.float32, cache)
-    base = float(1 << bits)
-    rest = x
+    if chunks == 1:
+        return _weighted(op, x.to(torch.float32), w).to(torch.float64)
+    rest = x.to(torch.int64)
+    mask = (1 << bits) - 1
     out = None
-    scale = 1.0
-    for _ in range(chunks):
-        low = torch.remainder(rest, base)
-        part = _weighted(op, low.to(torch.float32), w).to(torch.float64) * scale
-        out = part if out is None else out + part
-        rest = torch.div(rest - low, base)
-        scale *= base
+    for k in range(chunks):
+        low = torch.bitwise_and(rest, mask) if k < chunks - 1 else rest
+        if bool(low.any()) or (out is None and k == chunks - 1):
+            part = _weighted(op, low.to(torch.float32), w).to(torch.float64)
+            if k:
+                part = part * float(1 << (bits * k))
+            out = part if out is None else out + part
+        rest = torch.bitwise_right_shift(rest, bits)
     return out
 
 
