@@ -196,7 +196,7 @@ def main(argv=None) -> int:
             "images": args.calib, "seed": 23, "lambda": "max", "data_hash": cal.data_hash,
             "input_scale": cal.input_scale},
         "model_hash": model_hash, "preset": args.preset,
-        "convert_s": round(convert_s, 2), "torch_threads": torch.get_num_threads(),
+        "convert_s": round(convert_s, 2), "torch_threads": args.threads or torch.get_num_threads(),
         "command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "results": results,
     }
