@@ -11,6 +11,9 @@ ANN) and ``<out>.png`` (accuracy vs T, ANN line). ``--samples`` takes an evenly 
 (the CIFAR-10 file is class-sorted, so a stride keeps every class); 0 means the full test set.
 Calibration: λ = max of each ReLU output over ``--calib`` training images drawn with seed 23 (paper-faithful
 setting, ALGORITHMS §1.5; the Q-th percentile for pQ methods), input scale λ^0 = max |x| over the same images.
+Precisions: ``fixed``, ``float`` and the diagnostic ``float-qw`` (float neurons on the fixed model's dequantized
+weights and biases, ``from_converted(net, float_weights="quantized")``): float − float-qw is the accuracy the weight
+and bias quantization costs, float-qw − fixed what the fixed-point neuron arithmetic costs.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import msat_lava  # noqa: E402,F401  (installs the Lava compatibility hooks)
 import models as zoo  # noqa: E402  tests/models.py
 from msat_lava.metrics import steps_to_reach  # noqa: E402
+
+PRECISIONS = ("fixed", "float", "float-qw")
 
 MODELS = {
     "mnist": dict(load=zoo.load_mnistnet, data="mnist.npz", shape=(1, 28, 28), mean=(0.1307,), std=(0.3081,)),
@@ -65,7 +70,7 @@ def main(argv=None) -> int:
                     help="comma list of eval's method names without +sc: const, pQ (λ = Q-th percentile), dtt, det, "
                     "msat, -norm after dtt/det/msat, then +h (half-threshold start) and/or +bN (burst, Γ = N), "
                     "e.g. const+h,msat-norm+b4")
-    ap.add_argument("--precision", default="fixed")
+    ap.add_argument("--precision", default="fixed", help="comma list of fixed, float, float-qw")
     ap.add_argument("--preset", default="resnet20")
     ap.add_argument("--calib", type=int, default=256)
     ap.add_argument("--bc-samples", type=int, default=64, help="calibration images used by +bc bias correction")
@@ -96,6 +101,10 @@ def main(argv=None) -> int:
             ap.error(f"--shard: expected K/N, got {args.shard!r}")
         if len(shard_kn) != 2 or not 1 <= shard_kn[0] <= shard_kn[1]:
             ap.error(f"--shard: need K/N with 1 <= K <= N, got {args.shard!r}")
+    precisions = args.precision.split(",")
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad:
+        ap.error(f"--precision: unknown {bad}; choose from {', '.join(PRECISIONS)}")
     sc_methods = [m for m in methods if method_settings(m)["sc"]]
     if sc_methods:
         ap.error(f"--methods: {sc_methods} need spike-confidence calibration; use `msat-lava eval` for those")
@@ -163,9 +172,10 @@ def main(argv=None) -> int:
         else:
             net = convert(graph)
         program = from_converted(net)
-        for precision in args.precision.split(","):
+        for precision in precisions:
             t1 = time.perf_counter()
-            run = reference.simulate(program, x, args.steps, precision=precision, sample_ids=idx,
+            prog = program if precision != "float-qw" else from_converted(net, float_weights="quantized")
+            run = reference.simulate(prog, x, args.steps, precision=precision.split("-")[0], sample_ids=idx,
                                      batch_size=args.batch_size, device=args.device, threads=args.threads)
             wall = time.perf_counter() - t1
             curve = run.accuracy(y)

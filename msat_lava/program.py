@@ -24,7 +24,8 @@ the Lava process models); ``tests/test_program.py`` feeds both the same integers
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -358,16 +359,28 @@ def check_run_inputs(program: Program, x: Any, steps: int, *, sample_ids: Sequen
 # ----------------------------------------------------------------------------------------------
 # ConvertedNetwork -> Program
 # ----------------------------------------------------------------------------------------------
-def from_converted(net: Any) -> Program:
+#: Float weights a program can carry (:func:`from_converted`).
+FLOAT_WEIGHTS = ("exact", "quantized")
+
+
+def from_converted(net: Any, *, float_weights: str = "exact") -> Program:
     """Derive the execution program of a :class:`netx_export.quantize.ConvertedNetwork`.
 
     Stages follow the graph order: each ``relu`` → neuron stage, each ``maxpool`` → lipool stage, the graph's
     output node → readout. Each target's terms become :class:`Term` objects whose ops carry both the raw float
     weights (float model) and the int8 mantissas (fixed model); a path without a weighted op ends with a scalar
     ``gain`` op (float weight 1, fixed mantissa). Float terms are scaled by Π 1/area of their avgpools.
+
+    ``float_weights='quantized'`` gives the float model the weights and biases the fixed model stands for
+    (a diagnostic: float neurons on fixed-point synapses). With g = (λ_src/λ_tgt)·2^(F_tgt − F_src)·Π 1/area
+    (netx_export.quantize), the float weight becomes W_q = mantissa·2^e / g (W_q = W up to half a mantissa
+    LSB) and the float bias b_q = bias_int·λ_tgt·2^−F_tgt. The fixed model is unchanged.
     """
     from netx_export.quantize import target_root, zero_source_values
 
+    if float_weights not in FLOAT_WEIGHTS:
+        raise ValueError(f"float_weights must be one of {FLOAT_WEIGHTS}, got {float_weights!r}")
+    quantized = float_weights == "quantized"
     graph = net.graph
     targets = {t.name: t for t in net.targets}
     roots = {name: target_root(graph, name) for name in targets}
@@ -398,6 +411,11 @@ def from_converted(net: Any) -> Program:
                       mant=mant), 1.0
         raise ValueError(f"node {name!r} of kind {k!r} cannot be on a synaptic path")
 
+    def quantized_weight(target: Any, t: Any, scale: float) -> np.ndarray:
+        lam_s, f_s = net.source_scale(t.source)
+        gain = (lam_s / target.lam) * math.ldexp(1.0, target.frac_bits - f_s) * scale
+        return np.asarray(t.mantissa, dtype=np.float64) * math.ldexp(1.0, int(t.exponent)) / gain
+
     def make_terms(target: Any) -> tuple[Term, ...]:
         terms = []
         for t in target.terms:
@@ -411,11 +429,17 @@ def from_converted(net: Any) -> Program:
                                                        else graph.shape(t.source))
                 ops.append(Op("gain", f"{t.source}->gain", shape, shape, {}, weight=np.float64(1.0),
                               mant=np.int64(int(np.asarray(t.mantissa)))))
+            if quantized:
+                i = next(i for i, o in enumerate(ops) if o.kind in ("conv", "linear", "gain"))
+                ops[i] = replace(ops[i], weight=quantized_weight(target, t, scale))
             source = "input" if t.source == graph.input.name else t.source
             terms.append(Term(source=source, ops=tuple(ops), exp=int(t.exponent), float_scale=scale))
         return tuple(terms)
 
     def float_bias(name: str) -> np.ndarray:
+        if quantized:
+            tgt = targets[name]
+            return np.asarray(tgt.bias, dtype=np.float64) * (tgt.lam * math.ldexp(1.0, -tgt.frac_bits))
         root = roots[name]
         value = zero.get(root)
         shape = graph.shape(root)
