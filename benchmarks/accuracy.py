@@ -12,8 +12,8 @@ ANN) and ``<out>.png`` (accuracy vs T, ANN line). ``--samples`` takes an evenly 
 Calibration: λ = max of each ReLU output over ``--calib`` training images drawn with seed 23 (paper-faithful
 setting, ALGORITHMS §1.5; the Q-th percentile for pQ methods), input scale λ^0 = max |x| over the same images.
 Precisions: ``fixed``, ``float`` and the diagnostic ``float-qw`` (float neurons on the fixed model's dequantized
-weights and biases, ``from_converted(net, float_weights="quantized")``): float − float-qw is the accuracy the weight
-and bias quantization costs, float-qw − fixed what the fixed-point neuron arithmetic costs.
+input, weights and biases, ``from_converted(net, float_weights="quantized")``): float − float-qw is the accuracy
+that quantizing those values costs, float-qw − fixed what the fixed-point neuron arithmetic costs.
 """
 from __future__ import annotations
 

@@ -84,6 +84,7 @@ class Program:
     frac_bits: int            # F (state / payload fractional bits)
     stages: tuple[Stage, ...]
     seed: int = 0             # spike-confidence gate seed
+    float_input_quantized: bool = False  # float model fed λ^0·2^−F_in·p_in (diagnostic, see from_converted)
 
     @property
     def readout(self) -> Stage:
@@ -124,6 +125,17 @@ def quantize_input_np(x: np.ndarray, scale: float, frac_bits: int) -> tuple[np.n
     q = np.floor(np.asarray(x, dtype=np.float64) / scale * (1 << frac_bits) + 0.5)
     clipped = int(np.count_nonzero(np.abs(q) > lim))
     return np.clip(q, -lim, lim).astype(np.int64), clipped
+
+
+def input_payload_np(program: "Program", x: np.ndarray, fixed: bool) -> tuple[np.ndarray, int]:
+    """The input payload fed every step and the number of clipped values: the quantized integers p_in (fixed),
+    the analog image x (float), or p_in·λ^0·2^−F_in (float of a ``float_input_quantized`` program)."""
+    if not (fixed or program.float_input_quantized):
+        return np.asarray(x, dtype=np.float64), 0
+    q, clipped = quantize_input_np(x, program.input_scale, program.input_frac_bits)
+    if fixed:
+        return q, clipped
+    return q * (program.input_scale / (1 << program.input_frac_bits)), clipped
 
 
 # ----------------------------------------------------------------------------------------------
@@ -371,10 +383,11 @@ def from_converted(net: Any, *, float_weights: str = "exact") -> Program:
     weights (float model) and the int8 mantissas (fixed model); a path without a weighted op ends with a scalar
     ``gain`` op (float weight 1, fixed mantissa). Float terms are scaled by Π 1/area of their avgpools.
 
-    ``float_weights='quantized'`` gives the float model the weights and biases the fixed model stands for
+    ``float_weights='quantized'`` gives the float model the input, weights and biases the fixed model stands for
     (a diagnostic: float neurons on fixed-point synapses). With g = (λ_src/λ_tgt)·2^(F_tgt − F_src)·Π 1/area
     (netx_export.quantize), the float weight becomes W_q = mantissa·2^e / g (W_q = W up to half a mantissa
-    LSB) and the float bias b_q = bias_int·λ_tgt·2^−F_tgt. The fixed model is unchanged.
+    LSB), the float bias b_q = bias_int·λ_tgt·2^−F_tgt and the float input x_q = p_in·λ^0·2^−F_in. The fixed
+    model is unchanged.
     """
     from netx_export.quantize import target_root, zero_source_values
 
@@ -464,4 +477,4 @@ def from_converted(net: Any, *, float_weights: str = "exact") -> Program:
         raise ValueError(f"targets use different fractional bit widths {sorted(frac)}")
     return Program(input_shape=tuple(graph.input.shape), input_scale=float(net.input_scale),
                    input_frac_bits=int(net.input_frac_bits), frac_bits=frac.pop(), stages=tuple(stages),
-                   seed=int(getattr(net.provenance, "seed", 0) or 0))
+                   seed=int(getattr(net.provenance, "seed", 0) or 0), float_input_quantized=quantized)

@@ -27,7 +27,7 @@ import numpy as np
 
 from msat_lava.dynamics import lipool as lip
 from msat_lava.dynamics import neuron as dyn
-from msat_lava.program import Program, apply_term_torch, check_run_inputs, quantize_input_np, stage_depths
+from msat_lava.program import Program, apply_term_torch, check_run_inputs, input_payload_np, stage_depths
 
 PRECISIONS = ("float", "fixed")
 
@@ -169,13 +169,12 @@ def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, 
 
 def input_tensor(program: Program, x: np.ndarray, fixed: bool, device=None):
     """The input payload fed every step, float64 (B, *input_shape): the analog image (float) or its quantized
-    integers p_in = round(x/λ^0·2^F_in) (fixed), with the number of clipped values."""
+    integers p_in = round(x/λ^0·2^F_in) (fixed), with the number of clipped values. A program with
+    ``float_input_quantized`` feeds its float model p_in·λ^0·2^−F_in instead of x."""
     import torch
 
-    if fixed:
-        q, clipped = quantize_input_np(x, program.input_scale, program.input_frac_bits)
-        return torch.as_tensor(q, dtype=torch.float64, device=device), clipped
-    return torch.as_tensor(x, dtype=torch.float64, device=device), 0
+    payload, clipped = input_payload_np(program, x, fixed)
+    return torch.as_tensor(payload, dtype=torch.float64, device=device), clipped
 
 
 def constant_input(stage, inp, fixed: bool, cache: dict):

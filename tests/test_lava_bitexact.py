@@ -103,6 +103,22 @@ def test_float_lava_matches_reference(net_key, mode):
 
 
 @pytest.mark.lava
+def test_float_lava_matches_reference_on_quantized_synapses():
+    """The float-qw diagnostic program (quantized input, weights, biases) runs the same in Lava and the reference."""
+    from msat_lava.program import from_converted
+
+    conv, x, names = _setup("poolmix", "msat")
+    prog = from_converted(conv.net, float_weights="quantized")
+    ref = reference.simulate(prog, x, STEPS, precision="float", sample_ids=IDS, record_readout=True,
+                             progress=False)
+    lav = run_lava(prog, x, STEPS, precision="float", sample_ids=IDS)
+    exact = reference.simulate(conv.program, x, STEPS, precision="float", sample_ids=IDS, record_readout=True,
+                               progress=False)
+    assert np.abs(exact.readout - ref.readout).max() > 1e-3  # the diagnostic program is a different network
+    np.testing.assert_allclose(lav.readout, ref.readout, rtol=0, atol=1e-5)
+
+
+@pytest.mark.lava
 def test_lava_rejects_unknown_stage_and_wrong_shape():
     conv, x, _ = _setup("poolmix", "const")
     with pytest.raises(ValueError, match="unknown stage"):

@@ -72,3 +72,17 @@ def test_unknown_float_weights_is_refused():
     c = convert("mlp", "const")
     with pytest.raises(ValueError, match="float_weights"):
         from_converted(c.net, float_weights="rounded")
+
+
+def test_float_input_is_the_dequantized_fixed_input():
+    c = convert("poolmix", "const")
+    prog = from_converted(c.net, float_weights="quantized")
+    x = np.random.default_rng(4).standard_normal((3,) + tuple(prog.input_shape)) * 2.0
+    fixed, clipped_fixed = input_tensor(prog, x, fixed=True)
+    flt, clipped_float = input_tensor(prog, x, fixed=False)
+    step = c.net.input_scale / 2.0 ** c.net.input_frac_bits
+    assert clipped_fixed == clipped_float
+    np.testing.assert_array_equal(flt.numpy(), fixed.numpy() * step)
+    assert np.abs(flt.numpy() - x).max() <= 0.5 * step * (1 + 1e-9)  # nothing clipped at this scale
+    exact, _ = input_tensor(c.program, x, fixed=False)
+    np.testing.assert_array_equal(exact.numpy(), x)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from msat_lava.program import Program, check_run_inputs, quantize_input_np
+from msat_lava.program import Program, check_run_inputs, input_payload_np
 
 PRECISIONS = {"fixed": "fixed_pt", "float": "floating_pt"}
 
@@ -54,11 +54,7 @@ def run_lava(program: Program, x: Any, steps: int, *, precision: str = "fixed",
                               precisions=tuple(PRECISIONS), precision=precision)
     x, ids, seed, fixed = inputs.x, inputs.ids, inputs.seed, precision == "fixed"
     n = x.shape[0]
-    clipped = 0
-    if fixed:
-        images, clipped = quantize_input_np(x, program.input_scale, program.input_frac_bits)
-    else:
-        images = x
+    images, clipped = input_payload_np(program, x, fixed)
     total = n * steps
     out_name = program.readout.name
     wanted = set(record) | {out_name}
