@@ -7,7 +7,7 @@ MSAT_SHARED_DATA overrides); the models are rebuilt by tests/models.py from thei
         --methods const,msat --precision fixed,float --out benchmarks/results/resnet20_n1000_T128
 
 writes ``<out>.json`` (config, hashes, per-method accuracy after every step, steps to reach ANN−1 %, ANN−0.1 %,
-ANN) and ``<out>.png`` (accuracy vs T, ANN line). ``--samples`` takes an evenly strided subset of the test set
+ANN) and ``<out>.png`` (accuracy vs T, ANN line; not for ``--shard`` runs). ``--samples`` takes an evenly strided subset of the test set
 (the CIFAR-10 file is class-sorted, so a stride keeps every class); 0 means the full test set.
 Calibration: λ = max of each ReLU output over ``--calib`` training images drawn with seed 23 (paper-faithful
 setting, ALGORITHMS §1.5; the Q-th percentile for pQ methods), input scale λ^0 = max |x| over the same images.
@@ -213,7 +213,8 @@ def main(argv=None) -> int:
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, out.with_suffix(".json"))
-    _plot(manifest, out.with_suffix(".png"))
+    if shard is None:  # a shard's curve is one part of a run; merge_shards.py plots the whole
+        _plot(manifest, out.with_suffix(".png"))
     return 0
 
 

@@ -43,6 +43,7 @@ def test_merged_shards_equal_the_whole_run(runs):
         assert a["correct"] == b["correct"] and a["curve"] == b["curve"]
         assert a["steps_to_ann"] == b["steps_to_ann"]
     assert (runs / "merged.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (runs / "whole.png").exists() and not (runs / "s1.png").exists()  # shards are not plotted
 
 
 def test_incomplete_or_mixed_shards_are_refused(runs, capsys):
