@@ -68,8 +68,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--methods", default="const,msat",
                     help="comma list of eval's method names without +sc: const, pQ (λ = Q-th percentile), dtt, det, "
-                    "msat, -norm after dtt/det/msat, then +h (half-threshold start) and/or +bN (burst, Γ = N), "
-                    "e.g. const+h,msat-norm+b4")
+                    "msat, -norm after dtt/det/msat, then in this order +cw (channel-wise λ by channel balancing), "
+                    "+h (half-threshold start), +bN (burst, Γ = N), +bc[T] (bias correction), "
+                    "e.g. const+h,p99.9+cw+h,msat-norm+b4")
     ap.add_argument("--precision", default="fixed", help="comma list of fixed, float, float-qw")
     ap.add_argument("--preset", default="resnet20")
     ap.add_argument("--calib", type=int, default=256)
@@ -114,6 +115,7 @@ def main(argv=None) -> int:
     from msat_lava import reference
     from msat_lava.program import from_converted
     from netx_export import ann
+    from netx_export.balance import calibrate_balanced
     from netx_export.calibrate import calibrate
     from netx_export.quantize import quantize, state_hash
     from netx_export.trace import trace
@@ -148,14 +150,20 @@ def main(argv=None) -> int:
     report_steps = [int(s) for s in args.report_steps.split(",") if int(s) <= args.steps]
     results = []
     model_hash = state_hash(model.state_dict())
-    cals = {None: cal}
+    cals = {(None, False): (graph, cal)}
     for method in methods:
         opt = method_settings(method)
-        q = opt["percentile"]
-        if q not in cals:
-            cals[q] = calibrate(graph, x_cal, method="percentile", percentile=q, progress=False)
+        q, cw = opt["percentile"], opt["channelwise"]
+        if (q, cw) not in cals:
+            rule = dict(method="max") if q is None else dict(method="percentile", percentile=q)
+            if cw:
+                g_b, _, cal_b = calibrate_balanced(graph, x_cal, **rule)
+                cals[q, cw] = (g_b, cal_b)
+            else:
+                cals[q, cw] = (graph, calibrate(graph, x_cal, progress=False, **rule))
+        g_m, cal_m = cals[q, cw]
 
-        def convert(g, cal_q=cals[q], opt=opt):
+        def convert(g, cal_q=cal_m, opt=opt):
             return quantize(g, cal_q, method=opt["mode"], preset=None if opt["mode"] == "const" else args.preset,
                             msat_units=opt["units"], v_init=opt["v_init"], gamma=opt["gamma"],
                             model_hash=model_hash, seed=23)
@@ -165,12 +173,12 @@ def main(argv=None) -> int:
             from msat_lava.bias_correction import correct_biases
 
             t1 = time.perf_counter()
-            bc = correct_biases(graph, x_cal[:args.bc_samples], steps=opt["bias_correction_steps"],
+            bc = correct_biases(g_m, x_cal[:args.bc_samples], steps=opt["bias_correction_steps"],
                                 convert=convert, batch_size=args.bc_samples, threads=args.threads)
             bc_info = {**bc.to_dict(), "wall_s": round(time.perf_counter() - t1, 1)}
             net = convert(bc.graph)
         else:
-            net = convert(graph)
+            net = convert(g_m)
         program = from_converted(net)
         for precision in precisions:
             t1 = time.perf_counter()
@@ -180,7 +188,8 @@ def main(argv=None) -> int:
             wall = time.perf_counter() - t1
             curve = run.accuracy(y)
             row = {
-                "method": method, "precision": precision, "lambda": "max" if q is None else f"percentile {q}",
+                "method": method, "precision": precision,
+                "lambda": ("max" if q is None else f"percentile {q}") + (", channel-balanced" if cw else ""),
                 "wall_s": round(wall, 1),
                 "ms_per_sample_step": round(1000 * wall / (len(y) * args.steps), 3),
                 "accuracy": {str(k): round(float(curve[k - 1]), 4) for k in report_steps},

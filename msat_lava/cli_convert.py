@@ -252,7 +252,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         net = convert(model, x, method=args.method, preset=args.preset, lambda_method=args.lambda_method,
                       percentile=args.percentile, nonzero_only=args.nonzero_only, sc_p=_sc_pairs(args.sc_p),
                       seed=args.seed, progress=not (args.quiet or args.json), msat_units=args.msat_units,
-                      v_init=args.v_init)
+                      v_init=args.v_init, channelwise=args.channelwise)
         net.save(out, overwrite=args.overwrite)
     except _bad_input_errors() as exc:
         return _fail("convert", exc)
@@ -316,6 +316,9 @@ def add_convert_parser(subparsers) -> None:
                    help="λ per layer: max activation or a percentile (default max)")
     p.add_argument("--percentile", type=float, default=99.99, help="percentile for --lambda percentile")
     p.add_argument("--nonzero-only", action="store_true", help="percentile over non-zero activations only")
+    p.add_argument("--channelwise", action="store_true",
+                   help="channel-wise λ where the graph allows it: channels of relus between conv/linear layers "
+                   "are rescaled to share the layer's λ (ANN-equivalent weights; netx_export.balance)")
     p.add_argument("--sc-p", action="append", metavar="LAYER=P", help="spike confidence p for a relu node "
                    "(repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset and the SC gate")

@@ -77,20 +77,20 @@ HALF = 0.5  # v_init of the "+h" methods (half-threshold start)
 # methods
 # ----------------------------------------------------------------------------------------------------------
 def _split(method: str) -> tuple[str, dict[str, Any]] | None:
-    """``core+h+bN+bcT+sc`` → (core, {"h": bool, "gamma": int | None, "bc": int | None, "sc": bool}); None if
-    malformed. Suffixes are optional, each at most once, in this order; +sc only after msat / msat-norm."""
+    """``core+cw+h+bN+bcT+sc`` → (core, {"cw": bool, "h": bool, "gamma": int | None, "bc": int | None, "sc": bool});
+    None if malformed. Suffixes are optional, each at most once, in this order; +sc only after msat / msat-norm."""
     core, *tokens = method.split("+")
     if not _CORE.match(core):
         return None
-    opts: dict[str, Any] = {"h": False, "gamma": None, "bc": None, "sc": False}
-    order = ["h", "b", "bc", "sc"]
+    opts: dict[str, Any] = {"cw": False, "h": False, "gamma": None, "bc": None, "sc": False}
+    order = ["cw", "h", "b", "bc", "sc"]
     for tok in tokens:
         kind = "b" if _BURST.match(tok) else ("bc" if _BC.match(tok) else tok)
         if kind not in order or tok == "b":
             return None
         order = order[order.index(kind) + 1:]
-        if kind == "h":
-            opts["h"] = True
+        if kind in ("cw", "h"):
+            opts[kind] = True
         elif kind == "b":
             opts["gamma"] = int(_BURST.match(tok).group(1))
         elif kind == "bc":
@@ -107,10 +107,11 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
 
     Known cores: const; pQ (const with λ = Q-th percentile, 0 < Q ≤ 100); dtt, det, msat (formula units of the
     file or ``--msat-units``); the same with ``-norm`` (units 'normalized', the BrainCog variant). Optional
-    suffixes, in this order: ``+h`` (v_init = 0.5, half-threshold start), ``+bN`` (burst: up to Γ = N spikes per
+    suffixes, in this order: ``+cw`` (channel-wise λ where the graph allows it, :mod:`netx_export.balance`),
+    ``+h`` (v_init = 0.5, half-threshold start), ``+bN`` (burst: up to Γ = N spikes per
     step, ALGORITHMS §7), ``+bc`` / ``+bcT`` (bias correction from the SNN's own rates after T = 32 / T steps on
     the calibration images, :mod:`msat_lava.bias_correction`), ``+sc`` (spike confidence; msat / msat-norm only).
-    E.g. const+h, p99.9+h+bc, msat-norm+h+b4+sc.
+    E.g. const+h, p99.9+cw+h+bc, msat-norm+h+b4+sc.
     """
     from msat_lava.data import DataError
 
@@ -123,8 +124,8 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
         split = _split(m)
         if split is None:
             raise DataError(f"--methods: unknown method {raw!r} (cores: const, pQ e.g. p99.9, dtt, det, msat, and "
-                            "dtt/det/msat with -norm; optional suffixes in this order: +h, +bN (N ≥ 1), +bc[T], +sc "
-                            "(msat only), e.g. const+h, p99.9+h+bc, msat-norm+h+b4+sc)")
+                            "dtt/det/msat with -norm; optional suffixes in this order: +cw, +h, +bN (N ≥ 1), +bc[T], +sc "
+                            "(msat only), e.g. const+h, p99.9+cw+h+bc, msat-norm+h+b4+sc)")
         q = _percentile_of(m)
         if q is not None and not 0 < q <= 100:
             raise DataError(f"--methods: percentile of {raw!r} must be in (0, 100]")
@@ -193,15 +194,16 @@ def _units_of(method: str, default: str) -> str:
 
 def method_settings(method: str, default_units: str = "raw", default_gamma: int = 1) -> dict[str, Any]:
     """What a (parsed) method name means: quantize ``mode``, MSAT formula ``units``, ``v_init``, ``gamma``, the λ
-    ``percentile`` (None = max), ``bias_correction_steps`` (None = no bias correction) and whether spike
-    confidence is calibrated (``sc``)."""
+    ``percentile`` (None = max), ``channelwise`` λ (channel balancing), ``bias_correction_steps`` (None = no bias
+    correction) and whether spike confidence is calibrated (``sc``)."""
     return {"mode": _mode_of(method), "units": _units_of(method, default_units), "v_init": _v_init_of(method),
             "gamma": _gamma_of(method, default_gamma), "percentile": _percentile_of(method),
-            "bias_correction_steps": _bc_of(method), "sc": _has_sc(method)}
+            "channelwise": _opts(method)["cw"], "bias_correction_steps": _bc_of(method), "sc": _has_sc(method)}
 
 
 def _needs_data(method: str) -> bool:
-    return _has_sc(method) or _percentile_of(method) is not None or _bc_of(method) is not None
+    return (_has_sc(method) or _percentile_of(method) is not None or _bc_of(method) is not None
+            or _opts(method)["cw"])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -582,6 +584,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     import torch
 
     from netx_export.api import load
+    from netx_export.balance import calibrate_balanced
     from netx_export.calibrate import calibrate
     from netx_export.quantize import QuantizationWarning, tool_version
 
@@ -662,26 +665,33 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
 
     lam_cache: dict[str, tuple[dict, float, str, dict]] = {}
 
-    def lambdas_for(method: str) -> tuple[dict, float, str, dict]:
+    def lambdas_for(method: str) -> tuple[dict, float, str, dict, Any]:
+        """(λ per layer, λ^0, data hash, λ info, graph) of a method's λ rule: max, pQ, either with +cw (the
+        channel-balanced graph, netx_export.balance), or the file's λ."""
         q = _percentile_of(method)
-        key = "max" if q is None else _core(method)
+        cw = method_settings(method)["channelwise"]
+        key = ("max" if q is None else _core(method)) + ("+cw" if cw else "")
         if key in lam_cache:
             return lam_cache[key]
+        rule = dict(method="max") if q is None else dict(method="percentile", percentile=q,
+                                                         nonzero_only=args.percentile_nonzero)
+        info = {"lambda_method": rule["method"]}
         if q is not None:
-            cal = calibrate(graph, x_cal, method="percentile", percentile=q, nonzero_only=args.percentile_nonzero,
-                            progress=False)
-            info = {"lambda_method": "percentile", "percentile": q, "nonzero_only": bool(args.percentile_nonzero),
-                    "calibration_samples": cal.n_samples}
-            value = (dict(cal.lambdas), cal.input_scale, cal.data_hash, info)
-        elif lambda_from == "data":
-            cal = calibrate(graph, x_cal, method="max", progress=False)
-            value = (dict(cal.lambdas), cal.input_scale, cal.data_hash,
-                     {"lambda_method": "max", "calibration_samples": cal.n_samples})
+            info.update({"percentile": q, "nonzero_only": bool(args.percentile_nonzero)})
+        if cw:
+            g_m, scales, cal = calibrate_balanced(graph, x_cal, **rule)
+            info.update({"channelwise": True, "balanced_layers": list(scales)})
+        elif q is not None or lambda_from == "data":
+            g_m, cal = graph, calibrate(graph, x_cal, progress=False, **rule)
         else:
             hp = dict(net.provenance.hyperparameters)
             value = ({k: s.lam for k, s in net.neurons.items()}, net.input_scale, net.provenance.data_hash,
                      {"lambda_method": "file", "file_lambda_method": hp.get("lambda_method"),
-                      "file_percentile": hp.get("percentile")})
+                      "file_percentile": hp.get("percentile")}, graph)
+            lam_cache[key] = value
+            return value
+        info["calibration_samples"] = cal.n_samples
+        value = (dict(cal.lambdas), cal.input_scale, cal.data_hash, info, g_m)
         lam_cache[key] = value
         return value
 
@@ -696,22 +706,23 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
 
     def build(g, method: str, sc_p=None):
         """``method``'s ConvertedNetwork of graph ``g`` (λ of the method, the shared settings)."""
-        lams, lam0, dhash, info = lambdas_for(method)
+        lams, lam0, dhash, info, _ = lambdas_for(method)
         return _method_net(g, lams, lam0, method, settings, sc_p=sc_p, sc_window=window, seed=seed,
                            model_hash=model_hash, data_hash=dhash, lambda_info=info)
 
     def graph_for(method: str):
-        """The graph a method converts: the original, or its bias-corrected copy for "+bc" methods."""
+        """The graph a method converts: the original (channel-balanced for "+cw"), bias-corrected for "+bc"."""
         plain = method.removesuffix("+sc")
         bc_steps = _bc_of(plain)
+        base = lambdas_for(plain)[4]
         if bc_steps is None:
-            return graph
+            return base
         if plain not in graphs:
             xb = x_cal[:args.bc_samples]
             log(f"bias correction: {plain} on {len(xb)} calibration images, T = {bc_steps} ({primary}) ...")
             with tqdm(total=len(program0.neuron_stages), desc=f"bias correction {plain}", unit="layer",
                       leave=False, disable=args.json, file=sys.stderr) as bar:
-                res = correct_biases(graph, xb, steps=bc_steps, precision=primary, batch_size=args.batch_size,
+                res = correct_biases(base, xb, steps=bc_steps, precision=primary, batch_size=args.batch_size,
                                      convert=lambda g: build(g, plain), on_layer=lambda *_: bar.update(1))
             graphs[plain] = res.graph
             bc_results[plain] = res.to_dict()
@@ -744,7 +755,16 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     log(f"ANN accuracy {100 * ann_acc:.2f} %")
 
     # ---- SNN runs
-    pre_fn = preactivation_fn(graph)
+    pre_fns: dict[int, Any] = {}
+
+    def pre_fn_for(method: str):
+        """ANN pre-activations in the units of the method's λ: the graph it was calibrated on (the channel-
+        balanced graph for "+cw"; the original ANN for everything else, bias correction included)."""
+        g_m = lambdas_for(method.removesuffix("+sc"))[4]
+        if id(g_m) not in pre_fns:
+            pre_fns[id(g_m)] = preactivation_fn(g_m)
+        return pre_fns[id(g_m)]
+
     lipool_size = sum(int(np.prod(s.shape)) for s in program0.stages if s.kind == "lipool")
     record_lipool = lipool_size > 0 and steps * min(args.batch_size, n) * lipool_size * 8 <= LIPOOL_RECORD_BYTES
     if lipool_size and not record_lipool:
@@ -760,7 +780,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
                       disable=args.json, file=sys.stderr) as bar:
                 t0 = time.perf_counter()
                 st = run_with_statistics(programs[method], data.x, steps, precision=precision,
-                                         sample_ids=data.indices, window=sin_window, preactivations=pre_fn,
+                                         sample_ids=data.indices, window=sin_window, preactivations=pre_fn_for(method),
                                          chunk=args.batch_size, record_lipool=record_lipool, seed=seed,
                                          on_progress=bar.update, agreement_at=rsteps)
                 wall = time.perf_counter() - t0
@@ -805,7 +825,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     last = layers[-1]
     tr = neuron_traces(programs[trace_method], last, data.x[0], trace_steps, precision=primary,
                        sample_id=int(data.indices[0]), seed=seed)
-    z0 = pre_fn(data.x[:1])[last].reshape(-1)
+    z0 = pre_fn_for(trace_method)(data.x[:1])[last].reshape(-1)
     picks = _pick_neurons(z0, tr["spikes"], min(window, trace_steps))
 
     # ---- files

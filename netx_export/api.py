@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from netx_export.errors import CalibrationError, QuantizationError
+from netx_export.errors import CalibrationError
 from netx_export.quantize import ConvertedNetwork, quantize, state_hash
 
 __all__ = ["convert", "load", "summary"]
@@ -54,7 +54,10 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
       ('vgg16', 'resnet20', 'resnet34'), ignored for 'const'.
     * ``input_shape``: per-sample (C, H, W) or (F,); inferred from the data when None.
     * ``lambda_method`` 'max' | 'percentile' with ``percentile`` (in (0, 100]) and ``nonzero_only``.
-    * ``channelwise``: not supported by format 1.x (one λ per layer); True raises QuantizationError.
+    * ``channelwise``: channel-wise λ where the graph allows it (:mod:`netx_export.balance`): the channels of
+      every relu between a conv/linear and conv/linear consumers are rescaled so that they share the layer's λ
+      (the stored graph carries the rescaled, ANN-equivalent weights); other layers keep a layer-wise λ.
+      The calibration data is read twice (it must not be a one-shot iterator).
     * ``sc_p``: spike confidence p per relu node name; ``seed``: recorded for the SC gate.
     * ``progress``: tqdm bar (stderr) during calibration.
     * ``msat_units``: 'raw' (default; the paper's raw-unit MSAT) or 'normalized' (the BrainCog port, λ = 1 inside
@@ -67,21 +70,26 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
     from netx_export.calibrate import calibrate
     from netx_export.trace import trace
 
-    if channelwise:
-        raise QuantizationError("channel-wise λ is not supported: format 1.x and the neuron model use one λ "
-                                "per spiking layer (DESIGN §4)", field="channelwise")
+    from netx_export.balance import calibrate_balanced
+
     inferred, calibration_data = _first_batch_shape(calibration_data)
     if input_shape is None:
         input_shape = inferred
     input_shape = tuple(int(s) for s in input_shape)
     graph = trace(model, input_shape)
-    cal = calibrate(graph, calibration_data, method=lambda_method, percentile=percentile,
-                    nonzero_only=nonzero_only, channelwise=False, progress=progress)
+    rule = dict(method=lambda_method, percentile=percentile, nonzero_only=nonzero_only, progress=progress)
+    balanced: list[str] = []
+    if channelwise:
+        graph, scales, cal = calibrate_balanced(graph, calibration_data, **rule)
+        balanced = list(scales)
+    else:
+        cal = calibrate(graph, calibration_data, channelwise=False, **rule)
     hyper = {
         "lambda_method": lambda_method,
         "percentile": float(cal.percentile),
         "nonzero_only": bool(nonzero_only),
-        "channelwise": False,
+        "channelwise": bool(channelwise),
+        "balanced_layers": balanced,
         "calibration_samples": int(cal.n_samples),
         "input_shape": list(input_shape),
     }

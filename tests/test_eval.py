@@ -152,6 +152,33 @@ def test_eval_bias_corrected_method(files, tmp_path, capsys):
     assert code == 2 and "const+bc3" in capsys.readouterr().err
 
 
+def test_eval_channelwise_method(files, tmp_path, capsys):
+    """const+cw converts the channel-balanced graph (λ = layer max of the balanced graph on the calibration
+    images); its run equals quantize(balance_channels(graph), λ) simulated independently."""
+    from netx_export.balance import balanceable, calibrate_balanced
+    from netx_export.quantize import quantize
+
+    from msat_lava.program import from_converted
+    from msat_lava.reference import simulate
+
+    out = tmp_path / "o"
+    code = main(["eval", files["net"], "--data", files["data"], "--steps", "6", "--methods", "const,const+cw",
+                 "--calib-samples", "32", "--out", str(out), "--no-html", "--threads", "1", "--precision", "fixed"])
+    assert code == 0, capsys.readouterr().err
+    info = json.loads((out / FILES["manifest"]).read_text())
+    conv = files["conv"]
+    idx = np.sort(np.random.default_rng(23).choice(40, 32, replace=False))
+    g_b, scales, cal = calibrate_balanced(conv.graph, files["x_train"][idx])
+    assert sorted(scales) == sorted(balanceable(conv.graph)) and scales
+    assert info["methods"]["const+cw"]["lambda"] == pytest.approx(dict(cal.lambdas))
+    net = quantize(g_b, cal, method="const", seed=conv.net.provenance.seed)
+    run = simulate(from_converted(net), files["x_test"], 6, precision="fixed", progress=False)
+    row = next(r for r in info["runs"] if r["method"] == "const+cw")
+    assert row["accuracy_curve"] == pytest.approx(list(run.accuracy(files["y_test"])))
+    plain = next(r for r in info["runs"] if r["method"] == "const")
+    assert row["firing_rates"] != plain["firing_rates"]  # the balanced layers really fire differently
+
+
 def test_eval_without_training_split_uses_file_lambda(files, tmp_path, capsys):
     out = tmp_path / "o"
     code = main(["eval", files["net"], "--data", files["plain"], "--steps", "4", "--samples", "3",
@@ -199,16 +226,18 @@ def test_parse_methods():
     assert parse_methods("const+b2,msat-norm+h+b4+sc") == ["const+b2", "msat-norm+h+b4+sc"]
     s = method_settings("msat-norm+h+b4+sc")
     assert s == {"mode": "msat", "units": "normalized", "v_init": 0.5, "gamma": 4, "percentile": None,
-                 "bias_correction_steps": None, "sc": True}
+                 "channelwise": False, "bias_correction_steps": None, "sc": True}
     assert method_settings("p99.9+bc", default_gamma=3) == {
-        "mode": "const", "units": "raw", "v_init": 0.0, "gamma": 3, "percentile": 99.9, "bias_correction_steps": 32,
-        "sc": False}
+        "mode": "const", "units": "raw", "v_init": 0.0, "gamma": 3, "percentile": 99.9, "channelwise": False,
+        "bias_correction_steps": 32, "sc": False}
+    assert parse_methods("p99.9+cw+h+bc,msat+cw+sc") == ["p99.9+cw+h+bc", "msat+cw+sc"]
+    assert method_settings("p99.9+cw+h")["channelwise"] is True
     assert method_settings("const+h+b2+bc16")["bias_correction_steps"] == 16
     from msat_lava.data import DataError
 
     for bad in ("p0", "p101", "", "lif", "dtt+sc", "const-norm", "msat+sc-norm", "msat+sc+h", "const+h+h",
                 "p101+h", "h", "const+b", "const+b0", "msat+b2+h", "msat+sc+b2", "const+x", "dtt+b2+sc", "const+bc0",
-                "const+bc+h", "const+bc+b2"):
+                "const+bc+h", "const+bc+b2", "const+h+cw", "const+cw+cw", "cw"):
         with pytest.raises(DataError):
             parse_methods(bad)
 
