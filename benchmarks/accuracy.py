@@ -73,6 +73,8 @@ def main(argv=None) -> int:
                     "e.g. const+h,p99.9+cw+h,msat-norm+b4")
     ap.add_argument("--precision", default="fixed", help="comma list of fixed, float, float-qw")
     ap.add_argument("--preset", default="resnet20")
+    ap.add_argument("--input-frac-bits", type=int, default=None, metavar="F_IN",
+                    help="fractional bits of the quantized input p_in = round(x/λ0·2^F_in) (default: quantize's, 8)")
     ap.add_argument("--calib", type=int, default=256)
     ap.add_argument("--bc-samples", type=int, default=64, help="calibration images used by +bc bias correction")
     ap.add_argument("--batch-size", type=int, default=250)
@@ -150,6 +152,7 @@ def main(argv=None) -> int:
     report_steps = [int(s) for s in args.report_steps.split(",") if int(s) <= args.steps]
     results = []
     model_hash = state_hash(model.state_dict())
+    input_bits = {} if args.input_frac_bits is None else {"input_frac_bits": args.input_frac_bits}
     cals = {(None, False): (graph, cal)}
     for method in methods:
         opt = method_settings(method)
@@ -166,7 +169,7 @@ def main(argv=None) -> int:
         def convert(g, cal_q=cal_m, opt=opt):
             return quantize(g, cal_q, method=opt["mode"], preset=None if opt["mode"] == "const" else args.preset,
                             msat_units=opt["units"], v_init=opt["v_init"], gamma=opt["gamma"],
-                            model_hash=model_hash, seed=23)
+                            model_hash=model_hash, seed=23, **input_bits)
 
         bc_info = None
         if opt["bias_correction_steps"]:
@@ -214,7 +217,7 @@ def main(argv=None) -> int:
         "steps": args.steps, "ann_accuracy": ann_acc, "ann_correct": int((ann_pred == y).sum()), "calibration": {
             "images": args.calib, "seed": 23, "lambda": "max", "data_hash": cal.data_hash,
             "input_scale": cal.input_scale},
-        "model_hash": model_hash, "preset": args.preset,
+        "model_hash": model_hash, "preset": args.preset, "input_frac_bits": args.input_frac_bits,
         "convert_s": round(convert_s, 2), "torch_threads": args.threads or torch.get_num_threads(),
         "command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "results": results,

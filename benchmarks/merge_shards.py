@@ -25,7 +25,7 @@ class MergeError(ValueError):
     """Shard files that do not form one complete run (names the file and the field)."""
 
 
-_SAME = ("model", "steps", "model_hash", "preset")
+_SAME = ("model", "steps", "model_hash", "preset", "input_frac_bits")
 
 
 def merge(manifests: list[dict], names: list[str]) -> dict:
