@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     ap.add_argument("--input-frac-bits", type=int, default=None, metavar="F_IN",
                     help="fractional bits of the quantized input p_in = round(x/λ0·2^F_in) (default: quantize's, 8)")
     ap.add_argument("--calib", type=int, default=256)
-    ap.add_argument("--bc-samples", type=int, default=64, help="calibration images used by +bc bias correction")
+    ap.add_argument("--bc-samples", type=int, default=64, help="calibration images used by +bc bias correction (its runs use the first --precision)")
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default=None)
@@ -176,9 +176,11 @@ def main(argv=None) -> int:
             from msat_lava.bias_correction import correct_biases
 
             t1 = time.perf_counter()
+            bc_precision = precisions[0].split("-")[0]  # the correction runs in the first listed precision
             bc = correct_biases(g_m, x_cal[:args.bc_samples], steps=opt["bias_correction_steps"],
-                                convert=convert, batch_size=args.bc_samples, threads=args.threads)
-            bc_info = {**bc.to_dict(), "wall_s": round(time.perf_counter() - t1, 1)}
+                                convert=convert, precision=bc_precision, batch_size=args.bc_samples,
+                                threads=args.threads)
+            bc_info = {**bc.to_dict(), "precision": bc_precision, "wall_s": round(time.perf_counter() - t1, 1)}
             net = convert(bc.graph)
         else:
             net = convert(g_m)
