@@ -68,7 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--methods", default="const,msat",
                     help="comma list of eval's method names without +sc: const, pQ (λ = Q-th percentile), dtt, det, "
-                    "msat, -norm after dtt/det/msat, then in this order +cw (channel-wise λ by channel balancing), "
+                    "msat, -norm after dtt/det/msat, then in this order +pQ (percentile λ for dtt/det/msat), "
+                    "+cw (channel-wise λ by channel balancing), "
                     "+h (half-threshold start), +bN (burst, Γ = N), +bc[T] (bias correction), "
                     "e.g. const+h,p99.9+cw+h,msat-norm+b4")
     ap.add_argument("--precision", default="fixed", help="comma list of fixed, float, float-qw")

@@ -77,19 +77,24 @@ HALF = 0.5  # v_init of the "+h" methods (half-threshold start)
 # methods
 # ----------------------------------------------------------------------------------------------------------
 def _split(method: str) -> tuple[str, dict[str, Any]] | None:
-    """``core+cw+h+bN+bcT+sc`` → (core, {"cw": bool, "h": bool, "gamma": int | None, "bc": int | None, "sc": bool});
-    None if malformed. Suffixes are optional, each at most once, in this order; +sc only after msat / msat-norm."""
+    """``core+pQ+cw+h+bN+bcT+sc`` → (core, {"pct": float | None, "cw": bool, "h": bool, "gamma": int | None,
+    "bc": int | None, "sc": bool}); None if malformed. Suffixes are optional, each at most once, in this order;
+    +pQ only after dtt/det/msat (the const core spells it pQ); +sc only after msat / msat-norm."""
     core, *tokens = method.split("+")
     if not _CORE.match(core):
         return None
-    opts: dict[str, Any] = {"cw": False, "h": False, "gamma": None, "bc": None, "sc": False}
-    order = ["cw", "h", "b", "bc", "sc"]
+    opts: dict[str, Any] = {"pct": None, "cw": False, "h": False, "gamma": None, "bc": None, "sc": False}
+    order = ["p", "cw", "h", "b", "bc", "sc"]
     for tok in tokens:
-        kind = "b" if _BURST.match(tok) else ("bc" if _BC.match(tok) else tok)
+        kind = "b" if _BURST.match(tok) else ("bc" if _BC.match(tok) else ("p" if _PCT.match(tok) else tok))
         if kind not in order or tok == "b":
             return None
         order = order[order.index(kind) + 1:]
-        if kind in ("cw", "h"):
+        if kind == "p":
+            if core == "const" or _PCT.match(core):
+                return None
+            opts["pct"] = float(_PCT.match(tok).group(1))
+        elif kind in ("cw", "h"):
             opts[kind] = True
         elif kind == "b":
             opts["gamma"] = int(_BURST.match(tok).group(1))
@@ -107,11 +112,12 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
 
     Known cores: const; pQ (const with λ = Q-th percentile, 0 < Q ≤ 100); dtt, det, msat (formula units of the
     file or ``--msat-units``); the same with ``-norm`` (units 'normalized', the BrainCog variant). Optional
-    suffixes, in this order: ``+cw`` (channel-wise λ where the graph allows it, :mod:`netx_export.balance`),
+    suffixes, in this order: ``+pQ`` (λ = Q-th percentile for dtt/det/msat cores), ``+cw`` (channel-wise λ where
+    the graph allows it, :mod:`netx_export.balance`),
     ``+h`` (v_init = 0.5, half-threshold start), ``+bN`` (burst: up to Γ = N spikes per
     step, ALGORITHMS §7), ``+bc`` / ``+bcT`` (bias correction from the SNN's own rates after T = 32 / T steps on
     the calibration images, :mod:`msat_lava.bias_correction`), ``+sc`` (spike confidence; msat / msat-norm only).
-    E.g. const+h, p99.9+cw+h+bc, msat-norm+h+b4+sc.
+    E.g. const+h, p99.9+cw+h+bc, msat-norm+p99.9+bc, msat-norm+h+b4+sc.
     """
     from msat_lava.data import DataError
 
@@ -124,8 +130,8 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
         split = _split(m)
         if split is None:
             raise DataError(f"--methods: unknown method {raw!r} (cores: const, pQ e.g. p99.9, dtt, det, msat, and "
-                            "dtt/det/msat with -norm; optional suffixes in this order: +cw, +h, +bN (N ≥ 1), +bc[T], +sc "
-                            "(msat only), e.g. const+h, p99.9+cw+h+bc, msat-norm+h+b4+sc)")
+                            "dtt/det/msat with -norm; optional suffixes in this order: +pQ (dtt/det/msat), +cw, +h, +bN (N ≥ 1), "
+                            "+bc[T], +sc (msat only), e.g. const+h, p99.9+cw+h+bc, msat-norm+p99.9, msat-norm+h+b4+sc)")
         q = _percentile_of(m)
         if q is not None and not 0 < q <= 100:
             raise DataError(f"--methods: percentile of {raw!r} must be in (0, 100]")
@@ -175,9 +181,12 @@ def _bc_of(method: str) -> int | None:
 
 
 def _percentile_of(method: str) -> float | None:
-    """Q of a "pQ" method (λ = Q-th percentile), else None (λ = max)."""
+    """Q of a "pQ" core or a "+pQ" suffix (λ = Q-th percentile), else None (λ = max)."""
     pm = _PCT.match(_core(method))
-    return float(pm.group(1)) if pm else None
+    if pm:
+        return float(pm.group(1))
+    split = _split(method)
+    return None if split is None else split[1]["pct"]
 
 
 def _mode_of(method: str) -> str:
@@ -670,7 +679,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
         channel-balanced graph, netx_export.balance), or the file's λ."""
         q = _percentile_of(method)
         cw = method_settings(method)["channelwise"]
-        key = ("max" if q is None else _core(method)) + ("+cw" if cw else "")
+        key = ("max" if q is None else f"p{q}") + ("+cw" if cw else "")
         if key in lam_cache:
             return lam_cache[key]
         rule = dict(method="max") if q is None else dict(method="percentile", percentile=q,

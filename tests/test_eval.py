@@ -179,6 +179,23 @@ def test_eval_channelwise_method(files, tmp_path, capsys):
     assert row["firing_rates"] != plain["firing_rates"]  # the balanced layers really fire differently
 
 
+def test_eval_percentile_suffix_on_msat(files, tmp_path, capsys):
+    """msat+pQ: λ = Q-th percentile over the calibration images, one λ set per Q."""
+    from netx_export.calibrate import calibrate
+
+    out = tmp_path / "o"
+    code = main(["eval", files["net"], "--data", files["data"], "--steps", "2", "--methods", "msat+p99,msat+p90",
+                 "--calib-samples", "32", "--out", str(out), "--no-html", "--threads", "1", "--precision", "fixed"])
+    assert code == 0, capsys.readouterr().err
+    info = json.loads((out / FILES["manifest"]).read_text())
+    idx = np.sort(np.random.default_rng(23).choice(40, 32, replace=False))
+    for q in (99, 90):
+        cal = calibrate(files["conv"].graph, files["x_train"][idx], method="percentile", percentile=q,
+                        progress=False)
+        assert info["methods"][f"msat+p{q}"]["lambda"] == pytest.approx(dict(cal.lambdas))
+    assert info["methods"]["msat+p99"]["lambda"] != info["methods"]["msat+p90"]["lambda"]
+
+
 def test_eval_without_training_split_uses_file_lambda(files, tmp_path, capsys):
     out = tmp_path / "o"
     code = main(["eval", files["net"], "--data", files["plain"], "--steps", "4", "--samples", "3",
@@ -232,12 +249,16 @@ def test_parse_methods():
         "bias_correction_steps": 32, "sc": False}
     assert parse_methods("p99.9+cw+h+bc,msat+cw+sc") == ["p99.9+cw+h+bc", "msat+cw+sc"]
     assert method_settings("p99.9+cw+h")["channelwise"] is True
+    assert parse_methods("msat-norm+p99.9+bc,dtt+p99") == ["msat-norm+p99.9+bc", "dtt+p99"]
+    s = method_settings("msat-norm+p99.9+cw")
+    assert (s["mode"], s["units"], s["percentile"], s["channelwise"]) == ("msat", "normalized", 99.9, True)
     assert method_settings("const+h+b2+bc16")["bias_correction_steps"] == 16
     from msat_lava.data import DataError
 
     for bad in ("p0", "p101", "", "lif", "dtt+sc", "const-norm", "msat+sc-norm", "msat+sc+h", "const+h+h",
                 "p101+h", "h", "const+b", "const+b0", "msat+b2+h", "msat+sc+b2", "const+x", "dtt+b2+sc", "const+bc0",
-                "const+bc+h", "const+bc+b2", "const+h+cw", "const+cw+cw", "cw"):
+                "const+bc+h", "const+bc+b2", "const+h+cw", "const+cw+cw", "cw", "const+p99", "p99+p99",
+                "msat+cw+p99", "msat+p0", "msat+p101", "msat+p99+p98"):
         with pytest.raises(DataError):
             parse_methods(bad)
 
