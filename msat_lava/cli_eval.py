@@ -130,8 +130,9 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
         split = _split(m)
         if split is None:
             raise DataError(f"--methods: unknown method {raw!r} (cores: const, pQ e.g. p99.9, dtt, det, msat, and "
-                            "dtt/det/msat with -norm; optional suffixes in this order: +pQ (dtt/det/msat), +cw, +h, +bN (N ≥ 1), "
-                            "+bc[T], +sc (msat only), e.g. const+h, p99.9+cw+h+bc, msat-norm+p99.9, msat-norm+h+b4+sc)")
+                            "dtt/det/msat with -norm; optional suffixes in this order: +pQ (dtt/det/msat), +cw, +h, "
+                            "+bN (N ≥ 1), +bc[T], +sc (msat only), e.g. const+h, p99.9+cw+h+bc, msat-norm+p99.9, "
+                            "msat-norm+h+b4+sc)")
         q = _percentile_of(m)
         if q is not None and not 0 < q <= 100:
             raise DataError(f"--methods: percentile of {raw!r} must be in (0, 100]")
@@ -672,7 +673,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     settings = _quantize_settings(net, args.preset, args.msat_units)
     model_hash = net.provenance.model_hash
 
-    lam_cache: dict[str, tuple[dict, float, str, dict]] = {}
+    lam_cache: dict[str, tuple[dict, float, str, dict, Any]] = {}
 
     def lambdas_for(method: str) -> tuple[dict, float, str, dict, Any]:
         """(λ per layer, λ^0, data hash, λ info, graph) of a method's λ rule: max, pQ, either with +cw (the
