@@ -7,8 +7,9 @@ MSAT_SHARED_DATA overrides); the models are rebuilt by tests/models.py from thei
         --methods const,msat --precision fixed,float --out benchmarks/results/resnet20_n1000_T128
 
 writes ``<out>.json`` (config, hashes, per-method accuracy after every step, steps to reach ANN−1 %, ANN−0.1 %,
-ANN) and ``<out>.png`` (accuracy vs T, ANN line; not for ``--shard`` runs). ``--samples`` takes an evenly strided subset of the test set
-(the CIFAR-10 file is class-sorted, so a stride keeps every class); 0 means the full test set.
+ANN) and ``<out>.png`` (accuracy vs T, ANN line; not for ``--shard`` runs). ``--samples`` takes an evenly
+strided subset of the test set (the CIFAR-10 file is class-sorted, so a stride keeps every class); 0 means the full
+test set.
 Calibration: λ = max of each ReLU output over ``--calib`` training images drawn with seed 23 (paper-faithful
 setting, ALGORITHMS §1.5; the Q-th percentile for pQ methods), input scale λ^0 = max |x| over the same images.
 Precisions: ``fixed``, ``float`` and the diagnostic ``float-qw`` (float neurons on the fixed model's dequantized
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
     ap.add_argument("--input-frac-bits", type=int, default=None, metavar="F_IN",
                     help="fractional bits of the quantized input p_in = round(x/λ0·2^F_in) (default: quantize's, 8)")
     ap.add_argument("--calib", type=int, default=256)
-    ap.add_argument("--bc-samples", type=int, default=64, help="calibration images used by +bc bias correction (its runs use the first --precision)")
+    ap.add_argument("--bc-samples", type=int, default=64,
+                    help="calibration images used by +bc bias correction (its runs use the first --precision)")
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default=None)
