@@ -38,7 +38,6 @@ Charge conservation holds exactly in the fixed model while nothing saturates:
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -143,32 +142,22 @@ def float_msat_theta(spec: NeuronSpec, delta: Any, x: Any) -> Any:
     return xp.maximum(lam * _sigmoid(z), spec.lsb)
 
 
-_INTERP_TABLES: dict[tuple[int, int, int], tuple[Any, np.ndarray, np.ndarray]] = {}
-
-
 def _interp_tables(lut: np.ndarray, shift: int, extra: int) -> tuple[np.ndarray, np.ndarray]:
     """(A, D) int64 with A[i] = L[i]·2^s + 2^(s+extra−1) (0 when s+extra = 0), D[i] = L[min(i+1, n−1)] − L[i].
 
-    Derived once per (table, s, extra) and kept while the table lives, so that :func:`_interp` costs two
-    lookups and three integer passes instead of twelve; the integers are the same.
+    Derived once per (table, s, extra) and kept while the table lives (:func:`xp.derived`), so that
+    :func:`_interp` costs two lookups and three integer passes instead of twelve; the integers are the same.
     """
-    key = (id(lut), shift, extra)
-    hit = _INTERP_TABLES.get(key)
-    if hit is not None and hit[0]() is lut:
-        return hit[1], hit[2]
-    wide = np.asarray(lut).astype(np.int64)
-    d = np.zeros_like(wide)
-    d[:-1] = wide[1:] - wide[:-1]
-    a = (wide << shift) + ((1 << (shift + extra)) >> 1)
-    a.setflags(write=False)
-    d.setflags(write=False)
-    for k in [k for k, (ref, _, _) in _INTERP_TABLES.items() if ref() is None]:
-        del _INTERP_TABLES[k]
-    try:
-        _INTERP_TABLES[key] = (weakref.ref(lut), a, d)
-    except TypeError:  # not weak-referenceable: do not cache
-        pass
-    return a, d
+    def make() -> tuple[np.ndarray, np.ndarray]:
+        wide = np.asarray(lut).astype(np.int64)
+        d = np.zeros_like(wide)
+        d[:-1] = wide[1:] - wide[:-1]
+        a = (wide << shift) + ((1 << (shift + extra)) >> 1)
+        a.setflags(write=False)
+        d.setflags(write=False)
+        return a, d
+
+    return xp.derived(lut, ("interp", shift, extra), make)
 
 
 def _interp(lut: np.ndarray, a: Any, shift: int, extra: int) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import weakref
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -79,7 +79,24 @@ def as_float(a: Any, like: Any) -> Any:
     return asarray(a, like, "float")
 
 
-_TABLE_CACHE: dict[tuple[int, str], tuple[Any, Any]] = {}
+_DERIVED: dict[tuple[int, Any], tuple[Any, Any]] = {}
+
+
+def derived(arr: np.ndarray, key: Any, make: Callable[[], Any]) -> Any:
+    """``make()``, computed once per (numpy array, ``key``) and kept while the array is alive (not cached when the
+    array cannot be weak-referenced). For values derived from a read-only table: device copies, helper tables."""
+    slot = (id(arr), key)
+    hit = _DERIVED.get(slot)
+    if hit is not None and hit[0]() is arr:
+        return hit[1]
+    value = make()
+    for k in [k for k, (ref, _) in _DERIVED.items() if ref() is None]:
+        del _DERIVED[k]
+    try:
+        _DERIVED[slot] = (weakref.ref(arr), value)
+    except TypeError:  # not weak-referenceable: do not cache
+        pass
+    return value
 
 
 def table(arr: np.ndarray, like: Any) -> Any:
@@ -90,19 +107,8 @@ def table(arr: np.ndarray, like: Any) -> Any:
     """
     if not is_torch(like):
         return np.asarray(arr).astype(np.int64, copy=False)
-    key = (id(arr), str(like.device))
-    hit = _TABLE_CACHE.get(key)
-    if hit is not None and hit[0]() is arr:
-        return hit[1]
-    torch = _torch()
-    tensor = torch.as_tensor(np.asarray(arr).astype(np.int64), device=like.device)
-    for k in [k for k, (ref, _) in _TABLE_CACHE.items() if ref() is None]:
-        del _TABLE_CACHE[k]
-    try:
-        _TABLE_CACHE[key] = (weakref.ref(arr), tensor)
-    except TypeError:  # not weak-referenceable: do not cache
-        pass
-    return tensor
+    return derived(arr, ("table", str(like.device)),
+                   lambda: _torch().as_tensor(np.asarray(arr).astype(np.int64), device=like.device))
 
 
 def lookup(table_arr: Any, index: Any) -> Any:
