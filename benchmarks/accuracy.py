@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import msat_lava  # noqa: E402,F401  (installs the Lava compatibility hooks)
 import models as zoo  # noqa: E402  tests/models.py
 from msat_lava.metrics import steps_to_reach  # noqa: E402
+from netx_export.fileio import atomic_target  # noqa: E402
 
 PRECISIONS = ("fixed", "float", "float-qw")
 
@@ -56,6 +56,19 @@ def _prep(images: np.ndarray, cfg: dict) -> np.ndarray:
     mean = np.asarray(cfg["mean"]).reshape(1, -1, 1, 1)
     std = np.asarray(cfg["std"]).reshape(1, -1, 1, 1)
     return (x - mean) / std
+
+
+def reach_fields(curve, ann: float) -> dict[str, int | None]:
+    """The result row's 1-based steps to reach ANN − 1 %, ANN − 0.1 % and the ANN accuracy (None: not within T)."""
+    return {"steps_to_ann_minus_1pct": steps_to_reach(curve, ann - 0.01),
+            "steps_to_ann_minus_0.1pct": steps_to_reach(curve, ann - 0.001),
+            "steps_to_ann": steps_to_reach(curve, ann)}
+
+
+def write_json(manifest: dict, path: Path) -> None:
+    """Write a result file atomically (parents created)."""
+    with atomic_target(path, make_parents=True) as tmp:
+        Path(tmp).write_text(json.dumps(manifest, indent=1))
 
 
 def main(argv=None) -> int:
@@ -201,9 +214,7 @@ def main(argv=None) -> int:
                 "wall_s": round(wall, 1),
                 "ms_per_sample_step": round(1000 * wall / (len(y) * args.steps), 3),
                 "accuracy": {str(k): round(float(curve[k - 1]), 4) for k in report_steps},
-                "steps_to_ann_minus_1pct": steps_to_reach(curve, ann_acc - 0.01),
-                "steps_to_ann_minus_0.1pct": steps_to_reach(curve, ann_acc - 0.001),
-                "steps_to_ann": steps_to_reach(curve, ann_acc),
+                **reach_fields(curve, ann_acc),
                 "curve": [round(float(a), 5) for a in curve],
                 "correct": [int(c) for c in (run.predictions == y.reshape(1, -1)).sum(axis=1)],
                 "input_clipped": run.input_clipped, "bias_correction": bc_info,
@@ -215,7 +226,6 @@ def main(argv=None) -> int:
                   f"  (ANN {100 * ann_acc:.2f}%, {row['ms_per_sample_step']} ms/sample-step)", flush=True)
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     manifest = {
         "model": args.model, "samples": int(len(y)),
         "subset": subset if shard is None else f"shard {shard['k']}/{shard['n']} of {subset}", "shard": shard,
@@ -227,9 +237,7 @@ def main(argv=None) -> int:
         "command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "results": results,
     }
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out.with_suffix(".json"))
+    write_json(manifest, out.with_suffix(".json"))
     if shard is None:  # a shard's curve is one part of a run; merge_shards.py plots the whole
         _plot(manifest, out.with_suffix(".png"))
     return 0

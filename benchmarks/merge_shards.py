@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import _plot, steps_to_reach  # noqa: E402
+from accuracy import _plot, reach_fields, write_json  # noqa: E402
 
 
 class MergeError(ValueError):
@@ -63,9 +62,7 @@ def merge(manifests: list[dict], names: list[str]) -> dict:
             "method": row["method"], "precision": row["precision"], "wall_s": round(wall, 1),
             "ms_per_sample_step": round(1000 * wall / (total * first["steps"]), 3),
             "accuracy": {k: round(curve[int(k) - 1], 4) for k in row["accuracy"]},
-            "steps_to_ann_minus_1pct": steps_to_reach(curve, ann - 0.01),
-            "steps_to_ann_minus_0.1pct": steps_to_reach(curve, ann - 0.001),
-            "steps_to_ann": steps_to_reach(curve, ann),
+            **reach_fields(curve, ann),
             "curve": [round(c, 5) for c in curve], "correct": correct,
             "input_clipped": sum(r["input_clipped"] for r in rows),
             "bias_correction": row.get("bias_correction"),
@@ -90,10 +87,7 @@ def main(argv=None) -> int:
         print(f"merge_shards: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(merged, indent=1))
-    os.replace(tmp, out.with_suffix(".json"))
+    write_json(merged, out.with_suffix(".json"))
     _plot(merged, out.with_suffix(".png"))
     return 0
 
