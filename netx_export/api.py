@@ -67,10 +67,9 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
 
     Raises UnsupportedOpError (every unsupported node listed), CalibrationError, QuantizationError.
     """
+    from netx_export.balance import calibrate_balanced
     from netx_export.calibrate import calibrate
     from netx_export.trace import trace
-
-    from netx_export.balance import calibrate_balanced
 
     inferred, calibration_data = _first_batch_shape(calibration_data)
     if input_shape is None:
