@@ -7,6 +7,7 @@ Every shard must come from the same command apart from ``--shard`` and ``--out``
 calibration data hash, steps, methods and precisions, N), and the shards K = 1..N must all be present exactly
 once. Accuracy after each step is the summed correct count over all samples (exact, no averaging of averages);
 wall times add up. Writes ``<out>.json`` in the schema of an unsharded run (plus ``merged_from``) and its plot.
+``--interim`` pools the shards finished so far and only prints their table rows (labelled as interim).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import _plot, reach_fields, write_json  # noqa: E402
+from table import rows as table_rows  # noqa: E402
 
 
 class MergeError(ValueError):
@@ -27,7 +29,9 @@ class MergeError(ValueError):
 _SAME = ("model", "steps", "model_hash", "preset", "input_frac_bits")
 
 
-def merge(manifests: list[dict], names: list[str]) -> dict:
+def merge(manifests: list[dict], names: list[str], *, complete: bool = True) -> dict:
+    """The whole run from its shards; ``complete=False`` pools the shards given (each K at most once) into an
+    interim result whose ``subset`` names them — never the full-set figure."""
     if not manifests:
         raise MergeError("no shard files given")
     first = manifests[0]
@@ -46,10 +50,10 @@ def merge(manifests: list[dict], names: list[str]) -> dict:
             raise MergeError(f"{name}: field 'shard' belongs to another split than {names[0]}")
     n_sh = first["shard"]["n"]
     ks = sorted(m["shard"]["k"] for m in manifests)
-    if ks != list(range(1, n_sh + 1)):
+    if ks != list(range(1, n_sh + 1)) and (complete or len(set(ks)) != len(ks)):
         raise MergeError(f"shards present {ks}, need each of 1..{n_sh} exactly once")
     total = sum(m["samples"] for m in manifests)
-    if total != first["shard"]["of_samples"]:
+    if complete and total != first["shard"]["of_samples"]:
         raise MergeError(f"shards hold {total} samples, the split has {first['shard']['of_samples']}")
     ann = sum(m["ann_correct"] for m in manifests) / total
     results = []
@@ -69,7 +73,9 @@ def merge(manifests: list[dict], names: list[str]) -> dict:
             "saturated": {k: sum(r["saturated"].get(k, 0) for r in rows) for k in row["saturated"]},
         })
     out = {k: v for k, v in first.items() if k not in ("results", "shard", "command")}
-    out.update({"samples": total, "subset": first["shard"]["of_subset"], "shard": None, "ann_accuracy": ann,
+    subset = first["shard"]["of_subset"] if complete else (
+        f"interim: shards {ks} of {n_sh}, {total} of {first['shard']['of_samples']} images")
+    out.update({"samples": total, "subset": subset, "shard": None, "ann_accuracy": ann,
                 "ann_correct": sum(m["ann_correct"] for m in manifests), "results": results,
                 "command": first["command"], "merged_from": names})
     return out
@@ -78,14 +84,21 @@ def merge(manifests: list[dict], names: list[str]) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("shards", nargs="+", help="shard JSON files")
-    ap.add_argument("--out", required=True, help="output path without extension")
+    ap.add_argument("--out", help="output path without extension (required unless --interim)")
+    ap.add_argument("--interim", action="store_true",
+                    help="pool an incomplete set of shards and print its accuracy table rows; writes no file")
     args = ap.parse_args(argv)
+    if not args.interim and not args.out:
+        ap.error("--out is required (or --interim)")
     try:
         manifests = [json.loads(Path(p).read_text()) for p in args.shards]
-        merged = merge(manifests, [str(p) for p in args.shards])
+        merged = merge(manifests, [str(p) for p in args.shards], complete=not args.interim)
     except (OSError, json.JSONDecodeError, MergeError, KeyError) as exc:
         print(f"merge_shards: error: {exc}", file=sys.stderr)
         return 2
+    if args.interim:
+        print("\n".join(table_rows(merged)))
+        return 0
     out = Path(args.out)
     write_json(merged, out.with_suffix(".json"))
     _plot(merged, out.with_suffix(".png"))

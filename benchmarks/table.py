@@ -11,8 +11,9 @@ import sys
 COLUMNS = (8, 16, 32, 64, 128, 256)
 
 
-def rows(path: str) -> list[str]:
-    m = json.load(open(path))
+def rows(source: str | dict) -> list[str]:
+    """Table rows of one result file (path) or of an already loaded result."""
+    m = source if isinstance(source, dict) else json.load(open(source))
     out = []
     for r in m["results"]:
         curve = r["curve"]  # accuracy after every step 1..T

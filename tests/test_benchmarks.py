@@ -63,6 +63,24 @@ def test_incomplete_or_mixed_shards_are_refused(runs, capsys):
     assert "merge_shards: error:" in capsys.readouterr().err and not (runs / "bad.json").exists()
 
 
+def test_interim_pools_the_shards_given(runs, capsys):
+    """--interim: correct counts summed over the shards present (each K once), labelled interim, no file."""
+    s = [json.loads((runs / f"s{k}.json").read_text()) for k in (1, 3)]
+    part = merge_shards.merge(s, ["s1", "s3"], complete=False)
+    assert part["samples"] == 20 and part["subset"].startswith("interim: shards [1, 3] of 3")
+    assert part["ann_correct"] == s[0]["ann_correct"] + s[1]["ann_correct"]
+    for i, row in enumerate(part["results"]):
+        assert row["correct"] == [a + b for a, b in zip(s[0]["results"][i]["correct"], s[1]["results"][i]["correct"])]
+        assert row["curve"][-1] == pytest.approx(row["correct"][-1] / 20)
+    with pytest.raises(merge_shards.MergeError, match="exactly once"):
+        merge_shards.merge([s[0], s[0]], ["s1", "s1"], complete=False)
+    assert merge_shards.main([str(runs / "s1.json"), str(runs / "s3.json"), "--interim"]) == 0
+    out = capsys.readouterr().out
+    assert "interim: shards [1, 3] of 3" in out and out.count("\n") == len(s[0]["results"])
+    with pytest.raises(SystemExit):
+        merge_shards.main([str(runs / "s1.json")])  # neither --out nor --interim
+
+
 def test_bad_shard_argument(capsys):
     for bad in ("0/3", "4/3", "x"):
         with pytest.raises(SystemExit):
