@@ -30,6 +30,8 @@ from msat_lava.dynamics import neuron as dyn
 from msat_lava.program import Program, apply_term_torch, check_run_inputs, input_payload_np, stage_depths
 
 PRECISIONS = ("float", "fixed")
+#: dtypes the float model may compute its stage-fed synaptic sums in (:func:`simulate`).
+SYNAPSE_DTYPES = ("float64", "float32")
 
 
 @dataclass
@@ -80,7 +82,7 @@ def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", 
              sample_ids: Sequence[int] | None = None, batch_size: int = 64, device: str | None = None,
              record: Sequence[str] = (), record_readout: bool = False, record_counts: bool = False,
              delay: bool = False, progress: bool = True, threads: int | None = None,
-             sums_at: Sequence[int] = ()) -> RunResult:
+             sums_at: Sequence[int] = (), synapse_dtype: str = "float64") -> RunResult:
     """Run ``program`` on inputs ``x`` (N, *input_shape) for ``steps`` steps.
 
     ``seed`` keys the spike-confidence gate (default: the program's seed); ``sample_ids`` are the dataset
@@ -89,11 +91,17 @@ def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", 
     ``threads`` sets torch's intra-op threads for this call only (1 is fastest for small batches on few cores).
     ``sums_at``: step counts k (1 ≤ k ≤ steps) after which every neuron's summed payload is returned
     (``RunResult.payload_sums``; layer-local time, like the traces).
+    ``synapse_dtype`` ("float64" or "float32", float precision only): the dtype of the synaptic sums fed by
+    other stages. float32 runs the convolutions ≈ 10× faster on CPU at a relative rounding error of ≈ 1e-7 of
+    each sum (the neuron state stays float64, the input-fed terms are computed once in float64); fixed point
+    is exact whatever this says.
     """
     import torch
 
     inputs = check_run_inputs(program, x, steps, sample_ids=sample_ids, seed=seed, record=record,
                               precisions=PRECISIONS, precision=precision)
+    if synapse_dtype not in SYNAPSE_DTYPES:
+        raise ValueError(f"synapse_dtype must be one of {list(SYNAPSE_DTYPES)}, got {synapse_dtype!r}")
     x, ids, seed, fixed = inputs.x, inputs.ids, inputs.seed, precision == "fixed"
     dev = torch.device(device or "cpu")
     previous_threads = torch.get_num_threads()
@@ -101,13 +109,13 @@ def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", 
         torch.set_num_threads(int(threads))
     try:
         return _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, record_counts, delay,
-                         progress, batch_size, sums_at)
+                         progress, batch_size, sums_at, getattr(torch, synapse_dtype))
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, record_counts, delay, progress,
-              batch_size, sums_at=()) -> RunResult:
+              batch_size, sums_at, synapse_dtype) -> RunResult:
     import torch
 
     precision = "fixed" if fixed else "float"
@@ -139,7 +147,8 @@ def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, 
             inp, c = input_tensor(program, x[lo:hi], fixed, dev)
             clipped += c
             ids_b = torch.as_tensor(ids[lo:hi], device=dev)
-            res = _run_batch(program, inp, steps, fixed, seed, ids_b, cache, bar, record, traces, lo, sums_at)
+            res = _run_batch(program, inp, steps, fixed, seed, ids_b, cache, bar, record, traces, lo, sums_at,
+                             synapse_dtype)
             preds[:, lo:hi] = res["preds"]
             if readout is not None:
                 readout[:, lo:hi] = res["readout"]
@@ -190,20 +199,22 @@ def constant_input(stage, inp, fixed: bool, cache: dict):
     return base
 
 
-def stage_input(stage, base, payload, fixed: bool, cache: dict):
+def stage_input(stage, base, payload, fixed: bool, cache: dict, synapse_dtype=None):
     """x(t) of a neuron / readout stage: ``base`` (:func:`constant_input`) + the terms fed by stages, from this
-    step's ``payload`` {stage name: tensor}."""
+    step's ``payload`` {stage name: tensor}; each term is computed in ``synapse_dtype`` (float only; default
+    float64) and added to ``base`` in float64."""
     import torch
 
+    dtype = torch.float64 if fixed or synapse_dtype is None else synapse_dtype
     xin = base
     for term in stage.terms:
         if term.source != "input":
-            xin = xin + apply_term_torch(term, payload[term.source].to(torch.float64), fixed, cache)
+            xin = xin + apply_term_torch(term, payload[term.source].to(dtype), fixed, cache).to(torch.float64)
     return xin
 
 
 def _run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, cache: dict, bar,
-               record: Sequence[str], traces: dict, lo: int, sums_at: Sequence[int] = ()) -> dict:
+               record: Sequence[str], traces: dict, lo: int, sums_at: Sequence[int], synapse_dtype) -> dict:
     import torch
 
     b = inp.shape[0]
@@ -240,7 +251,7 @@ def _run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, c
                 states[s.name] = (geom, st)
                 payload[s.name] = y
             else:
-                xin = stage_input(s, const_x[s.name], payload, fixed, cache)
+                xin = stage_input(s, const_x[s.name], payload, fixed, cache, synapse_dtype)
                 if s.kind == "readout":
                     acc = acc + xin
                     payload[s.name] = acc

@@ -343,6 +343,32 @@ def test_input_clip_count_and_clip_semantics():
 
 
 # ------------------------------------------------------------------------------------------------------------
+# float32 synapses (speed option of the float model)
+# ------------------------------------------------------------------------------------------------------------
+
+def test_float32_synapses_round_the_float_model_only():
+    conv, x, names = _sc_net()
+    ids = [7, 3, 11, 250]
+    neurons = [s.name for s in conv.program.neuron_stages]
+    kw = dict(sample_ids=ids, record=neurons, record_readout=True)
+    f64 = _sim(conv.program, x, 10, precision="float", **kw)
+    f32 = _sim(conv.program, x, 10, precision="float", synapse_dtype="float32", **kw)
+    # the option acts (float32 rounding shows in the low bits) and costs no more than float32 rounding
+    assert not np.array_equal(f32.readout, f64.readout)
+    scale = np.abs(f64.readout).max()
+    assert np.abs(f32.readout - f64.readout).max() <= 1e-5 * scale
+    for k in neurons:
+        assert np.abs(f32.traces[k] - f64.traces[k]).max() <= 1e-5 * max(np.abs(f64.traces[k]).max(), 1e-12), k
+    assert np.array_equal(f32.predictions, f64.predictions)
+    # fixed point stays exact whatever the option says
+    a = _sim(conv.program, x, 10, precision="fixed", **kw)
+    b = _sim(conv.program, x, 10, precision="fixed", synapse_dtype="float32", **kw)
+    assert np.array_equal(a.readout, b.readout)
+    for k in neurons:
+        assert np.array_equal(a.traces[k], b.traces[k]), k
+
+
+# ------------------------------------------------------------------------------------------------------------
 # errors
 # ------------------------------------------------------------------------------------------------------------
 
@@ -364,3 +390,5 @@ def test_errors():
         _sim(prog, x, 2, precision="half")
     with pytest.raises(ValueError, match="steps"):
         _sim(prog, x, 0)
+    with pytest.raises(ValueError, match="synapse_dtype"):
+        _sim(prog, x, 2, precision="float", synapse_dtype="float16")
