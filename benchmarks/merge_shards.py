@@ -29,6 +29,10 @@ class MergeError(ValueError):
 _SAME = ("model", "steps", "model_hash", "preset", "input_frac_bits")
 
 
+def _row_key(row: dict) -> tuple:
+    return row["method"], row["precision"], row.get("synapse_dtype")
+
+
 def merge(manifests: list[dict], names: list[str], *, complete: bool = True) -> dict:
     """The whole run from its shards; ``complete=False`` pools the shards given (each K at most once) into an
     interim result whose ``subset`` names them — never the full-set figure."""
@@ -43,9 +47,9 @@ def merge(manifests: list[dict], names: list[str], *, complete: bool = True) -> 
                 raise MergeError(f"{name}: field {key!r} = {m.get(key)!r} differs from {names[0]} ({first.get(key)!r})")
         if m["calibration"] != first["calibration"]:
             raise MergeError(f"{name}: field 'calibration' differs from {names[0]}")
-        if [(r["method"], r["precision"]) for r in m["results"]] != [(r["method"], r["precision"]) for r in
-                                                                         first["results"]]:
-            raise MergeError(f"{name}: field 'results' holds other methods/precisions than {names[0]}")
+        if [_row_key(r) for r in m["results"]] != [_row_key(r) for r in first["results"]]:
+            raise MergeError(f"{name}: field 'results' holds other methods/precisions/synapse dtypes than "
+                             f"{names[0]}")
         if (m["shard"]["n"], m["shard"]["of_samples"]) != (first["shard"]["n"], first["shard"]["of_samples"]):
             raise MergeError(f"{name}: field 'shard' belongs to another split than {names[0]}")
     n_sh = first["shard"]["n"]
@@ -69,7 +73,7 @@ def merge(manifests: list[dict], names: list[str], *, complete: bool = True) -> 
             **reach_fields(curve, ann),
             "curve": [round(c, 5) for c in curve], "correct": correct,
             "input_clipped": sum(r["input_clipped"] for r in rows),
-            "bias_correction": row.get("bias_correction"),
+            "bias_correction": row.get("bias_correction"), "synapse_dtype": row.get("synapse_dtype"),
             "saturated": {k: sum(r["saturated"].get(k, 0) for r in rows) for k in row["saturated"]},
         })
     out = {k: v for k, v in first.items() if k not in ("results", "shard", "command")}

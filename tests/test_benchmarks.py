@@ -56,6 +56,9 @@ def test_incomplete_or_mixed_shards_are_refused(runs, capsys):
     other = dict(s[1], model_hash="0" * 64)
     with pytest.raises(merge_shards.MergeError, match="s2.*model_hash"):
         merge_shards.merge([s[0], other, s[2]], names)
+    f32 = dict(s[1], results=[dict(r, synapse_dtype="float32") for r in s[1]["results"]])
+    with pytest.raises(merge_shards.MergeError, match="s2.*synapse dtypes"):
+        merge_shards.merge([s[0], f32, s[2]], names)
     whole = json.loads((runs / "whole.json").read_text())
     with pytest.raises(merge_shards.MergeError, match="not a shard"):
         merge_shards.merge([whole], ["whole"])
