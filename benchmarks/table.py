@@ -20,7 +20,9 @@ def rows(source: str | dict) -> list[str]:
         cells = [f"{100 * curve[k - 1]:.2f}" if len(curve) >= k else "–" for k in COLUMNS]
         reach = [r["steps_to_ann_minus_1pct"], r["steps_to_ann_minus_0.1pct"], r["steps_to_ann"]]
         reach = ["–" if v is None else str(v) for v in reach]
-        precision = r["precision"] + (f" (F_in = {m['input_frac_bits']})" if m.get("input_frac_bits") else "")
+        notes = ([f"F_in = {m['input_frac_bits']}"] if m.get("input_frac_bits") else []) + \
+            (["float32 synapses"] if r.get("synapse_dtype") == "float32" else [])
+        precision = r["precision"] + (f" ({', '.join(notes)})" if notes else "")
         out.append(f"| {m['model']} | {m['samples']} ({m['subset']}) | {r['method']} | {precision} | "
                    f"{100 * m['ann_accuracy']:.2f} | " + " | ".join(cells) + f" | {' / '.join(reach)} | "
                    f"{r['ms_per_sample_step']} |")

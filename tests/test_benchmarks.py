@@ -88,3 +88,20 @@ def test_bad_shard_argument(capsys):
     for bad in ("0/3", "4/3", "x"):
         with pytest.raises(SystemExit):
             accuracy.main(ARGS + ["--shard", bad, "--out", "/nonexistent/x"])
+
+
+
+def test_table_rows_name_what_differs_from_the_default_run():
+    import table
+
+    curve = [0.1] * 7 + [0.625]  # 8 steps: only the T=8 column has a value
+    row = dict(method="const", precision="float", curve=curve, steps_to_ann_minus_1pct=None,
+               **{"steps_to_ann_minus_0.1pct": None}, steps_to_ann=8, ms_per_sample_step=1.5)
+    m = dict(model="resnet20", samples=10, subset="strided", ann_accuracy=0.5, input_frac_bits=12,
+             results=[dict(row, synapse_dtype="float32"), dict(row, precision="fixed", synapse_dtype=None)])
+    f32, fixed = table.rows(m)
+    assert f32 == ("| resnet20 | 10 (strided) | const | float (F_in = 12, float32 synapses) | 50.00 | 62.50 | – | – "
+                   "| – | – | – | – / – / 8 | 1.5 |")
+    assert "| const | fixed (F_in = 12) | 50.00 |" in fixed
+    (plain,) = table.rows(dict(m, input_frac_bits=None, results=[row]))
+    assert "| const | float | 50.00 | 62.50 |" in plain
