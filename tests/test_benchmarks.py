@@ -90,7 +90,6 @@ def test_bad_shard_argument(capsys):
             accuracy.main(ARGS + ["--shard", bad, "--out", "/nonexistent/x"])
 
 
-
 def test_table_rows_name_what_differs_from_the_default_run():
     import table
 
