@@ -253,9 +253,11 @@ def main(argv=None) -> int:
 
 def _plot(manifest: dict, path: Path) -> None:
     from msat_lava.plots import accuracy_plot
+    from table import precision_label  # benchmarks/table.py: the same label as the table rows
 
-    series = [dict(label=f"{row['method']} ({row['precision']})", steps=np.arange(1, len(row["curve"]) + 1),
-                   accuracy=row["curve"], linestyle="--" if row["precision"] == "float" else "-")
+    series = [dict(label=f"{row['method']}, {precision_label(manifest, row)}",
+                   steps=np.arange(1, len(row["curve"]) + 1), accuracy=row["curve"],
+                   linestyle="--" if row["precision"] == "float" else "-")
               for row in manifest["results"]]
     ticks = [t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256) if t <= manifest["steps"]]
     accuracy_plot(path, series, ann=manifest["ann_accuracy"], ticks=ticks,

@@ -11,6 +11,13 @@ import sys
 COLUMNS = (8, 16, 32, 64, 128, 256)
 
 
+def precision_label(manifest: dict, row: dict) -> str:
+    """A row's precision and what differs from the default run: "float (F_in = 12, float32 synapses)"."""
+    notes = ([f"F_in = {manifest['input_frac_bits']}"] if manifest.get("input_frac_bits") else []) + \
+        (["float32 synapses"] if row.get("synapse_dtype") == "float32" else [])
+    return row["precision"] + (f" ({', '.join(notes)})" if notes else "")
+
+
 def rows(source: str | dict) -> list[str]:
     """Table rows of one result file (path) or of an already loaded result."""
     m = source if isinstance(source, dict) else json.load(open(source))
@@ -20,9 +27,7 @@ def rows(source: str | dict) -> list[str]:
         cells = [f"{100 * curve[k - 1]:.2f}" if len(curve) >= k else "–" for k in COLUMNS]
         reach = [r["steps_to_ann_minus_1pct"], r["steps_to_ann_minus_0.1pct"], r["steps_to_ann"]]
         reach = ["–" if v is None else str(v) for v in reach]
-        notes = ([f"F_in = {m['input_frac_bits']}"] if m.get("input_frac_bits") else []) + \
-            (["float32 synapses"] if r.get("synapse_dtype") == "float32" else [])
-        precision = r["precision"] + (f" ({', '.join(notes)})" if notes else "")
+        precision = precision_label(m, r)
         out.append(f"| {m['model']} | {m['samples']} ({m['subset']}) | {r['method']} | {precision} | "
                    f"{100 * m['ann_accuracy']:.2f} | " + " | ".join(cells) + f" | {' / '.join(reach)} | "
                    f"{r['ms_per_sample_step']} |")

@@ -55,5 +55,5 @@ def accuracy_plot(path: str | Path, series: Sequence[dict[str, Any]], *, ann: fl
     ax.set_ylim(0, 101)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)  # curves that rise late run into a fixed corner
     return save(fig, path)
