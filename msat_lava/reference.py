@@ -16,7 +16,8 @@ is what the Lava graph does; ``delay=True`` models Loihi 2's one step of latency
 recorded traces and spike counts stay on layer-local time.
 
 One run of T steps returns the prediction after every step (accuracy vs T from one run) and, on request,
-per-layer spike counts and full payload traces. CPU by default, any torch device on request.
+per-layer spike counts, full payload traces, payload sums and membrane states at chosen steps. CPU by default,
+any torch device on request.
 """
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ class RunResult:
     traces: per recorded stage (T, N, *shape) payloads (float raw / int64), when requested.
     payload_sums: {k: {neuron stage: (N, *shape) float64 Σ_{t<k} payload}} for each requested step count k
       (``sums_at``); raw units (float) or normalized integers (fixed: real = value·λ·2^−F).
+    membrane: {k: {neuron stage: (N, *shape) float64 v(k)/λ}} after each requested step count k (``membrane_at``):
+      the membrane residual after step k (after reset) in units of the layer's λ (θ at t = 0), float v/λ,
+      fixed v̂·2^−F (exact); layer-local time.
     input_clipped: number of input values clipped by the fixed-point input quantizer.
     saturated: per neuron stage, number of (sample, neuron, step) where v̂ hit the state bound (fixed only).
     """
@@ -55,6 +59,7 @@ class RunResult:
     spike_counts: dict[str, np.ndarray] = field(default_factory=dict)
     traces: dict[str, np.ndarray] = field(default_factory=dict)
     payload_sums: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    membrane: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     input_clipped: int = 0
     saturated: dict[str, int] = field(default_factory=dict)
 
@@ -82,7 +87,8 @@ def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", 
              sample_ids: Sequence[int] | None = None, batch_size: int = 64, device: str | None = None,
              record: Sequence[str] = (), record_readout: bool = False, record_counts: bool = False,
              delay: bool = False, progress: bool = True, threads: int | None = None,
-             sums_at: Sequence[int] = (), synapse_dtype: str = "float64") -> RunResult:
+             sums_at: Sequence[int] = (), membrane_at: Sequence[int] = (),
+             synapse_dtype: str = "float64") -> RunResult:
     """Run ``program`` on inputs ``x`` (N, *input_shape) for ``steps`` steps.
 
     ``seed`` keys the spike-confidence gate (default: the program's seed); ``sample_ids`` are the dataset
@@ -90,7 +96,8 @@ def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", 
     ``record`` names stages whose payload traces to return; ``device`` defaults to CPU ("cuda" if asked);
     ``threads`` sets torch's intra-op threads for this call only (1 is fastest for small batches on few cores).
     ``sums_at``: step counts k (1 ≤ k ≤ steps) after which every neuron's summed payload is returned
-    (``RunResult.payload_sums``; layer-local time, like the traces).
+    (``RunResult.payload_sums``; layer-local time, like the traces). ``membrane_at``: step counts k after which
+    every neuron's membrane residual is returned in units of λ (``RunResult.membrane``).
     ``synapse_dtype`` ("float64" or "float32", float precision only): the dtype of the synaptic sums fed by
     other stages. float32 runs the convolutions ≈ 10× faster on CPU at a relative rounding error of ≈ 1e-7 of
     each sum (the neuron state stays float64, the input-fed terms are computed once in float64); fixed point
@@ -109,21 +116,21 @@ def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", 
         torch.set_num_threads(int(threads))
     try:
         return _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, record_counts, delay,
-                         progress, batch_size, sums_at, getattr(torch, synapse_dtype))
+                         progress, batch_size, sums_at, membrane_at, getattr(torch, synapse_dtype))
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, record_counts, delay, progress,
-              batch_size, sums_at, synapse_dtype) -> RunResult:
+              batch_size, sums_at, membrane_at, synapse_dtype) -> RunResult:
     import torch
 
     precision = "fixed" if fixed else "float"
     n = x.shape[0]
-    sums_at = sorted({int(k) for k in sums_at})
-    if sums_at and not 1 <= sums_at[0] <= sums_at[-1] <= steps:
-        raise ValueError(f"sums_at must lie in [1, {steps}], got {sums_at}")
+    sums_at = _step_counts("sums_at", sums_at, steps)
+    membrane_at = _step_counts("membrane_at", membrane_at, steps)
     sums = {k: {s.name: np.zeros((n,) + s.shape) for s in program.neuron_stages} for k in sums_at}
+    membrane = {k: {s.name: np.zeros((n,) + s.shape) for s in program.neuron_stages} for k in membrane_at}
 
     out = program.readout
     k = int(np.prod(out.shape))
@@ -148,7 +155,7 @@ def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, 
             clipped += c
             ids_b = torch.as_tensor(ids[lo:hi], device=dev)
             res = _run_batch(program, inp, steps, fixed, seed, ids_b, cache, bar, record, traces, lo, sums_at,
-                             synapse_dtype)
+                             membrane_at, synapse_dtype)
             preds[:, lo:hi] = res["preds"]
             if readout is not None:
                 readout[:, lo:hi] = res["readout"]
@@ -157,9 +164,10 @@ def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, 
                     counts[name][lo:hi] = c
             for name, c in res["saturated"].items():
                 saturated[name] += c
-            for k, per in res["sums"].items():
-                for name, v in per.items():
-                    sums[k][name][lo:hi] = v
+            for got, into in ((res["sums"], sums), (res["membrane"], membrane)):
+                for k, per in got.items():
+                    for name, v in per.items():
+                        into[k][name][lo:hi] = v
     if bar is not None:
         bar.close()
     if delay:
@@ -172,8 +180,17 @@ def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, 
             r[d:] = readout[:steps - d] if d < steps else r[d:]
             readout = r
     return RunResult(precision=precision, steps=steps, predictions=preds, readout=readout,
-                     spike_counts=counts, traces=traces, payload_sums=sums, input_clipped=clipped,
+                     spike_counts=counts, traces=traces, payload_sums=sums, membrane=membrane,
+                     input_clipped=clipped,
                      saturated=saturated if fixed else {})
+
+
+def _step_counts(name: str, ks: Sequence[int], steps: int) -> list[int]:
+    """Sorted distinct step counts k, each in [1, steps] (ValueError naming the argument otherwise)."""
+    ks = sorted({int(k) for k in ks})
+    if ks and not 1 <= ks[0] <= ks[-1] <= steps:
+        raise ValueError(f"{name} must lie in [1, {steps}], got {ks}")
+    return ks
 
 
 def input_tensor(program: Program, x: np.ndarray, fixed: bool, device=None):
@@ -214,7 +231,8 @@ def stage_input(stage, base, payload, fixed: bool, cache: dict, synapse_dtype=No
 
 
 def _run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, cache: dict, bar,
-               record: Sequence[str], traces: dict, lo: int, sums_at: Sequence[int], synapse_dtype) -> dict:
+               record: Sequence[str], traces: dict, lo: int, sums_at: Sequence[int], membrane_at: Sequence[int],
+               synapse_dtype) -> dict:
     import torch
 
     b = inp.shape[0]
@@ -242,6 +260,7 @@ def _run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, c
     acc_sums = {s.name: torch.zeros((b,) + s.shape, dtype=torch.float64, device=inp.device)
                 for s in program.neuron_stages} if sums_at else {}
     sums: dict[int, dict[str, np.ndarray]] = {}
+    membrane: dict[int, dict[str, np.ndarray]] = {}
     for t in range(steps):
         payload: dict[str, Any] = {}
         for s in program.stages:
@@ -274,7 +293,10 @@ def _run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, c
         readout[t] = flat.cpu().numpy()
         if t + 1 in sums_at:
             sums[t + 1] = {k: v.cpu().numpy().copy() for k, v in acc_sums.items()}
+        if t + 1 in membrane_at:  # v / λ: fixed v̂·2^−F, float v / λ
+            membrane[t + 1] = {s.name: (states[s.name].v.to(torch.float64) / (s.spec.one if fixed else s.spec.lam))
+                               .cpu().numpy() for s in program.neuron_stages}
         if bar is not None:
             bar.update(b)
-    return {"preds": preds, "readout": readout, "sums": sums,
+    return {"preds": preds, "readout": readout, "sums": sums, "membrane": membrane,
             "counts": {k: v.cpu().numpy() for k, v in counts.items()}, "saturated": saturated}

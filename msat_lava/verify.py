@@ -20,9 +20,12 @@ both precisions (when labels are given) and its difference at the reported T's, 
 whose predictions agree, per spiking layer the relative spike-count error
 ``mean|count_fixed − count_float| / mean count_float`` and the firing rates, saturation counts of the fixed
 state (per layer, (sample, neuron, step) triples where |v̂| reached the bound), the number of clipped input
-values, and the readout error in logit units at every reported T (``max|Out_fixed·2^−F − Out_float|``).
-The membrane error in threshold units is **not** computed: the reference does not expose membrane state
-and recomputing it would double the cost; the readout error bounds its effect on the output.
+values, the readout error in logit units at every reported T (``max|Out_fixed·2^−F − Out_float|``), and per
+spiking layer the membrane error in threshold units, ``|v̂(t)·2^−F − v(t)/λ|`` (the residual after step t,
+in units of the layer's λ = θ at t = 0), its maximum and mean over samples, neurons and the reported T's. A
+spike that one precision fires a step before the other moves that residual by the threshold θ(t) ≤ λ (MSAT's
+quiescent θ is a fraction of λ), so a maximum of that order says that the two spike trains parted somewhere;
+the mean says how much of the layer that is.
 
 :meth:`VerifyReport.to_json` writes the report atomically (temporary file + ``os.replace``).
 """
@@ -180,9 +183,9 @@ class FloatComparison:
     input_clipped: int
     readout_max_abs_error: dict[int, float]  # logits, at each reported T
     readout_scale: float                     # max |Out_float| at T (for relative reading)
-    membrane_error: None = None
-    membrane_error_note: str = ("not computed: the reference simulator does not expose membrane state; see "
-                                "readout_max_abs_error")
+    membrane_error: dict[str, float] | None = None       # max |v̂·2^−F − v/λ| per spiking layer (units of λ)
+    membrane_error_mean: dict[str, float] | None = None  # mean of the same
+    membrane_error_units: str = "the layer's λ (θ at t = 0); over samples, neurons and the reported T's"
     wall_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -265,6 +268,11 @@ class VerifyReport:
             lines.append(f"saturated state values: {sat}; readout max |error| at T={fc.steps}: "
                          f"{fc.readout_max_abs_error.get(fc.steps, float('nan')):.4g} logits "
                          f"(max |logit| {fc.readout_scale:.4g})")
+            if fc.membrane_error:
+                worst = max(fc.membrane_error, key=fc.membrane_error.get)
+                mean = max(fc.membrane_error_mean.values())
+                lines.append(f"membrane |fixed-float| in units of λ at T={','.join(map(str, fc.report_steps))}: "
+                             f"max {fc.membrane_error[worst]:.4g} ({worst}), largest layer mean {mean:.4g}")
         return "\n".join(lines)
 
 
@@ -354,7 +362,8 @@ def _accuracy_at(predictions: np.ndarray, labels: np.ndarray, report_steps: Sequ
 def compare_fixed_float(program: Program, fixed: Any, flt: Any, *, labels: Sequence[int] | None = None,
                         report_steps: Sequence[int] | None = None) -> FloatComparison:
     """Build a :class:`FloatComparison` from a fixed and a float reference run of the same inputs (both with
-    ``record_counts=True`` and ``record_readout=True``)."""
+    ``record_counts=True`` and ``record_readout=True``; the membrane error needs ``membrane_at`` = the report
+    steps in both, and is None otherwise)."""
     steps = int(fixed.steps)
     rsteps = _check_report_steps(report_steps, steps)
     acc_fx = acc_fl = delta = None
@@ -386,12 +395,19 @@ def compare_fixed_float(program: Program, fixed: Any, flt: Any, *, labels: Seque
             ro_err[t] = float(np.max(np.abs(fixed.readout[t - 1] * scale - flt.readout[t - 1]))) \
                 if fixed.readout.size else 0.0
         ro_scale = float(np.max(np.abs(flt.readout[-1]))) if flt.readout.size else 0.0
+    mem_max = mem_mean = None
+    if all(t in fixed.membrane and t in flt.membrane for t in rsteps):
+        mem_max, mem_mean = {}, {}
+        for s in program.neuron_stages:
+            err = np.stack([np.abs(fixed.membrane[t][s.name] - flt.membrane[t][s.name]) for t in rsteps])
+            mem_max[s.name] = float(err.max()) if err.size else 0.0
+            mem_mean[s.name] = float(err.mean()) if err.size else 0.0
     return FloatComparison(steps=steps, report_steps=rsteps, accuracy_fixed=acc_fx, accuracy_float=acc_fl,
                            accuracy_delta=delta, prediction_agreement=agree, spike_count_error=count_err,
                            spike_rate_fixed=rate_fx, spike_rate_float=rate_fl,
                            saturated={k: int(v) for k, v in fixed.saturated.items()},
                            input_clipped=int(fixed.input_clipped), readout_max_abs_error=ro_err,
-                           readout_scale=ro_scale)
+                           readout_scale=ro_scale, membrane_error=mem_max, membrane_error_mean=mem_mean)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -434,8 +450,9 @@ def verify(net_or_program: Any, x: Any, steps: int, sample_ids: Sequence[int] | 
 
     lava = run_lava(program, x, steps, precision="fixed", sample_ids=ids, seed=seed, record=names)
     t0 = time.perf_counter()
+    mem_at = rsteps if compare_float else ()
     ref = simulate(ref_program, x, steps, precision="fixed", seed=seed, sample_ids=ids, record=ref_names,
-                   record_readout=True, record_counts=compare_float, progress=progress)
+                   record_readout=True, record_counts=compare_float, membrane_at=mem_at, progress=progress)
     ref_wall = time.perf_counter() - t0
 
     divergence, stages, preds_equal, readout_equal = compare_outputs(program, lava, ref, ids)
@@ -445,7 +462,7 @@ def verify(net_or_program: Any, x: Any, steps: int, sample_ids: Sequence[int] | 
     if compare_float:
         t1 = time.perf_counter()
         flt = simulate(ref_program, x, steps, precision="float", seed=seed, sample_ids=ids, record_readout=True,
-                       record_counts=True, progress=progress)
+                       record_counts=True, membrane_at=mem_at, progress=progress)
         float_cmp = compare_fixed_float(ref_program, ref, flt, labels=labels, report_steps=rsteps)
         float_cmp.wall_s = time.perf_counter() - t1
 

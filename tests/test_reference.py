@@ -65,12 +65,13 @@ def test_float_const_matches_handwritten_if_and_closed_form():
     drive = x @ w1.T + b1                      # constant input current (analog image every step)
     v = np.zeros_like(drive)
     out = np.zeros((x.shape[0], w2.shape[0]))
-    payloads, readouts = [], []
+    payloads, readouts, residuals = [], [], []
     for _ in range(steps):
         m = v + drive
         s = (m >= lam).astype(np.float64)
         v = m - s * lam
         payloads.append(s * lam)
+        residuals.append(v)
         out = out + payloads[-1] @ w2.T + b2
         readouts.append(out.copy())
     payloads, readouts = np.stack(payloads), np.stack(readouts)
@@ -81,10 +82,14 @@ def test_float_const_matches_handwritten_if_and_closed_form():
     assert np.array_equal(np.cumsum(payloads, axis=0) / lam, n_closed)
     assert 0 < n_closed[-1].sum() < n_closed[-1].size * steps  # some spike, some don't, some saturate at Γ = 1
 
-    res = _sim(conv.program, x, steps, precision="float", record=(hidden,), record_readout=True)
+    res = _sim(conv.program, x, steps, precision="float", record=(hidden,), record_readout=True,
+               membrane_at=(20, 1, 7))
     np.testing.assert_allclose(res.traces[hidden], payloads, rtol=0, atol=1e-12)
     np.testing.assert_allclose(res.readout, readouts, rtol=0, atol=1e-9)
     assert np.array_equal(res.predictions, np.argmax(readouts, axis=2))
+    assert sorted(res.membrane) == [1, 7, 20]
+    for k in (1, 7, 20):  # the residual after step k, in units of λ
+        np.testing.assert_allclose(res.membrane[k][hidden], residuals[k - 1] / lam, rtol=0, atol=1e-12)
 
 
 def test_fixed_const_matches_handwritten_integer_simulation():
@@ -102,21 +107,26 @@ def test_fixed_const_matches_handwritten_integer_simulation():
     m2 = term2.mantissa.astype(np.int64)
     v = np.zeros_like(drive)
     acc = np.zeros((x.shape[0], m2.shape[0]), dtype=np.int64)
-    payloads, readouts = [], []
+    payloads, readouts, residuals = [], [], []
     for _ in range(steps):
         m = v + drive
         s = (m >= ONE).astype(np.int64)
         v = m - s * ONE
         payloads.append(s * ONE)
+        residuals.append(v)
         acc = acc + _round_shift(payloads[-1] @ m2.T, term2.exponent) + tr.bias.astype(np.int64)
         readouts.append(acc.copy())
     payloads, readouts = np.stack(payloads), np.stack(readouts)
     t1 = np.arange(1, steps + 1)[:, None, None]
     assert np.array_equal(np.cumsum(payloads, axis=0) // ONE, np.clip((t1 * drive[None]) // ONE, 0, t1))
 
-    res = _sim(conv.program, x, steps, precision="fixed", record=(hidden,), record_readout=True)
+    res = _sim(conv.program, x, steps, precision="fixed", record=(hidden,), record_readout=True,
+               membrane_at=(3, 20))
     assert res.traces[hidden].dtype == np.int64
     assert np.array_equal(res.traces[hidden], payloads)
+    for k in (3, 20):  # v̂·2^−F, exact
+        assert np.array_equal(res.membrane[k][hidden], residuals[k - 1] / ONE)
+    assert residuals[-1].min() < 0 < residuals[-1].max()  # negative drives keep negative residuals
     assert np.array_equal(res.readout, readouts.astype(np.float64))
     assert res.input_clipped == 0
 
@@ -268,6 +278,8 @@ def test_payload_sums_are_cumulative_trace_sums(precision):
     assert any(r.payload_sums[10][n].any() for n in neurons)
     with pytest.raises(ValueError, match="sums_at"):
         _sim(conv.program, x, 10, precision=precision, sums_at=(11,))
+    with pytest.raises(ValueError, match="membrane_at"):
+        _sim(conv.program, x, 10, precision=precision, membrane_at=(0,))
 
 
 @pytest.mark.parametrize("precision", ["fixed", "float"])

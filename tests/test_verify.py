@@ -10,8 +10,8 @@ import pytest
 
 import _nets
 from msat_lava.program import Program
-from msat_lava.reference import simulate
-from msat_lava.verify import compare_outputs, default_report_steps, verify
+from msat_lava.reference import RunResult, simulate
+from msat_lava.verify import compare_fixed_float, compare_outputs, default_report_steps, verify
 
 STEPS = 8
 N = 3
@@ -60,6 +60,29 @@ def test_default_report_steps():
     assert default_report_steps(1) == [1]
 
 
+def test_membrane_error_is_the_max_and_mean_gap_in_threshold_units_at_the_reported_steps():
+    conv = _nets.convert("mlp", "const")
+    prog = conv.program
+    (hidden,) = [s.name for s in prog.neuron_stages]
+    shape = (2,) + prog.stage(hidden).shape
+    zeros = np.zeros(shape)
+
+    def run(precision, membrane):
+        return RunResult(precision=precision, steps=4, predictions=np.zeros((4, 2), dtype=np.int64),
+                         spike_counts={hidden: np.ones(shape, dtype=np.int64)}, membrane=membrane)
+
+    fx2, fl2, fl4 = zeros.copy(), zeros.copy(), zeros.copy()
+    fx2[0, 0], fl2[0, 0] = 0.25, 0.75  # gap 0.5 at T = 2
+    fl4[1, 1] = -1.0                   # gap 1.0 at T = 4
+    fixed = run("fixed", {2: {hidden: fx2}, 4: {hidden: zeros}, 3: {hidden: zeros + 7}})  # T = 3 not reported
+    flt = run("float", {2: {hidden: fl2}, 4: {hidden: fl4}, 3: {hidden: zeros}})
+    fc = compare_fixed_float(prog, fixed, flt, report_steps=[2, 4])
+    assert fc.membrane_error == {hidden: 1.0}
+    assert fc.membrane_error_mean[hidden] == pytest.approx(1.5 / (2 * zeros.size))
+    # without membrane snapshots at every reported step there is no figure rather than a partial one
+    assert compare_fixed_float(prog, fixed, flt, report_steps=[1, 2]).membrane_error is None
+
+
 def test_compare_outputs_orders_by_step_then_stage_then_sample():
     prog = SimpleNamespace(stages=(SimpleNamespace(name="a", kind="neuron", shape=(2, 3)),
                                    SimpleNamespace(name="b", kind="neuron", shape=(4,)),
@@ -103,7 +126,9 @@ def test_verify_bit_exact_and_json_report(setup, tmp_path):
     assert set(fc.spike_count_error) == {s.name for s in program.neuron_stages}
     assert all(v is None or v >= 0 for v in fc.spike_count_error.values())
     assert set(fc.saturated) == set(fc.spike_count_error) and fc.input_clipped == 0
-    assert fc.readout_max_abs_error[8] >= 0 and fc.membrane_error is None
+    assert fc.readout_max_abs_error[8] >= 0
+    assert set(fc.membrane_error) == set(fc.membrane_error_mean) == set(fc.spike_count_error)
+    assert all(0 <= fc.membrane_error_mean[k] <= fc.membrane_error[k] for k in fc.membrane_error)
     path = report.to_json(tmp_path / "sub" / "report.json")
     data = json.loads(path.read_text())
     assert data["bit_exact"] is True and data["divergence"] is None
