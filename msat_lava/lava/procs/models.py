@@ -1,14 +1,16 @@
 """Process models of msat-lava's Lava processes: floating_pt and fixed_pt (bit-accurate) variants.
 
-The fixed-point models are bit-exact with :mod:`msat_lava.reference` in fixed point: both call the same neuron
-rule (:func:`msat_lava.dynamics.neuron.step_fixed`), the same LIPooling step and term arithmetic of
-:mod:`msat_lava.program` (numpy here, torch there). Ports and state (int64 containers):
+The stage arithmetic lives in :class:`msat_lava.lava.stages.StageRunner` (bit-exact with
+:mod:`msat_lava.reference` in fixed point); a :class:`MsatGroup` model steps its runners in program order,
+handing payloads from stage to stage in memory, and sends only the group's exported outputs. Ports:
 
-* payload ports: unsigned graded payload θ̂·s, ≤ Γ·2^F (13 bits for F = 12, Γ = 1); input port: p_in
-  (F_in + 8 bits signed);
-* neuron state v̂: 24-bit signed (saturating), Ŝ: 64-bit, spike counter: 64-bit; readout accumulator: 64-bit.
+* fixed point (int64 containers): payload ports carry the unsigned graded payload θ̂·s ≤ Γ·2^F (13 bits for
+  F = 12, Γ = 1), the input port p_in (F_in + 8 bits signed). Neuron state v̂: 24-bit signed (saturating), Ŝ
+  and the spike counter 64-bit; readout accumulator 64-bit.
+* float: float64 raw-unit values.
 
-Float models carry float64 raw-unit values and call :func:`~msat_lava.dynamics.neuron.step_float`.
+Recorded stages keep their per-step output in memory and write it to an ``.npy`` file on the last step
+(``Var.get`` would cost ~13 µs per element, LAVA_NOTES §4).
 Absolute imports only (Lava executes this file as a top-level module during model discovery).
 """
 from __future__ import annotations
@@ -23,10 +25,8 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from msat_lava.dynamics import lipool as lip
-from msat_lava.dynamics import neuron as dyn
-from msat_lava.lava.procs.process import ImageSource, MsatStage
-from msat_lava.program import apply_term_np
+from msat_lava.lava.procs.process import ImageSource, MsatGroup
+from msat_lava.lava.stages import StageRunner
 
 
 class _ImageSourceBase(PyLoihiProcessModel):
@@ -52,109 +52,74 @@ class PyImageSourceFixed(_ImageSourceBase):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=16)
 
 
-class _StageBase(PyLoihiProcessModel):
-    """Shared stage logic; subclasses fix the precision (``FIXED``) and declare port types."""
+class _GroupBase(PyLoihiProcessModel):
+    """Shared group logic; subclasses fix the precision (``FIXED``) and declare port types."""
 
     FIXED = True
-    in0 = in1 = in2 = in3 = s_out = None
+    in0 = in1 = in2 = in3 = out0 = out1 = out2 = out3 = None
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        self._stage = proc_params["stage"]
+        ids, steps, seed = proc_params["sample_ids"], proc_params["steps"], proc_params["seed"]
+        self._runners = tuple(StageRunner(s, fixed=self.FIXED, steps=steps, sample_ids=ids, seed=seed)
+                              for s in proc_params["stages"])
         self._sources = proc_params["sources"]
-        self._steps = proc_params["steps"]
-        self._ids = proc_params["sample_ids"]
-        self._seed = proc_params["seed"]
+        self._outputs = proc_params["outputs"]
         self._total = proc_params["total_steps"]
-        self._record_path = proc_params["record_path"]
-        self._record = None
-        self._state = None
+        self._record_paths = proc_params["record_paths"]
+        self._records: dict[str, np.ndarray] = {}
 
-    def in_ports(self):
-        return (self.in0, self.in1, self.in2, self.in3)
-
-    # -- one step ----------------------------------------------------------------------------
     def run_spk(self) -> None:
         ts = self.time_step
-        first = (ts - 1) % self._steps == 0
-        sample = self._ids[min((ts - 1) // self._steps, len(self._ids) - 1)]
-        received = {name: self.in_ports()[i].recv() for i, name in enumerate(self._sources)}
-        s = self._stage
-        if first:
-            self._reset(received)
-        if s.kind == "lipool":
-            geom, st = self._state
-            x = received[s.source][None]
-            x = x.astype(np.int64) if self.FIXED else x.astype(np.float64)
-            st, y = lip.step_lipool(geom, st, x)
-            self._state = (geom, st)
-            out = y[0]
-        else:
-            bias = s.bias_fixed if self.FIXED else s.bias_float
-            x = np.array(bias, dtype=np.float64, copy=True)
-            for term in s.terms:
-                x = x + apply_term_np(term, received[term.source], self.FIXED)
-            if s.kind == "readout":
-                self._state = self._state + x
-                out = self._state
-            else:
-                ids = np.array([sample], dtype=np.int64)
-                if self.FIXED:
-                    self._state, o = dyn.step_fixed(s.spec, s.luts, self._state, x[None].astype(np.int64), ids,
-                                                    s.index, self._seed)
-                else:
-                    self._state, o = dyn.step_float(s.spec, self._state, x[None], ids, s.index, self._seed)
-                out = o.payload[0]
-        self._store(ts, out)
-        self.s_out.send(out)
+        ins = (self.in0, self.in1, self.in2, self.in3)
+        received = {name: ins[i].recv() for i, name in enumerate(self._sources)}
+        for r in self._runners:
+            out = r.step(ts, received)
+            received[r.name] = out
+            if r.name in self._record_paths:
+                self._store(r.name, ts, out)
+        outs = (self.out0, self.out1, self.out2, self.out3)
+        for i, name in enumerate(self._outputs):
+            outs[i].send(received[name])
 
-    def _reset(self, received) -> None:
-        """Initial state at a sample boundary (neuron: v = v(0), S, n, t = 0; lipool: accumulators; readout: Out)."""
-        s = self._stage
-        like = np.zeros(0, dtype=np.int64 if self.FIXED else np.float64)
-        if s.kind == "neuron":
-            shape = (1,) + tuple(s.shape)
-            self._state = (dyn.init_fixed_state(shape, like, s.spec) if self.FIXED
-                           else dyn.init_float_state(shape, like, s.spec))
-        elif s.kind == "lipool":
-            src_shape = received[s.source].shape
-            geom = lip.lipool_geometry(src_shape[1:], s.kernel, s.stride, s.padding)
-            self._state = (geom, lip.init_lipool_state(geom, 1, src_shape[0], like, integer=self.FIXED))
-        else:
-            self._state = np.zeros(tuple(s.shape), dtype=np.float64)
-
-    def _store(self, ts: int, out: np.ndarray) -> None:
-        if self._record_path is None:
-            return
-        if self._record is None:
+    def _store(self, name: str, ts: int, out: np.ndarray) -> None:
+        rec = self._records.get(name)
+        if rec is None:
             dtype = np.int64 if self.FIXED else np.float64
-            self._record = np.zeros((self._total,) + tuple(out.shape), dtype=dtype)
-        self._record[ts - 1] = out
+            rec = self._records[name] = np.zeros((self._total,) + tuple(out.shape), dtype=dtype)
+        rec[ts - 1] = out
         if ts == self._total:
-            tmp = self._record_path + ".tmp.npy"
-            np.save(tmp, self._record)
-            os.replace(tmp, self._record_path)
+            path = self._record_paths[name]
+            tmp = path + ".tmp.npy"
+            np.save(tmp, rec)
+            os.replace(tmp, path)
 
 
-@implements(proc=MsatStage, protocol=LoihiProtocol)
+@implements(proc=MsatGroup, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PyMsatStageFloat(_StageBase):
+class PyMsatGroupFloat(_GroupBase):
     FIXED = False
     in0: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     in1: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     in2: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     in3: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    out0: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    out1: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    out2: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    out3: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
 
 
-@implements(proc=MsatStage, protocol=LoihiProtocol)
+@implements(proc=MsatGroup, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt", "bit_accurate_loihi")
-class PyMsatStageFixed(_StageBase):
+class PyMsatGroupFixed(_GroupBase):
     FIXED = True
     in0: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
     in1: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
     in2: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
     in3: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
+    out0: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
+    out1: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
+    out2: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
+    out3: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
