@@ -81,13 +81,44 @@ class RunStatistics:
     def sin_stats(self, batch_size: int | None = None) -> dict[str, SinStats]:
         return {k: sin_stats(v, batch_size) for k, v in self.sin.items()}
 
+    @classmethod
+    def concat(cls, parts: Sequence["RunStatistics"]) -> "RunStatistics":
+        """The statistics of consecutive blocks of samples of one run (same program, steps, window, layers), in
+        order: predictions and SIN counts concatenated, counts summed (exact integers), agreement moments
+        added left to right (so the float sums are those of one pass over the blocks in this order)."""
+        if not parts:
+            raise ValueError("no statistics to concatenate")
+        first = parts[0]
+        for p in parts[1:]:
+            if (p.steps, p.window, p.neurons, list(p.sin), list(p.lipool_events), list(p.agreement)) != (
+                    first.steps, first.window, first.neurons, list(first.sin), list(first.lipool_events),
+                    list(first.agreement)):
+                raise ValueError("statistics of different runs cannot be concatenated")
+        agreement = {k: dict(v) for k, v in first.agreement.items()}
+        for p in parts[1:]:
+            for k, per in p.agreement.items():
+                for layer, m in per.items():
+                    agreement[k][layer] = agreement[k][layer] + m
+        return cls(
+            steps=first.steps, window=first.window,
+            predictions=np.concatenate([p.predictions for p in parts], axis=1),
+            spikes={k: sum(int(p.spikes[k]) for p in parts) for k in first.spikes}, neurons=dict(first.neurons),
+            sin={k: SinCounts.concat([p.sin[k] for p in parts]) for k in first.sin},
+            lipool_events={k: sum(int(p.lipool_events[k]) for p in parts) for k in first.lipool_events},
+            lipool_neurons=dict(first.lipool_neurons),
+            input_clipped=sum(int(p.input_clipped) for p in parts),
+            saturated={k: sum(int(p.saturated.get(k, 0)) for p in parts) for k in first.saturated},
+            agreement=agreement)
+
 
 def run_with_statistics(program: Program, x: np.ndarray, steps: int, *, precision: str = "fixed",
                         sample_ids: Sequence[int] | None = None, window: int | None = DEFAULT_WINDOW,
                         preactivations: Callable[[np.ndarray], Mapping[str, Any]] | None = None,
                         chunk: int = 128, record_lipool: bool = False, seed: int | None = None,
                         on_progress: Callable[[int], None] | None = None,
-                        agreement_at: Sequence[int] = ()) -> RunStatistics:
+                        agreement_at: Sequence[int] = (),
+                        map_chunks: Callable[[int, Callable[[int], RunStatistics]],
+                                             list[RunStatistics] | None] | None = None) -> RunStatistics | None:
     """Run ``program`` on ``x`` for ``steps`` in chunks of ``chunk`` samples and collect statistics.
 
     ``preactivations(x_chunk)`` → {relu name: z (chunk, *shape)} enables the SIN counts over the first
@@ -95,7 +126,14 @@ def run_with_statistics(program: Program, x: np.ndarray, steps: int, *, precisio
     outputs (records their traces per chunk: T·chunk·size values). ``on_progress(k)`` is called with the number
     of sample-steps done after each simulator call. ``agreement_at``: step counts k at which each layer's
     SNN rates are compared with the ANN activations (needs ``preactivations``; :class:`AgreementMoments`).
+
+    Each chunk c (samples c·chunk .. (c+1)·chunk − 1) gives its own :class:`RunStatistics`; they are merged in
+    chunk order (:meth:`RunStatistics.concat`). ``map_chunks(C, f)`` replaces ``[f(c) for c in range(C)]``:
+    :meth:`msat_lava.distributed.Context.map_chunks` computes the chunks on several processes and returns
+    the list on rank 0 only; this function then returns None on the other ranks. The result does not depend
+    on where the chunks ran.
     """
+    from msat_lava.distributed import n_chunks
     from msat_lava.program import check_run_inputs
     from msat_lava.reference import PRECISIONS, simulate
 
@@ -107,35 +145,24 @@ def run_with_statistics(program: Program, x: np.ndarray, steps: int, *, precisio
     neuron_stages = program.neuron_stages
     win = 0 if (window is None or preactivations is None) else min(int(window), int(steps))
     lipools = [s.name for s in program.stages if s.kind == "lipool"] if record_lipool else []
-    preds = np.zeros((steps, n), dtype=np.int64)
-    spikes = {s.name: 0 for s in neuron_stages}
-    sin_parts: dict[str, list[SinCounts]] = {s.name: [] for s in neuron_stages} if win else {}
-    events = {k: 0 for k in lipools}
-    saturated = {s.name: 0 for s in neuron_stages} if precision == "fixed" else {}
-    clipped = 0
     agree_at = sorted({int(k) for k in agreement_at}) if preactivations is not None else []
-    agreement = {k: {s.name: AgreementMoments() for s in neuron_stages} for k in agree_at}
-    for lo in range(0, n, chunk):
-        hi = min(n, lo + chunk)
+    neurons = {s.name: int(np.prod(s.shape)) for s in neuron_stages}
+    lipool_neurons = {k: int(np.prod(program.stage(k).shape)) for k in lipools}
+
+    def one(c: int) -> RunStatistics:
+        lo, hi = c * chunk, min(n, (c + 1) * chunk)
         xc, ic = x[lo:hi], ids[lo:hi]
         res = simulate(program, xc, steps, precision=precision, sample_ids=ic, batch_size=hi - lo,
                        record=lipools, record_counts=True, progress=False, seed=seed, sums_at=agree_at)
-        preds[:, lo:hi] = res.predictions
-        for k, c in res.spike_counts.items():
-            spikes[k] += int(c.sum())
-        for k in lipools:
-            events[k] += int(np.count_nonzero(res.traces[k]))
-        for k, v in res.saturated.items():
-            saturated[k] += int(v)
-        clipped += res.input_clipped
         if on_progress is not None:
             on_progress((hi - lo) * steps)
         z = preactivations(xc) if (win or agree_at) else None
+        agreement = {}
         for k in agree_at:
             rates = res.mean_rates(program, k)
-            for s in neuron_stages:
-                agreement[k][s.name] = agreement[k][s.name] + AgreementMoments.of(rates[s.name],
-                                                                                 np.maximum(z[s.name], 0.0))
+            agreement[k] = {s.name: AgreementMoments.of(rates[s.name], np.maximum(z[s.name], 0.0))
+                            for s in neuron_stages}
+        sin = {}
         if win:
             counts = res.spike_counts
             if win != steps:
@@ -143,14 +170,28 @@ def run_with_statistics(program: Program, x: np.ndarray, steps: int, *, precisio
                                   record_counts=True, progress=False, seed=seed).spike_counts
                 if on_progress is not None:
                     on_progress((hi - lo) * win)
-            for s in neuron_stages:
-                sin_parts[s.name].append(sin_counts(z[s.name], counts[s.name]))
-    return RunStatistics(
-        steps=int(steps), window=win, predictions=preds, spikes=spikes,
-        neurons={s.name: int(np.prod(s.shape)) for s in neuron_stages},
-        sin={k: SinCounts.concat(v) for k, v in sin_parts.items()},
-        lipool_events=events, lipool_neurons={k: int(np.prod(program.stage(k).shape)) for k in lipools},
-        input_clipped=clipped, saturated=saturated, agreement=agreement)
+            sin = {s.name: sin_counts(z[s.name], counts[s.name]) for s in neuron_stages}
+        return RunStatistics(
+            steps=int(steps), window=win, predictions=np.asarray(res.predictions, dtype=np.int64),
+            spikes={s.name: int(res.spike_counts[s.name].sum()) for s in neuron_stages}, neurons=neurons, sin=sin,
+            lipool_events={k: int(np.count_nonzero(res.traces[k])) for k in lipools}, lipool_neurons=lipool_neurons,
+            input_clipped=int(res.input_clipped),
+            saturated={s.name: int(res.saturated.get(s.name, 0)) for s in neuron_stages}
+            if precision == "fixed" else {},
+            agreement=agreement)
+
+    count = n_chunks(n, chunk)
+    parts = [one(c) for c in range(count)] if map_chunks is None else map_chunks(count, one)
+    if parts is None:
+        return None
+    empty = RunStatistics(
+        steps=int(steps), window=win, predictions=np.zeros((steps, 0), dtype=np.int64),
+        spikes={s.name: 0 for s in neuron_stages}, neurons=neurons,
+        sin={s.name: SinCounts.concat([]) for s in neuron_stages} if win else {},
+        lipool_events={k: 0 for k in lipools}, lipool_neurons=lipool_neurons, input_clipped=0,
+        saturated={s.name: 0 for s in neuron_stages} if precision == "fixed" else {},
+        agreement={k: {s.name: AgreementMoments() for s in neuron_stages} for k in agree_at})
+    return RunStatistics.concat([empty, *parts])
 
 
 def preactivation_fn(graph: Any) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
