@@ -37,6 +37,13 @@ curves, SIN tables, firing rates, energy, layer agreement), ``accuracy_vs_T.png`
 ``neuron_traces.png`` (membrane potential and threshold of a few neurons of the last spiking layer for the first
 sample, replayed with :mod:`msat_lava.dynamics.neuron`) and ``report.html`` (self-contained, images embedded).
 Exit codes: 0 ok, 2 bad input (data/network/options).
+
+**Data-parallel** under ``torchrun --nproc_per_node=N -m msat_lava.cli eval ...`` (:mod:`msat_lava.distributed`,
+docs/DESIGN.md §7): every rank derives the methods' networks itself (deterministic, compared across ranks),
+simulates its contiguous block of whole ``--batch-size`` chunks, and rank 0 gathers the per-chunk statistics,
+computes every aggregate from them in chunk order and writes the files: the same numbers as one process
+(wall times and the ``distributed`` record aside). Ranks other than 0 print nothing but errors; when one rank
+fails every rank exits non-zero.
 """
 from __future__ import annotations
 
@@ -587,8 +594,17 @@ def _net_summary(net, lambda_info: dict) -> dict[str, Any]:
     }
 
 
-def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """The whole evaluation for parsed ``eval`` arguments; returns the manifest (also written to ``--out``)."""
+def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: None,
+             ctx: Any = None) -> dict[str, Any] | None:
+    """The whole evaluation for parsed ``eval`` arguments; returns the manifest (also written to ``--out``).
+
+    ``ctx``: the :class:`msat_lava.distributed.Context` of a torchrun launch (default: one process). Every rank
+    loads the data and computes the calibration, the methods' networks, spike-confidence calibration and bias
+    correction itself (deterministic; the networks are compared across ranks); each rank simulates its block of
+    ``--batch-size`` chunks, rank 0 gathers the per-chunk statistics, computes every aggregate from them in
+    chunk order (the numbers of a single-process run), runs the ANN, the neuron traces and writes the files.
+    Ranks other than 0 log nothing and return None.
+    """
     import warnings
 
     import torch
@@ -600,6 +616,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
 
     from msat_lava import metrics
     from msat_lava.data import DataError, load_npz, parse_floats
+    from msat_lava.distributed import Context
     from msat_lava.program import from_converted
     from msat_lava.bias_correction import correct_biases
     from msat_lava.sc_calibration import (calibrate_spike_confidence, gated_layers, preactivation_fn,
@@ -608,6 +625,11 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
+    ctx = Context() if ctx is None else ctx
+    if not ctx.is_main:
+        def log(message: str) -> None:  # noqa: F811  (ranks other than 0 print nothing but errors)
+            pass
+    quiet = bool(args.json) or not ctx.is_main  # progress bars on rank 0 only
     steps = int(args.steps)
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -731,7 +753,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
             xb = x_cal[:args.bc_samples]
             log(f"bias correction: {plain} on {len(xb)} calibration images, T = {bc_steps} ({primary}) ...")
             with tqdm(total=len(program0.neuron_stages), desc=f"bias correction {plain}", unit="layer",
-                      leave=False, disable=args.json, file=sys.stderr) as bar:
+                      leave=False, disable=quiet, file=sys.stderr) as bar:
                 res = correct_biases(base, xb, steps=bc_steps, precision=primary, batch_size=args.batch_size,
                                      convert=lambda g: build(g, plain), on_layer=lambda *_: bar.update(1))
             graphs[plain] = res.graph
@@ -748,7 +770,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
                 log(f"spike confidence: {plain} without SC on {len(cal_idx)} calibration images, first {window} "
                     f"steps ({primary}), layer(s) {', '.join(sc_layers)} ...")
                 with tqdm(total=len(cal_idx) * window, desc=f"SC calibration {plain}", unit="sample-step",
-                          leave=False, disable=args.json, file=sys.stderr) as bar:
+                          leave=False, disable=quiet, file=sys.stderr) as bar:
                     sc = calibrate_spike_confidence(base, x_cal, sample_ids=cal_idx, window=window, layers=sc_layers,
                                                     precision=primary, batch_size=args.sin_batch,
                                                     chunk=args.batch_size, on_progress=bar.update)
@@ -758,10 +780,14 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
             else:
                 nets[method] = build(g_m, method)
     quant_warnings = [str(w.message) for w in caught if issubclass(w.category, QuantizationWarning)]
+    # every rank derived the networks itself: they must be the same before the ranks split the samples
+    ctx.check_same([(m, nets[m]) for m in methods], "the methods' converted networks")
 
-    # ---- ANN
-    ann_pred = _ann_predictions(graph, data.x, args.batch_size)
-    ann_acc = float(np.mean(ann_pred == data.y))
+    # ---- ANN (rank 0: only the aggregates need it)
+    ann_acc = float("nan")
+    if ctx.is_main:
+        ann_pred = _ann_predictions(graph, data.x, args.batch_size)
+        ann_acc = float(np.mean(ann_pred == data.y))
     log(f"ANN accuracy {100 * ann_acc:.2f} %")
 
     # ---- SNN runs
@@ -785,15 +811,18 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     for method in methods:
         programs[method] = from_converted(nets[method])
         for precision in precisions:
-            total = n * (steps + (sin_window if sin_window != steps else 0))
+            lo, hi = ctx.samples(n, args.batch_size)  # this rank's share (all samples in one process)
+            total = (hi - lo) * (steps + (sin_window if sin_window != steps else 0))
             with tqdm(total=total, desc=f"{method} {precision}", unit="sample-step", leave=False,
-                      disable=args.json, file=sys.stderr) as bar:
+                      disable=quiet, file=sys.stderr) as bar:
                 t0 = time.perf_counter()
                 st = run_with_statistics(programs[method], data.x, steps, precision=precision,
                                          sample_ids=data.indices, window=sin_window, preactivations=pre_fn_for(method),
                                          chunk=args.batch_size, record_lipool=record_lipool, seed=seed,
-                                         on_progress=bar.update, agreement_at=rsteps)
+                                         on_progress=bar.update, agreement_at=rsteps, map_chunks=ctx.map_chunks)
                 wall = time.perf_counter() - t0
+            if st is None:  # not rank 0: the statistics went to rank 0
+                continue
             curve = (st.predictions == data.y.reshape(1, -1)).mean(axis=1)
             fr = st.firing_rates()
             sin = st.sin_stats(args.sin_batch)
@@ -816,6 +845,9 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
             log(f"{method:>8} {precision:>5}: " + "  ".join(f"T={t}: {100 * curve[t - 1]:.2f}" for t in rsteps)
                 + f"  | →ANN−1%: {run['steps_to']['ann-1%']}  FR {run['mean_firing_rate']:.4f}  "
                   f"E/E_ANN {100 * energy['ratio']:.1f} %  ({wall:.1f} s)")
+
+    if not ctx.is_main:
+        return None
 
     # ---- SIN with / without SC (last spiking layer)
     sin_last: dict[str, dict[str, Any]] = {}
@@ -865,6 +897,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
                  "normalization": {"input_scale": args.input_scale, "mean": mean, "std": std}},
         "calibration": calibration_info,
         "seeds": {"calibration_subset": int(args.calib_seed), "sc_gate": seed},
+        "distributed": ctx.describe(),
         "config": {"steps": steps, "methods": methods, "precisions": precisions, "report_steps": rsteps,
                    "sc_window": window, "sc_layers": sc_layers, "sin_window": sin_window,
                    "sin_mode": "pooled" if args.sin_batch is None else f"per-batch mean (batch {args.sin_batch})",
@@ -922,15 +955,21 @@ def _format(manifest: dict) -> str:
 
 @_exit_codes("eval")
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from msat_lava import distributed
+
     def log(message: str) -> None:
         if not args.json:
             print(message, flush=True)
 
-    manifest = run_eval(args, log)
-    if args.json:  # exactly the manifest written to disk
-        print(Path(manifest["files"]["manifest"]).read_text(encoding="utf-8"), end="")
-    else:
-        print(_format(manifest))
+    # under torchrun: data-parallel over the ranks (msat_lava.distributed); otherwise exactly one process
+    with distributed.session() as ctx:
+        manifest = run_eval(args, log, ctx)
+        if manifest is None:  # not rank 0
+            return EXIT_OK
+        if args.json:  # exactly the manifest written to disk
+            print(Path(manifest["files"]["manifest"]).read_text(encoding="utf-8"), end="")
+        else:
+            print(_format(manifest))
     return EXIT_OK
 
 
