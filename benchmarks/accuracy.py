@@ -10,6 +10,10 @@ writes ``<out>.json`` (config, hashes, per-method accuracy after every step, ste
 ANN) and ``<out>.png`` (accuracy vs T, ANN line; not for ``--shard`` runs). ``--samples`` takes an evenly
 strided subset of the test set (the CIFAR-10 file is class-sorted, so a stride keeps every class); 0 means the full
 test set.
+Data-parallel: ``torchrun --nproc_per_node=N benchmarks/accuracy.py ...`` (any ``--nnodes``) splits the images
+over N processes in blocks of whole ``--batch-size`` batches; rank 0 gathers the predictions and writes the same
+file a single process would (wall-time fields aside; msat_lava.distributed, docs/DESIGN.md "Data-parallel
+evaluation"). Every rank calibrates and converts itself (deterministic; the networks are compared).
 Calibration: λ = max of each ReLU output over ``--calib`` training images drawn with seed 23 (paper-faithful
 setting, ALGORITHMS §1.5; the Q-th percentile for pQ methods), input scale λ^0 = max |x| over the same images.
 Precisions: ``fixed``, ``float`` and the diagnostic ``float-qw`` (float neurons on the fixed model's dequantized
@@ -79,7 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=1000, help="strided test subset size (0 = full test set)")
     ap.add_argument("--shard", default=None, metavar="K/N",
                     help="run only the K-th of N interleaved shards of the selected images (1-based); merge the "
-                    "shard files with benchmarks/merge_shards.py (long full-set runs split over sessions)")
+                    "shard files with benchmarks/merge_shards.py. For runs split over processes or machines use "
+                    "torchrun instead (module docstring); --shard remains for runs split over sessions")
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--methods", default="const,msat",
                     help="comma list of eval's method names without +sc: const, pQ (λ = Q-th percentile), dtt, det, "
@@ -134,9 +139,18 @@ def main(argv=None) -> int:
     if sc_methods:
         ap.error(f"--methods: {sc_methods} need spike-confidence calibration; use `msat-lava eval` for those")
 
+    from msat_lava import distributed
+
+    with distributed.session(device=args.device) as ctx:
+        return _run(args, argv, methods, precisions, shard_kn, ctx)
+
+
+def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
+    """The run itself; ``ctx``: msat_lava.distributed.Context (one process unless launched by torchrun)."""
     import torch
 
-    from msat_lava import reference
+    from msat_lava import distributed
+    from msat_lava.cli_eval import method_settings
     from msat_lava.program import from_converted
     from netx_export import ann
     from netx_export.balance import calibrate_balanced
@@ -167,9 +181,11 @@ def main(argv=None) -> int:
     graph = trace(model, cfg["shape"])
     cal = calibrate(graph, x_cal, method="max", progress=False)
     convert_s = time.perf_counter() - t0
-    with torch.no_grad():
-        ann_pred = ann.evaluate(graph, x).argmax(1).numpy()
-    ann_acc = float((ann_pred == y).mean())
+    ann_acc = float("nan")
+    if ctx.is_main:  # only the aggregates (rank 0) need the ANN
+        with torch.no_grad():
+            ann_pred = ann.evaluate(graph, x).argmax(1).numpy()
+        ann_acc = float((ann_pred == y).mean())
 
     report_steps = [int(s) for s in args.report_steps.split(",") if int(s) <= args.steps]
     results = []
@@ -206,14 +222,18 @@ def main(argv=None) -> int:
             net = convert(bc.graph)
         else:
             net = convert(g_m)
+        # every rank converted the network itself: it must be the same before the ranks split the images
+        ctx.check_same(net, f"the converted networks of {method}")
         program = from_converted(net)
         for precision in precisions:
             t1 = time.perf_counter()
             prog = program if precision != "float-qw" else from_converted(net, float_weights="quantized")
-            run = reference.simulate(prog, x, args.steps, precision=precision.split("-")[0], sample_ids=idx,
-                                     batch_size=args.batch_size, device=args.device, threads=args.threads,
-                                     synapse_dtype=args.synapse_dtype)
+            run = distributed.simulate(ctx, prog, x, args.steps, precision=precision.split("-")[0], sample_ids=idx,
+                                       batch_size=args.batch_size, device=ctx.device(args.device),
+                                       threads=args.threads, synapse_dtype=args.synapse_dtype)
             wall = time.perf_counter() - t1
+            if run is None:  # not rank 0: the predictions went to rank 0
+                continue
             curve = run.accuracy(y)
             row = {
                 "method": method, "precision": precision,
@@ -233,6 +253,8 @@ def main(argv=None) -> int:
                   " ".join(f"T={k}:{100 * row['accuracy'][str(k)]:.2f}%" for k in report_steps) +
                   f"  (ANN {100 * ann_acc:.2f}%, {row['ms_per_sample_step']} ms/sample-step)", flush=True)
 
+    if not ctx.is_main:  # rank 0 writes the result
+        return 0
     out = Path(args.out)
     manifest = {
         "model": args.model, "samples": int(len(y)),
@@ -243,6 +265,7 @@ def main(argv=None) -> int:
         "model_hash": model_hash, "preset": args.preset, "input_frac_bits": args.input_frac_bits,
         "convert_s": round(convert_s, 2), "torch_threads": args.threads or torch.get_num_threads(),
         "command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "distributed": ctx.describe(),
         "results": results,
     }
     write_json(manifest, out.with_suffix(".json"))
