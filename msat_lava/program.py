@@ -279,21 +279,25 @@ def _row_l1_max(op: Op, cache: dict | None) -> int:
     return hit
 
 
-def _exact_f32_chunks(op: Op, x, cache: dict | None = None) -> tuple[int, int]:
+def _exact_f32_chunks(op: Op, x, cache: dict | None = None, xmax: float | None = None) -> tuple[int, int]:
     """(number of chunks, bits per chunk) for an exact float32 conv/linear of ``x``; (0, 0) = use float64.
 
-    x must hold non-negative integers (spike payloads, LIPool outputs). Split x = Σ_k c_k·2^(b·k) with
+    x must hold non-negative integers (spike payloads, LIPool outputs). ``xmax``: a known bound on max(x) (the
+    caller guarantees x ≥ 0), which saves the two reductions over x. Split x = Σ_k c_k·2^(b·k) with
     0 ≤ c_k < 2^b. Every partial sum of one output unit's products is bounded by ‖w_row‖₁·(2^b − 1); with
     max_row ‖w_row‖₁·(2^b − 1) < 2^24 every float32 product and partial sum is an exact integer, whatever the
     summation order, and recombining the chunks in float64 is exact as well.
     """
     l1 = _row_l1_max(op, cache)
-    if l1 == 0 or x.numel() == 0 or float(x.min()) < 0:
+    if l1 == 0 or x.numel() == 0 or (xmax is None and float(x.min()) < 0):
         return 0, 0
+    top = int(x.max()) if xmax is None else int(xmax)
+    if l1 * top < 1 << _F32_EXACT_BITS:
+        return 1, _F32_EXACT_BITS  # every partial sum ≤ ‖w_row‖₁·max x < 2^24: one exact float32 op
     bits = _F32_EXACT_BITS - 1 - int(np.ceil(np.log2(l1 + 1)))
     if bits < 1:
         return 0, 0
-    chunks = -(-max(1, int(x.max()).bit_length()) // bits)
+    chunks = -(-max(1, top.bit_length()) // bits)
     return (chunks, bits) if chunks <= 3 else (0, 0)
 
 

@@ -33,6 +33,8 @@ from msat_lava.program import Program, apply_term_torch, check_run_inputs, input
 PRECISIONS = ("float", "fixed")
 #: dtypes the float model may compute its stage-fed synaptic sums in (:func:`simulate`).
 SYNAPSE_DTYPES = ("float64", "float32")
+#: execution engines of :func:`simulate`.
+ENGINES = ("auto", "fast", "step")
 
 
 @dataclass
@@ -88,7 +90,7 @@ def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", 
              record: Sequence[str] = (), record_readout: bool = False, record_counts: bool = False,
              delay: bool = False, progress: bool = True, threads: int | None = None,
              sums_at: Sequence[int] = (), membrane_at: Sequence[int] = (),
-             synapse_dtype: str = "float64") -> RunResult:
+             synapse_dtype: str = "float64", engine: str = "auto", chunk: int | None = None) -> RunResult:
     """Run ``program`` on inputs ``x`` (N, *input_shape) for ``steps`` steps.
 
     ``seed`` keys the spike-confidence gate (default: the program's seed); ``sample_ids`` are the dataset
@@ -102,6 +104,9 @@ def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", 
     other stages. float32 runs the convolutions ≈ 10× faster on CPU at a relative rounding error of ≈ 1e-7 of
     each sum (the neuron state stays float64, the input-fed terms are computed once in float64); fixed point
     is exact whatever this says.
+    ``engine``: "fast" (layer-major over chunks of ``chunk`` time steps with compiled neuron loops,
+    :mod:`msat_lava.engine`; CPU), "step" (the plain step-by-step loop below, any device) or "auto" (fast on CPU,
+    step elsewhere). Both give the same fixed-point integers; float results differ by float rounding only.
     """
     import torch
 
@@ -109,20 +114,31 @@ def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", 
                               precisions=PRECISIONS, precision=precision)
     if synapse_dtype not in SYNAPSE_DTYPES:
         raise ValueError(f"synapse_dtype must be one of {list(SYNAPSE_DTYPES)}, got {synapse_dtype!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
+    from msat_lava.engine import DEFAULT_CHUNK
+
+    chunk = DEFAULT_CHUNK if chunk is None else int(chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     x, ids, seed, fixed = inputs.x, inputs.ids, inputs.seed, precision == "fixed"
     dev = torch.device(device or "cpu")
+    if engine == "auto":
+        engine = "fast" if dev.type == "cpu" else "step"
+    elif engine == "fast" and dev.type != "cpu":
+        raise ValueError(f"engine 'fast' runs on CPU only, not on {dev}; use engine='step'")
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
     try:
         return _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, record_counts, delay,
-                         progress, batch_size, sums_at, membrane_at, getattr(torch, synapse_dtype))
+                         progress, batch_size, sums_at, membrane_at, getattr(torch, synapse_dtype), engine, chunk)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, record_counts, delay, progress,
-              batch_size, sums_at, membrane_at, synapse_dtype) -> RunResult:
+              batch_size, sums_at, membrane_at, synapse_dtype, engine="step", chunk=8) -> RunResult:
     import torch
 
     precision = "fixed" if fixed else "float"
@@ -154,8 +170,14 @@ def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, 
             inp, c = input_tensor(program, x[lo:hi], fixed, dev)
             clipped += c
             ids_b = torch.as_tensor(ids[lo:hi], device=dev)
-            res = _run_batch(program, inp, steps, fixed, seed, ids_b, cache, bar, record, traces, lo, sums_at,
-                             membrane_at, synapse_dtype)
+            if engine == "fast":
+                from msat_lava.engine import run_batch
+
+                res = run_batch(program, inp, steps, fixed, seed, ids_b, cache, bar, record, traces, lo, sums_at,
+                                membrane_at, synapse_dtype, chunk)
+            else:
+                res = _run_batch(program, inp, steps, fixed, seed, ids_b, cache, bar, record, traces, lo, sums_at,
+                                 membrane_at, synapse_dtype)
             preds[:, lo:hi] = res["preds"]
             if readout is not None:
                 readout[:, lo:hi] = res["readout"]

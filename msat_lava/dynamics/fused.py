@@ -1,0 +1,376 @@
+"""The neuron rules of :mod:`msat_lava.dynamics.neuron`, compiled (numba) and fused over a chunk of time steps.
+
+This module is the fast form of the step functions :func:`~msat_lava.dynamics.neuron.step_fixed` and
+:func:`~msat_lava.dynamics.neuron.step_float`, used by the layer-major reference engine
+(:mod:`msat_lava.engine`). It implements the very same equations (see that module's docstring, repeated in short
+below); ``tests/test_engine.py`` demands the same bits (fixed point) and the same values up to the last float
+rounding of a transcendental function (float) as the step functions on random networks of every stage kind.
+
+One call advances M neurons (a flat, batch-major array in any memory layout shared by all its arguments) by Tc
+consecutive layer-local steps t0 … t0+Tc−1. Each neuron's state stays in registers for the whole chunk, so a
+step costs one read of its synaptic sums and one write of its payload, instead of ≈ 30 array passes. Neurons are
+independent, so the parallel loop over them gives the same bits for any thread count and any batch split.
+
+Per neuron j and step t (x from up to two synaptic sums a_k, each a float holding an exact integer (fixed) or a
+float sum (float), and the time-constant part ``base`` = bias + input-fed terms):
+
+fixed (int64; ``rs(a, e)`` = ⌊(a + 2^(−e−1)) / 2^−e⌋ for e < 0, a·2^e otherwise — the term's round-shift):
+    x̂ = base + rs(a₀, e₀) [+ rs(a₁, e₁)];  m̂ = v̂ + x̂
+    θ̂ = θ̂_const | ONE at t = 0 | LUT(Δ̂ = v̂ − ⌊Ŝ/t⌋, x̂)           (netx_export.lut; int64 throughout)
+    s = [m̂ ≥ θ̂] (Γ = 1) or clip(⌊m̂/θ̂⌋, 0, Γ);  s_g = ε·s while the gate acts
+    v̂ = sat(m̂ − s_eff·θ̂);  payload = s_g·θ̂;  Ŝ += v̂;  n += s_g;  sat += [|v̂| ≥ v_max]
+float (float64 state, raw units):
+    x = base + a₀ [+ a₁];  m = v + x
+    θ = k·λ | λ at t = 0 | max(λ·σ(z), λ·2^−F),  z from Δ = v − S/t and x (neuron.float_msat_theta)
+    s, s_g, v, payload, S, n as above (no saturation).
+
+Mode codes: 0 const, 1 dtt, 2 det, 3 msat. ``keep`` (Tg, M) uint8 holds ε for the first Tg steps of the chunk
+(Tg = 0: no gate in this chunk); ``gate_code`` 1 = 'code' (reset with the ungated s, suppressed charge dropped),
+0 = 'keep_charge'.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+__all__ = ["fixed_chunk", "float_chunk", "set_threads", "MODE_CODES"]
+
+MODE_CODES = {"const": 0, "dtt": 1, "det": 2, "msat": 3}
+
+_CACHE = True  # compiled code is cached next to this file (__pycache__), so later processes load it
+
+
+def set_threads(n: int | None) -> int:
+    """Use ``n`` threads for the parallel neuron loop (clamped to numba's pool); returns the previous count."""
+    previous = numba.get_num_threads()
+    if n is not None:
+        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    return previous
+
+
+#: neurons per block of the parallel loop: the block's state stays in L1 while the time loop runs over it, and the
+#: inner loop over the block's neurons is unit-stride and branch-free (vectorizable).
+BLOCK = 512
+
+
+def _to_int(a):  # pragma: no cover - replaced by the overload below inside compiled code
+    return np.int64(a)
+
+
+@overload(_to_int)
+def _to_int_impl(a):
+    """An exact integer held in a float → int64; float32 (|a| < 2^24) goes through int32, which vectorizes."""
+    if isinstance(a, types.Float) and a.bitwidth == 32:
+        return lambda a: np.int64(np.int32(a))
+    return lambda a: np.int64(a)
+
+
+def shift_params(q: int, e: int) -> tuple[int, int, int]:
+    """(mul, add, shift) with rs(a·q, e) = (a·mul + add) >> shift: the term's round-shift ⌊(a·q + 2^(−e−1)) / 2^−e⌋
+    for e < 0, a·q·2^e for e ≥ 0, as one branch-free integer expression."""
+    if e >= 0:
+        return int(q) << int(e), 0, 0
+    return int(q), 1 << (-int(e) - 1), -int(e)
+
+
+@numba.njit(inline="always", cache=_CACHE)
+def _interp(base, diff, a, shift, extra):
+    i = a >> shift
+    r = a & ((np.int64(1) << shift) - 1)
+    return (base[i] + diff[i] * r) >> (shift + extra)
+
+
+@numba.njit(inline="always", cache=_CACHE)
+def _fixed_theta(mode, delta, x, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d):
+    """θ̂ for t ≥ 1 (neuron.fixed_msat_theta). ip: int64 parameters, see engine._lut_tables."""
+    z = np.int64(0)
+    if mode == 1 or mode == 3:
+        dclip = ip[0]
+        d = min(max(delta, -dclip), dclip)
+        slope = ip[1] if d < 0 else ip[2]
+        p = ip[3]
+        lin = (d * slope + ((np.int64(1) << p) >> 1)) >> p
+        a = min(abs(d), ip[5])
+        z = ip[4] + lin + _interp(sp_a, sp_d, a, ip[6], 0)
+    if mode == 2 or mode == 3:
+        xi = min(max(x - ip[7], 0), ip[8])
+        z = z + _interp(det_a, det_d, xi, ip[9], 0)
+    zmax = ip[10]
+    zc = min(max(z, -zmax), zmax) + zmax
+    theta = _interp(sig_a, sig_d, zc, ip[11], ip[12])
+    return min(max(theta, 1), ip[13])
+
+
+@numba.njit(inline="always", cache=_CACHE)
+def _floor_div(s, t):
+    """⌊s / t⌋ for int64 |s| < 2^52 and 1 ≤ t < 2^21, through one float64 division: the true quotient is an integer
+    or lies ≥ 1/t from one, farther than half an ulp of the rounded quotient, so the floor is exact."""
+    return np.int64(math.floor(np.float64(s) / np.float64(t)))
+
+
+@numba.njit(inline="always", cache=_CACHE)
+def _fire_fixed(vj, x, theta, gamma, kv, gc, vmax):
+    """(v̂ after the step, s_g) for m̂ = v̂ + x̂ against θ̂; kv = ε (0/1), gc = 1 for the 'code' gate."""
+    m = vj + x
+    if gamma == 1:
+        s = np.int64(m >= theta)
+    else:
+        s = min(max(m // theta, 0), gamma)
+    sg = s * kv
+    s_eff = sg + gc * (s - sg)
+    return min(max(m - s_eff * theta, -vmax), vmax), sg
+
+
+@numba.njit(parallel=True, cache=_CACHE)
+def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, theta_const, one, vmax, gamma,
+                keep, ones, gate_code, spikes_only, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d, payload, pmax):
+    """Advance the fixed model by Tc = payload.shape[0] steps (module docstring); state arrays are updated in
+    place. Term k's round-shifted sum is (a_k·mul + add) >> shift with sp_k = (mul, add, shift)
+    (:func:`shift_params`). ``keep`` (Tg, M) uint8 gates the first Tg steps, ``ones`` (M,) uint8 (all 1) the rest.
+    ``payload`` (Tc, M) receives s_g·θ̂, or s_g alone when ``spikes_only`` (a const layer, whose payload is then
+    s_g times θ̂_const), as exact floats (float32 or float64); ``pmax`` (number of blocks,) each block's largest
+    value written. The loop over a block's neurons has one form for a constant θ̂ and one for the LUT threshold,
+    each free of data-independent branches."""
+    tc = payload.shape[0]
+    m_n = payload.shape[1]
+    tg = keep.shape[0]
+    mul0, add0, sh0 = sp0[0], sp0[1], sp0[2]
+    mul1, add1, sh1 = sp1[0], sp1[1], sp1[2]
+    two = np.int64(1) if nterms > 1 else np.int64(0)
+    gc = np.int64(gate_code)
+    nblocks = (m_n + BLOCK - 1) // BLOCK
+    for blk in numba.prange(nblocks):
+        j0 = blk * BLOCK
+        j1 = min(m_n, j0 + BLOCK)
+        n = j1 - j0
+        vb = v[j0:j1]
+        sb = vsum[j0:j1]
+        cb = count[j0:j1]
+        tb = sat[j0:j1]
+        bb = base[j0:j1]
+        top = np.int64(0)
+        for k in range(tc):
+            t = t0 + k
+            x0 = a0[k, j0:j1]
+            x1 = a1[k, j0:j1]
+            pk = payload[k, j0:j1]
+            kk = keep[k, j0:j1] if k < tg else ones[j0:j1]
+            if mode != 0 and t > 0:
+                for i in range(n):
+                    vj = vb[i]
+                    x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
+                    theta = _fixed_theta(mode, vj - _floor_div(sb[i], t), x, ip, sig_a, sig_d, sp_a, sp_d,
+                                         det_a, det_d)
+                    vj, sg = _fire_fixed(vj, x, theta, gamma, np.int64(kk[i]), gc, vmax)
+                    out = sg * theta
+                    pk[i] = out
+                    top = max(top, out)
+                    vb[i] = vj
+                    sb[i] += vj
+                    cb[i] += sg
+                    tb[i] += np.int64(abs(vj) >= vmax)
+            else:
+                theta = theta_const if mode == 0 else one
+                outmul = np.int64(1) if spikes_only else theta
+                for i in range(n):
+                    vj = vb[i]
+                    x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
+                    vj, sg = _fire_fixed(vj, x, theta, gamma, np.int64(kk[i]), gc, vmax)
+                    out = sg * outmul
+                    pk[i] = out
+                    top = max(top, out)
+                    vb[i] = vj
+                    sb[i] += vj
+                    cb[i] += sg
+                    tb[i] += np.int64(abs(vj) >= vmax)
+        pmax[blk] = top
+
+
+@numba.njit(parallel=True, cache=_CACHE)
+def fixed_chunk_plain(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, theta_const, one, vmax,
+                      spikes_only, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d, payload, pmax):
+    """:func:`fixed_chunk` for Γ = 1 with no gate in the chunk (the common case), with the branches that these fix
+    taken out of the neuron loop, which the compiler can then vectorize: same arguments less Γ and the gate."""
+    tc = payload.shape[0]
+    m_n = payload.shape[1]
+    mul0, add0, sh0 = sp0[0], sp0[1], sp0[2]
+    mul1, add1, sh1 = sp1[0], sp1[1], sp1[2]
+    two = np.int64(1) if nterms > 1 else np.int64(0)
+    nblocks = (m_n + BLOCK - 1) // BLOCK
+    for blk in numba.prange(nblocks):
+        j0 = blk * BLOCK
+        j1 = min(m_n, j0 + BLOCK)
+        n = j1 - j0
+        vb = v[j0:j1]
+        sb = vsum[j0:j1]
+        cb = count[j0:j1]
+        tb = sat[j0:j1]
+        bb = base[j0:j1]
+        top = np.int64(0)
+        for k in range(tc):
+            t = t0 + k
+            x0 = a0[k, j0:j1]
+            x1 = a1[k, j0:j1]
+            pk = payload[k, j0:j1]
+            if mode != 0 and t > 0:
+                for i in range(n):
+                    vj = vb[i]
+                    x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
+                    theta = _fixed_theta(mode, vj - _floor_div(sb[i], t), x, ip, sig_a, sig_d, sp_a, sp_d,
+                                         det_a, det_d)
+                    m = vj + x
+                    s = np.int64(m >= theta)
+                    vj = min(max(m - s * theta, -vmax), vmax)
+                    out = s * theta
+                    pk[i] = out
+                    top = max(top, out)
+                    vb[i] = vj
+                    sb[i] += vj
+                    cb[i] += s
+                    tb[i] += np.int64(abs(vj) >= vmax)
+            else:
+                theta = theta_const if mode == 0 else one
+                outmul = np.int64(1) if spikes_only else theta
+                for i in range(n):
+                    vj = vb[i]
+                    x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
+                    m = vj + x
+                    s = np.int64(m >= theta)
+                    vj = min(max(m - s * theta, -vmax), vmax)
+                    out = s * outmul
+                    pk[i] = out
+                    top = max(top, out)
+                    vb[i] = vj
+                    sb[i] += vj
+                    cb[i] += s
+                    tb[i] += np.int64(abs(vj) >= vmax)
+        pmax[blk] = top
+
+
+@numba.njit(inline="always", cache=_CACHE)
+def _sigmoid(z):
+    e = math.exp(-abs(z))
+    if z >= 0:
+        return 1.0 / (1.0 + e)
+    return e / (1.0 + e)
+
+
+@numba.njit(parallel=True, cache=_CACHE)
+def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamma, keep, ones, gate_code, fp,
+                payload):
+    """Advance the float model by Tc = payload.shape[0] steps (module docstring); ``keep``/``ones`` as in
+    :func:`fixed_chunk`. ``fp`` float64 parameters: u = λ/λ_f, λ_f, k_i, τ_mp, α, k_a, τ_rd, C, EXP_ARG_MAX, lsb
+    (neuron.float_msat_theta)."""
+    tc = payload.shape[0]
+    m_n = payload.shape[1]
+    tg = keep.shape[0]
+    u, lam_f, k_i, tau_mp, alpha, k_a, tau_rd, c_det, exp_max, lsb = \
+        fp[0], fp[1], fp[2], fp[3], fp[4], fp[5], fp[6], fp[7], fp[8], fp[9]
+    dtt = mode == 1 or mode == 3
+    det = mode == 2 or mode == 3
+    nblocks = (m_n + BLOCK - 1) // BLOCK
+    for blk in numba.prange(nblocks):
+        j0 = blk * BLOCK
+        j1 = min(m_n, j0 + BLOCK)
+        n = j1 - j0
+        vb = v[j0:j1]
+        sb = vsum[j0:j1]
+        cb = count[j0:j1]
+        bb = base[j0:j1]
+        for k in range(tc):
+            t = t0 + k
+            x0 = a0[k, j0:j1]
+            x1 = a1[k, j0:j1]
+            pk = payload[k, j0:j1]
+            kk = keep[k, j0:j1] if k < tg else ones[j0:j1]
+            lut = mode != 0 and t > 0
+            th0 = k_lam if mode == 0 else lam
+            for i in range(n):
+                vj = vb[i]
+                x = bb[i] + np.float64(x0[i])
+                if nterms > 1:
+                    x = x + np.float64(x1[i])
+                theta = th0
+                if lut:
+                    delta = vj - sb[i] / t
+                    z = 0.0
+                    if dtt:
+                        d = delta / u
+                        y = d / k_i
+                        softplus = max(y, 0.0) + math.log1p(math.exp(-abs(y)))
+                        z = tau_mp * (alpha * d - lam_f + k_a * softplus)
+                    if det:
+                        z = z + tau_rd * math.exp(min(-(x / u) / c_det, exp_max))
+                    theta = max(lam * _sigmoid(z), lsb)
+                m = vj + x
+                if gamma == 1:
+                    s = np.int64(m >= theta)
+                else:
+                    s = np.int64(min(max(math.floor(m / theta), 0.0), float(gamma)))
+                sg = s * np.int64(kk[i])
+                s_eff = s if gate_code == 1 else sg
+                vj = m - np.float64(s_eff) * theta
+                pk[i] = np.float64(sg) * theta
+                vb[i] = vj
+                sb[i] = sb[i] + vj
+                cb[i] += sg
+
+
+@numba.njit(parallel=True, cache=_CACHE)
+def float_chunk_plain(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, fp, payload):
+    """:func:`float_chunk` for Γ = 1 with no gate in the chunk, with those branches out of the neuron loop."""
+    tc = payload.shape[0]
+    m_n = payload.shape[1]
+    u, lam_f, k_i, tau_mp, alpha, k_a, tau_rd, c_det, exp_max, lsb = \
+        fp[0], fp[1], fp[2], fp[3], fp[4], fp[5], fp[6], fp[7], fp[8], fp[9]
+    dtt = 1.0 if mode == 1 or mode == 3 else 0.0
+    det = 1.0 if mode == 2 or mode == 3 else 0.0
+    two = 1.0 if nterms > 1 else 0.0
+    nblocks = (m_n + BLOCK - 1) // BLOCK
+    for blk in numba.prange(nblocks):
+        j0 = blk * BLOCK
+        j1 = min(m_n, j0 + BLOCK)
+        n = j1 - j0
+        vb = v[j0:j1]
+        sb = vsum[j0:j1]
+        cb = count[j0:j1]
+        bb = base[j0:j1]
+        for k in range(tc):
+            t = t0 + k
+            x0 = a0[k, j0:j1]
+            x1 = a1[k, j0:j1]
+            pk = payload[k, j0:j1]
+            if mode != 0 and t > 0:
+                for i in range(n):
+                    vj = vb[i]
+                    x = bb[i] + np.float64(x0[i]) + two * np.float64(x1[i])
+                    delta = vj - sb[i] / t
+                    d = delta / u
+                    y = d / k_i
+                    softplus = max(y, 0.0) + math.log1p(math.exp(-abs(y)))
+                    z = dtt * (tau_mp * (alpha * d - lam_f + k_a * softplus))
+                    z = z + det * (tau_rd * math.exp(min(-(x / u) / c_det, exp_max)))
+                    theta = max(lam * _sigmoid(z), lsb)
+                    m = vj + x
+                    s = np.float64(m >= theta)
+                    vj = m - s * theta
+                    pk[i] = s * theta
+                    vb[i] = vj
+                    sb[i] = sb[i] + vj
+                    cb[i] += np.int64(s)
+            else:
+                theta = k_lam if mode == 0 else lam
+                for i in range(n):
+                    vj = vb[i]
+                    x = bb[i] + np.float64(x0[i]) + two * np.float64(x1[i])
+                    m = vj + x
+                    s = np.float64(m >= theta)
+                    vj = m - s * theta
+                    pk[i] = s * theta
+                    vb[i] = vj
+                    sb[i] = sb[i] + vj
+                    cb[i] += np.int64(s)

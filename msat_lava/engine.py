@@ -1,0 +1,335 @@
+"""Layer-major execution of a program over chunks of time steps: the fast engine of the reference simulator.
+
+The plain engine (:func:`msat_lava.reference._run_batch`) advances every stage by one step at a time. Because the
+program is a zero-delay DAG, a stage's input for steps t0 … t1−1 only needs its sources' payloads for the same
+steps, so the work can be ordered layer by layer within a chunk of Tc steps:
+
+    for each chunk [t0, t1):
+        for each stage in topological order:
+            a_k = term_k(payload_src(t0 … t1−1))      one (Tc·B)-batched conv / linear per term
+            neuron : (state, payload(t0 … t1−1)) = fused neuron loop over the chunk   (dynamics.fused)
+            lipool : step_lipool for t0 … t1−1
+            readout: Out(t) = Out(t−1) + bias + Σ_k term_k(t)
+
+Only the neuron recursion is sequential in time, and it runs in one compiled pass per stage and chunk with the
+state in registers. Image-shaped tensors are kept channels-last (the convolution layout that runs fastest on CPU)
+and neuron arrays in the same physical order, so nothing is transposed on the hot path.
+
+Exactness (fixed point): payloads are non-negative integers ≤ Γ·2^F. A weighted op runs in float32 when
+:func:`msat_lava.program._exact_f32_chunks` proves every partial sum an exact integer below 2^24 (one chunk), on
+b-bit chunks recombined in float64 when it needs several, and in float64 otherwise; structural ops (subsample,
+channel padding, flatten) copy values and a sum-pool is run in float32 only while its sums stay below 2^24. The
+term's round-shift, the bias and the neuron rule are evaluated in int64 by the fused kernel. The result is the
+same integers as the plain engine, which ``tests/test_engine.py`` checks on random networks of every stage kind.
+Float: terms are computed exactly as the plain engine computes them (same ops, ``synapse_dtype``), in batches of
+Tc·B instead of B, so sums may differ by float rounding only.
+
+Outputs have the plain engine's contract (``reference._run_batch``): predictions per step, readout, spike counts,
+saturation counts, traces, payload sums and membrane snapshots on layer-local time. Chunk boundaries are placed at
+every step after which a payload sum or a membrane snapshot is requested.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from msat_lava.dynamics import fused
+from msat_lava.dynamics import lipool as lip
+from msat_lava.dynamics import neuron as dyn
+from msat_lava.dynamics import prng
+from msat_lava.program import (Program, _exact_f32_chunks, _round_shift_torch, _row_l1_max, _weight_tensor,
+                               _weighted, _weighted_f32_exact, apply_op_torch, apply_term_torch)
+
+__all__ = ["run_batch", "DEFAULT_CHUNK", "chunk_bounds"]
+
+#: Time steps per chunk. Larger chunks batch more samples per convolution but move the chunk's payloads out of
+#: cache; 8 measured fastest for ResNet20 at batch 25 on a 2-core CPU (benchmarks/sim_speed.py --chunk).
+DEFAULT_CHUNK = 8
+_F32_LIMIT = float(1 << 24)
+
+
+def chunk_bounds(steps: int, chunk: int, breaks: Sequence[int] = ()) -> list[tuple[int, int]]:
+    """[(t0, t1)] covering 0 … steps−1 in chunks of at most ``chunk`` steps, split after every step count in
+    ``breaks`` (so a snapshot after k steps falls on a chunk end)."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    edges = set(range(0, steps, chunk)) | {int(k) for k in breaks if 0 < int(k) < steps} | {steps}
+    edges = sorted(edges | {0})
+    return list(zip(edges[:-1], edges[1:]))
+
+
+class _Layout:
+    """Physical order of one stage's arrays: channels-last for (C, H, W) stages, C order otherwise."""
+
+    def __init__(self, shape: Sequence[int], batch: int):
+        self.shape = tuple(int(s) for s in shape)
+        self.batch = batch
+        self.image = len(self.shape) == 3
+        self.size = batch * int(np.prod(self.shape))
+
+    def to_phys(self, t):
+        """Logical (B, *shape) tensor → flat physical numpy view/copy (B·N,)."""
+        if self.image:
+            t = t.permute(0, 2, 3, 1)
+        return t.contiguous().reshape(-1).numpy()
+
+    def chunk_to_phys(self, t, tc: int):
+        """Logical (tc·B, *shape) tensor → physical numpy (tc, B·N) (a view when already channels-last)."""
+        if self.image:
+            t = t.permute(0, 2, 3, 1)
+        return t.contiguous().reshape(tc, -1).numpy()
+
+    def chunk_from_phys(self, a: np.ndarray, tc: int):
+        """Physical numpy (tc, B·N) → logical (tc·B, *shape) tensor sharing its memory (channels-last)."""
+        import torch
+
+        t = torch.from_numpy(a)
+        if self.image:
+            c, h, w = self.shape
+            return t.view(tc * self.batch, h, w, c).permute(0, 3, 1, 2)
+        return t.view((tc * self.batch,) + self.shape)
+
+    def from_phys(self, a: np.ndarray) -> np.ndarray:
+        """Physical numpy (B·N,) → logical numpy (B, *shape) (a copy)."""
+        if self.image:
+            c, h, w = self.shape
+            return np.ascontiguousarray(a.reshape(self.batch, h, w, c).transpose(0, 3, 1, 2))
+        return a.reshape((self.batch,) + self.shape).copy()
+
+
+def _lut_tables(luts) -> tuple:
+    """(ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d) for :func:`fused.fixed_chunk` from a layer's LUTs."""
+    empty = np.zeros(1, dtype=np.int64)
+    if luts is None:
+        return (np.zeros(14, dtype=np.int64),) + (empty,) * 6
+    sig_a, sig_d = dyn._interp_tables(luts.sig_lut, luts.sig_shift, luts.sig_guard)
+    sp_a, sp_d = dyn._interp_tables(luts.sp_lut, luts.sp_shift, 0)
+    det_a, det_d = dyn._interp_tables(luts.det_lut, luts.det_shift, 0)
+    ip = np.array([dyn.DELTA_CLIP, luts.dtt_slope_neg, luts.dtt_slope_pos, luts.dtt_slope_shift, luts.dtt_offset,
+                   (int(luts.sp_lut.size) - 1) << luts.sp_shift, luts.sp_shift, luts.det_x0,
+                   (int(luts.det_lut.size) - 1) << luts.det_shift, luts.det_shift, luts.z_max, luts.sig_shift,
+                   luts.sig_guard, 1 << luts.frac_bits], dtype=np.int64)
+    return (ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d)
+
+
+def _float_params(spec) -> np.ndarray:
+    c = spec.coefs
+    if c is None:
+        return np.zeros(10)
+    return np.array([spec.lam / spec.formula_lam, spec.formula_lam, c.k_i, c.tau_mp, c.alpha, c.k_a, c.tau_rd, c.C,
+                     dyn.EXP_ARG_MAX, spec.lsb], dtype=np.float64)
+
+
+def _term_fixed(term, x, xmax: float, cache: dict):
+    """The term's integer sum before its round-shift for a (tc·B, …) tensor ``x`` of non-negative integers below
+    ``xmax`` (inclusive), computed in float32 wherever every value and partial sum is provably an exact integer
+    below 2^24 and in float64 otherwise (module docstring). Bounds are carried through the ops, so nothing is
+    reduced over x."""
+    import torch
+
+    bound = float(xmax)
+    for op in term.ops:
+        k = op.kind
+        if k in ("conv", "linear"):
+            chunks, bits = _exact_f32_chunks(op, x, cache, xmax=bound)
+            if chunks == 1:
+                x = _weighted(op, x.to(torch.float32), _weight_tensor(op, True, x.device, torch.float32, cache))
+            elif chunks:
+                x = _weighted_f32_exact(op, x, chunks, bits, cache)
+            else:
+                x = _weighted(op, x.to(torch.float64), _weight_tensor(op, True, x.device, torch.float64, cache))
+            bound *= _row_l1_max(op, cache)
+        elif k == "gain":
+            g = float(np.asarray(op.mant))
+            bound *= abs(g)
+            if x.dtype == torch.float32 and bound >= _F32_LIMIT:
+                x = x.to(torch.float64)
+            x = x * g
+        else:
+            if k == "sumpool":
+                bound *= op.params["kernel"][0] * op.params["kernel"][1]
+                if x.dtype == torch.float32 and bound >= _F32_LIMIT:
+                    x = x.to(torch.float64)
+            x = apply_op_torch(op, x, True, cache)
+    return x
+
+
+def _source_terms(stage, payload: dict, fixed: bool, synapse_dtype, cache: dict) -> list[tuple[Any, int, int]]:
+    """[(a, q, exp)] of a stage's stage-fed terms for one chunk: the term's sum is a·q before its round-shift
+    by exp (fixed), or a itself (float: q = 1, exp = 0)."""
+    out = []
+    for term in stage.terms:
+        if term.source == "input":
+            continue
+        x, q, xmax = payload[term.source]
+        if fixed:
+            out.append((_term_fixed(term, x, xmax, cache), q, term.exp))
+        else:
+            out.append((apply_term_torch(term, x.to(synapse_dtype), False, cache), 1, 0))
+    return out
+
+
+def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, cache: dict, bar,
+              record: Sequence[str], traces: dict, lo: int, sums_at: Sequence[int], membrane_at: Sequence[int],
+              synapse_dtype, chunk: int = DEFAULT_CHUNK) -> dict:
+    """One batch through the fast engine; same arguments and result as ``reference._run_batch`` (CPU only)."""
+    import torch
+
+    from msat_lava.reference import constant_input
+
+    if inp.device.type != "cpu":
+        raise ValueError("the fast engine runs on CPU; use engine='step' on other devices")
+    if steps >= 1 << 21:
+        raise ValueError(f"the fast engine runs at most 2^21 − 1 steps, got {steps}")  # fused._floor_div
+    b = int(inp.shape[0])
+    hi = lo + b
+    pay_dtype = torch.float32 if fixed or synapse_dtype == torch.float32 else torch.float64
+    like = inp.to(torch.int64) if fixed else inp
+    out = program.readout
+    n_out = int(np.prod(out.shape))
+    layouts, states, base, params = {}, {}, {}, {}
+    for s in program.stages:
+        lay = _Layout(s.shape, b)
+        layouts[s.name] = lay
+        cx = constant_input(s, inp, fixed, cache)
+        if s.kind == "neuron":
+            spec = s.spec
+            m = lay.size
+            if fixed:
+                base[s.name] = lay.to_phys(cx).astype(np.int64)
+                v = np.full(m, spec.v_init_fixed, dtype=np.int64)
+                states[s.name] = dict(v=v, vsum=np.zeros(m, np.int64), count=np.zeros(m, np.int64),
+                                      sat=np.zeros(m, np.int64))
+                params[s.name] = _lut_tables(s.luts if spec.mode != "const" else None)
+            else:
+                base[s.name] = np.ascontiguousarray(lay.to_phys(cx), dtype=np.float64)
+                v = np.zeros(m, np.float64)
+                if spec.v_init:
+                    v = v + spec.v_init * spec.lam
+                states[s.name] = dict(v=v, vsum=np.zeros(m, np.float64), count=np.zeros(m, np.int64))
+                params[s.name] = _float_params(spec)
+        elif s.kind == "lipool":
+            src = program.stage(s.source)
+            geom = lip.lipool_geometry(src.shape[1:], s.kernel, s.stride, s.padding)
+            states[s.name] = (geom, lip.init_lipool_state(geom, b, src.shape[0], like, integer=fixed))
+        else:
+            base[s.name] = cx.reshape(b, n_out)
+    acc = torch.zeros((b, n_out), dtype=torch.float64)
+    preds = np.zeros((steps, b), dtype=np.int64)
+    readout = np.zeros((steps, b, n_out), dtype=np.float64)
+    psums = {s.name: np.zeros(layouts[s.name].size) for s in program.neuron_stages} if sums_at else {}
+    sums: dict[int, dict[str, np.ndarray]] = {}
+    membrane: dict[int, dict[str, np.ndarray]] = {}
+    empty_keep = np.zeros((0, 1), dtype=np.uint8)
+    ones_cache: dict[int, np.ndarray] = {}
+
+    def ones_for(m: int) -> np.ndarray:
+        if m not in ones_cache:
+            ones_cache[m] = np.ones(m, dtype=np.uint8)
+        return ones_cache[m]
+
+    previous_threads = fused.set_threads(torch.get_num_threads())
+    try:
+        for t0, t1 in chunk_bounds(steps, chunk, list(sums_at) + list(membrane_at)):
+            tc = t1 - t0
+            payload: dict[str, Any] = {}
+            for s in program.stages:
+                lay = layouts[s.name]
+                if s.kind == "lipool":
+                    geom, st = states[s.name]
+                    src, q, _ = payload[s.source]
+                    src = src.reshape((tc, b) + tuple(src.shape[1:]))
+                    ys = []
+                    for k in range(tc):
+                        xk = src[k].to(torch.int64) if fixed else src[k].to(st.acc.dtype)
+                        st, y = lip.step_lipool(geom, st, xk)
+                        ys.append(y)
+                    states[s.name] = (geom, st)
+                    ys = torch.stack(ys).reshape((tc * b,) + s.shape)
+                    top = float(ys.max()) if fixed else 0.0
+                    payload[s.name] = (ys.to(pay_dtype if top < _F32_LIMIT else torch.float64), q, top)
+                elif s.kind == "readout":
+                    xin = base[s.name].unsqueeze(0).expand(tc, b, n_out)
+                    for a, q, e in _source_terms(s, payload, fixed, synapse_dtype, cache):
+                        part = _round_shift_torch(a.to(torch.float64) * q, e) if fixed else a.to(torch.float64)
+                        xin = xin + part.reshape(tc, b, n_out)
+                    for k in range(tc):
+                        acc = acc + xin[k]
+                        readout[t0 + k] = acc.numpy()
+                    preds[t0:t1] = torch.argmax(torch.from_numpy(readout[t0:t1]), dim=2).numpy()
+                else:
+                    spec = s.spec
+                    terms = _source_terms(s, payload, fixed, synapse_dtype, cache)
+                    if len(terms) > 2:  # fold the extra terms into one (fixed: round-shifted, exp 0)
+                        rest = sum(_round_shift_torch(a.to(torch.float64) * q, e) if fixed else a.to(torch.float64)
+                                   for a, q, e in terms[1:])
+                        terms = [terms[0], (rest, 1, 0)]
+                    arrs = [(lay.chunk_to_phys(a.contiguous(memory_format=torch.channels_last) if lay.image else a,
+                                               tc), q, e) for a, q, e in terms]
+                    if not arrs:
+                        arrs = [(np.zeros((tc, lay.size), dtype=np.float32), 1, 0)]
+                    if len(arrs) == 2 and arrs[0][0].dtype != arrs[1][0].dtype:
+                        arrs = [(a.astype(np.float64), q, e) for a, q, e in arrs]
+                    a0, q0, e0 = arrs[0]
+                    a1, q1, e1 = arrs[-1]
+                    keep, ones = empty_keep, ones_for(lay.size)
+                    if spec.sc_enabled and t0 < spec.sc_early and prng.keep_threshold(spec.sc_p) != 0:
+                        keep = np.stack([lay.to_phys(dyn.gate_mask(spec, t, (b,) + s.shape, ids, s.index, seed, ids)
+                                                     .to(torch.uint8)) for t in range(t0, min(t1, spec.sc_early))])
+                    st = states[s.name]
+                    gate_code = 1 if spec.sc_gate == "code" else 0
+                    mode = fused.MODE_CODES[spec.mode]
+                    if fixed:
+                        spikes_only = spec.mode == "const"
+                        q_out = spec.theta_const_fixed if spikes_only else 1
+                        wide = spec.gamma * (1 if spikes_only else spec.one) >= 1 << 24
+                        pay = np.empty((tc, lay.size), dtype=np.float64 if wide else np.float32)
+                        pmax = np.zeros(-(-lay.size // fused.BLOCK), dtype=np.int64)
+                        sp0, sp1 = np.array(fused.shift_params(q0, e0)), np.array(fused.shift_params(q1, e1))
+                        if spec.gamma == 1 and keep.shape[0] == 0:
+                            fused.fixed_chunk_plain(a0, sp0, a1, sp1, len(arrs), base[s.name], st["v"], st["vsum"],
+                                                    st["count"], st["sat"], t0, mode, spec.theta_const_fixed,
+                                                    spec.one, spec.v_max, spikes_only, *params[s.name], pay, pmax)
+                        else:
+                            fused.fixed_chunk(a0, sp0, a1, sp1, len(arrs), base[s.name], st["v"], st["vsum"],
+                                              st["count"], st["sat"], t0, mode, spec.theta_const_fixed, spec.one,
+                                              spec.v_max, spec.gamma, keep, ones, gate_code, spikes_only,
+                                              *params[s.name], pay, pmax)
+                        top = float(pmax.max())
+                    else:
+                        q_out, top = 1, 0.0
+                        pay = np.empty((tc, lay.size), dtype=np.float32 if pay_dtype == torch.float32
+                                       else np.float64)
+                        if spec.gamma == 1 and keep.shape[0] == 0:
+                            fused.float_chunk_plain(a0, a1, len(arrs), base[s.name], st["v"], st["vsum"],
+                                                    st["count"], t0, mode, spec.lam, spec.k_const * spec.lam,
+                                                    params[s.name], pay)
+                        else:
+                            fused.float_chunk(a0, a1, len(arrs), base[s.name], st["v"], st["vsum"], st["count"],
+                                              t0, mode, spec.lam, spec.k_const * spec.lam, spec.gamma, keep, ones,
+                                              gate_code, params[s.name], pay)
+                    if sums_at:
+                        psums[s.name] += pay.sum(axis=0, dtype=np.float64) * q_out
+                    payload[s.name] = (lay.chunk_from_phys(pay, tc), q_out, top)
+                if s.name in traces:
+                    if s.kind == "readout":
+                        vals = readout[t0:t1].reshape((tc, b) + s.shape)
+                    else:
+                        p, q, _ = payload[s.name]
+                        vals = p.contiguous().reshape((tc, b) + s.shape).numpy() * q
+                    traces[s.name][t0:t1, lo:hi] = vals
+            if t1 in sums_at:
+                sums[t1] = {name: layouts[name].from_phys(v) for name, v in psums.items()}
+            if t1 in membrane_at:
+                membrane[t1] = {s.name: layouts[s.name].from_phys(
+                    states[s.name]["v"] / float(s.spec.one if fixed else s.spec.lam))
+                    for s in program.neuron_stages}
+            if bar is not None:
+                bar.update(b * tc)
+    finally:
+        fused.set_threads(previous_threads)
+    counts = {s.name: layouts[s.name].from_phys(states[s.name]["count"]) for s in program.neuron_stages}
+    saturated = {s.name: int(states[s.name]["sat"].sum()) if fixed else 0 for s in program.neuron_stages}
+    return {"preds": preds, "readout": readout.reshape(steps, b, n_out), "sums": sums, "membrane": membrane,
+            "counts": counts, "saturated": saturated}

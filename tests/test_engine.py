@@ -1,0 +1,221 @@
+"""The fast (layer-major, fused) reference engine against the plain step-by-step loop.
+
+Fixed point: every output (predictions, readout, spike counts, saturation counts, traces, payload sums, membrane
+snapshots) must be the same integers, on random networks of every stage kind (conv, grouped and depthwise conv,
+LIPool, identity / option-A / projection shortcuts, sum-pools on the input and between layers, flatten, linear,
+readout), every threshold mode, the spike-confidence gate in both variants, burst, half-threshold start, a
+saturating state, more than two synaptic terms into one stage, chunk sizes and thread counts. Float: the same
+values up to float rounding (the fused loop evaluates exp/log1p with the C library, torch with its own vector
+code); the fused float neuron equals the numpy implementation of the rule bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from _nets import convert, random_inputs
+from msat_lava import engine, reference
+from msat_lava.dynamics import fused
+from msat_lava.dynamics import neuron as dyn
+from msat_lava.program import Op, Term
+from netx_export.neuron import PRESETS, NeuronSpec
+
+T = 12
+
+
+def _run(conv, x, precision, eng, chunk=None, threads=1, batch_size=7, steps=T, **kw):
+    prog = conv.program
+    record = [s.name for s in prog.stages]
+    return reference.simulate(prog, x, steps, precision=precision, engine=eng, chunk=chunk, threads=threads,
+                              batch_size=batch_size, progress=False, record=record, record_readout=True,
+                              record_counts=True, sums_at=[1, 5, steps], membrane_at=[2, steps],
+                              sample_ids=np.arange(len(x)) * 3 + 1, **kw)
+
+
+def _assert_same(a, b, exact=True, rtol=1e-9, atol=1e-9):
+    def eq(u, v, what):
+        if exact:
+            np.testing.assert_array_equal(u, v, err_msg=what)
+        else:
+            np.testing.assert_allclose(u, v, rtol=rtol, atol=atol, err_msg=what)
+
+    np.testing.assert_array_equal(a.predictions, b.predictions)
+    eq(a.readout, b.readout, "readout")
+    assert a.spike_counts.keys() == b.spike_counts.keys() and a.spike_counts
+    for k in a.spike_counts:
+        np.testing.assert_array_equal(a.spike_counts[k], b.spike_counts[k], err_msg=f"counts {k}")
+    assert a.traces.keys() == b.traces.keys()
+    for k in a.traces:
+        eq(a.traces[k], b.traces[k], f"trace {k}")
+    assert a.payload_sums.keys() == b.payload_sums.keys()
+    for k in a.payload_sums:
+        for n in a.payload_sums[k]:
+            eq(a.payload_sums[k][n], b.payload_sums[k][n], f"payload sum {k} {n}")
+    assert a.membrane.keys() == b.membrane.keys()
+    for k in a.membrane:
+        for n in a.membrane[k]:
+            eq(a.membrane[k][n], b.membrane[k][n], f"membrane {k} {n}")
+    assert a.saturated == b.saturated
+    assert a.input_clipped == b.input_clipped
+
+
+CASES = [
+    ("resmix", "const", {}),
+    ("resmix", "msat", {}),
+    ("resmix", "dtt", {}),
+    ("resmix", "det", {}),
+    ("poolmix", "msat", {}),
+    ("poolmix", "const", {"v_init": 0.5}),
+    ("resmix", "msat", {"sc": ((0, 0.7), (2, 0.5), (4, 0.8)), "sc_early": 5}),
+    ("resmix", "msat", {"sc": ((1, 0.6), (3, 0.9)), "sc_gate": "keep_charge", "sc_early": 7}),
+    ("poolmix", "const", {"sc": ((0, 0.6), (1, 0.7)), "sc_early": 4}),
+    ("resmix", "msat", {"gamma": 3}),
+    ("resmix", "const", {"gamma": 4}),
+    ("poolmix", "msat", {"msat_units": "normalized", "v_init": 0.5}),
+    ("mlp", "msat", {"state_bits": 14}),       # small state: saturates
+    ("resmix", "const", {"gamma": 4096}),      # Γ·2^F ≥ 2^24: float64 payloads
+]
+
+
+@pytest.mark.parametrize("name,method,opts", CASES, ids=[f"{n}-{m}-{'-'.join(o) or 'plain'}" for n, m, o in CASES])
+def test_fixed_fast_engine_equals_step_loop(name, method, opts):
+    conv = convert(name, method, **opts)
+    x = random_inputs(conv.model.input_shape, 9, seed=11) * 1.5
+    step = _run(conv, x, "fixed", "step")
+    if opts.get("state_bits"):
+        assert sum(step.saturated.values()) > 0  # the case under test
+    for chunk in (1, 5, 64):
+        _assert_same(step, _run(conv, x, "fixed", "fast", chunk=chunk))
+
+
+def test_fixed_fast_engine_independent_of_threads_and_batch():
+    conv = convert("resmix", "msat", sc=((0, 0.7),), sc_early=6)
+    x = random_inputs(conv.model.input_shape, 10, seed=3)
+    a = _run(conv, x, "fixed", "fast", threads=1, batch_size=10)
+    _assert_same(a, _run(conv, x, "fixed", "fast", threads=2, batch_size=3))
+
+
+class ThreeWay(nn.Module):
+    """A stage fed by three terms (two convs and an identity) and a readout fed by two."""
+
+    input_shape = (2, 6, 6)
+
+    def __init__(self):
+        super().__init__()
+        self.c0 = nn.Conv2d(2, 4, 3, 1, 1)
+        self.c1 = nn.Conv2d(4, 4, 3, 1, 1)
+        self.c2 = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(4 * 36, 3)
+        self.fc2 = nn.Linear(4 * 36, 3)
+
+    def forward(self, x):
+        a = F.relu(self.c0(x))
+        b = F.relu(self.c1(a) + self.c2(a) + a)
+        return self.fc(torch.flatten(b, 1)) + self.fc2(torch.flatten(a, 1))
+
+
+def _convert_module(model, method):
+    from msat_lava.program import from_converted
+    from netx_export import ann
+    from netx_export.quantize import quantize
+    from netx_export.trace import trace
+
+    graph = trace(model.eval(), model.input_shape)
+    calib = random_inputs(model.input_shape, 16, seed=2)
+    _, acts = ann.evaluate(graph, calib, record=True)
+    lams = {n.name: float(acts[n.name].max()) for n in graph if n.kind == "relu"}
+    net = quantize(graph, lams, method=method, preset="resnet20", input_scale=float(np.abs(calib).max()))
+    return from_converted(net)
+
+
+@pytest.mark.parametrize("method", ["const", "msat"])
+def test_fast_engine_with_three_terms_into_one_stage(method):
+    torch.manual_seed(4)
+    prog = _convert_module(ThreeWay(), method)
+    assert max(sum(t.source != "input" for t in s.terms) for s in prog.stages) == 3
+    x = random_inputs(ThreeWay.input_shape, 6, seed=5)
+
+    class C:
+        program = prog
+
+    _assert_same(_run(C, x, "fixed", "step"), _run(C, x, "fixed", "fast", chunk=4))
+    _assert_same(_run(C, x, "float", "step"), _run(C, x, "float", "fast", chunk=4), exact=False)
+
+
+@pytest.mark.parametrize("name,method,opts", [("resmix", "const", {}), ("poolmix", "const", {"gamma": 3}),
+                                              ("resmix", "msat", {}), ("poolmix", "dtt", {}),
+                                              ("resmix", "msat", {"sc": ((0, 0.7),), "sc_early": 5})])
+def test_float_fast_engine_matches_step_loop(name, method, opts):
+    conv = convert(name, method, **opts)
+    x = random_inputs(conv.model.input_shape, 8, seed=12)
+    step = _run(conv, x, "float", "step")
+    fast = _run(conv, x, "float", "fast", chunk=5)
+    # exp/log1p differ in the last bit between torch and the C library: allow float rounding, same spikes
+    _assert_same(step, fast, exact=False, rtol=1e-9, atol=1e-9)
+
+
+def test_fused_float_neuron_equals_numpy_rule_bit_for_bit():
+    """The fused float loop and the numpy step function share the C library's exp/log1p: identical bits."""
+    rng = np.random.default_rng(0)
+    m, tc = 3000, 9
+    for spec in (NeuronSpec(mode="msat", lam=3.7, coefs=PRESETS["resnet20"]),
+                 NeuronSpec(mode="det", lam=0.4, coefs=PRESETS["vgg16"], gamma=3),
+                 NeuronSpec(mode="dtt", lam=2.0, coefs=PRESETS["resnet20"], units="normalized", v_init=0.5)):
+        xs = rng.normal(0, 2 * spec.lam, (tc, m))
+        st = dyn.init_float_state((m,), np.zeros(1), spec)
+        want = []
+        for t in range(tc):
+            st, o = dyn.step_float(spec, st, xs[t])
+            want.append(o.payload)
+        v = np.full(m, spec.v_init * spec.lam)
+        vs, c = np.zeros(m), np.zeros(m, np.int64)
+        got = np.empty((tc, m))
+        keep = np.zeros((0, 1), np.uint8)
+        fused.float_chunk(xs, xs, 1, np.zeros(m), v, vs, c, 0, fused.MODE_CODES[spec.mode], spec.lam,
+                          spec.k_const * spec.lam, spec.gamma, keep, np.ones(m, np.uint8), 1,
+                          engine._float_params(spec), got)
+        np.testing.assert_array_equal(got, np.array(want))
+        np.testing.assert_array_equal(v, st.v)
+        np.testing.assert_array_equal(c, st.count)
+        if spec.gamma == 1:
+            v2, vs2, c2 = np.full(m, spec.v_init * spec.lam), np.zeros(m), np.zeros(m, np.int64)
+            got2 = np.empty((tc, m))
+            fused.float_chunk_plain(xs, xs, 1, np.zeros(m), v2, vs2, c2, 0, fused.MODE_CODES[spec.mode], spec.lam,
+                                    spec.k_const * spec.lam, engine._float_params(spec), got2)
+            np.testing.assert_array_equal(got2, got)
+
+
+@pytest.mark.parametrize("n_in,top", [(64, 1024), (2048, 4096), (40000, 255)])
+def test_term_sums_exact_on_every_float32_plan(n_in, top):
+    """One float32 op, b-bit chunks and the float64 fallback all give the exact integer sums."""
+    rng = np.random.default_rng(n_in)
+    mant = np.where(rng.random((5, n_in)) < 0.5, -127, 127).astype(np.int64)
+    mant[0] = 127
+    x = rng.integers(0, top + 1, size=(6, n_in)).astype(np.int64)
+    x[0] = top
+    op = Op(kind="linear", node="fc", in_shape=(n_in,), out_shape=(5,), weight=mant.astype(np.float64), mant=mant)
+    term = Term(source="s", ops=(op,), exp=0)
+    got = engine._term_fixed(term, torch.as_tensor(x, dtype=torch.float32), top, {})
+    want = x @ mant.T
+    np.testing.assert_array_equal(got.to(torch.float64).numpy().astype(np.int64), want)
+    if n_in == 64:
+        assert got.dtype == torch.float32  # ‖w‖₁·max x < 2^24: the single float32 op
+    else:
+        assert got.dtype == torch.float64 and int(np.abs(want).max()) > 1 << 24
+
+
+def test_chunk_bounds_and_errors():
+    assert engine.chunk_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert engine.chunk_bounds(10, 4, [3, 10, 11]) == [(0, 3), (3, 4), (4, 8), (8, 10)]
+    assert engine.chunk_bounds(1, 8) == [(0, 1)]
+    with pytest.raises(ValueError, match="chunk"):
+        engine.chunk_bounds(5, 0)
+    conv = convert("mlp", "const")
+    x = random_inputs(conv.model.input_shape, 2, seed=0)
+    with pytest.raises(ValueError, match="engine"):
+        reference.simulate(conv.program, x, 2, engine="turbo", progress=False)
+    with pytest.raises(ValueError, match="chunk"):
+        reference.simulate(conv.program, x, 2, chunk=0, progress=False)
