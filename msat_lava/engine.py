@@ -113,6 +113,25 @@ def _lut_tables(luts) -> tuple:
     return (ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d)
 
 
+def _gate(stage, lay: _Layout, sample_ids: np.ndarray, seed: int) -> tuple:
+    """(E, sample ids, physical → logical neuron index, K_seed, K) for :func:`fused.fixed_chunk`; E = 0 when the
+    layer has no gate (or its p keeps every spike). Checked like :func:`msat_lava.dynamics.prng.uniform24`."""
+    spec = stage.spec
+    n = int(np.prod(lay.shape))
+    if lay.image:
+        c, h, w = lay.shape
+        nidx = np.arange(n, dtype=np.int64).reshape(c, h, w).transpose(1, 2, 0).reshape(-1).copy()
+    else:
+        nidx = np.arange(n, dtype=np.int64)
+    if not spec.sc_enabled or prng.keep_threshold(spec.sc_p) == 0:
+        return (0, sample_ids, nidx, np.uint64(0), 0)
+    if sample_ids.size and (int(sample_ids.min()) < 0 or int(sample_ids.max()) > prng.MAX_SAMPLE_ID):
+        raise ValueError(f"sample_ids must be in [0, 2^24), got range [{int(sample_ids.min())}, "
+                         f"{int(sample_ids.max())}]")
+    return (int(spec.sc_early), sample_ids, nidx, np.uint64(prng.seed_key(seed, stage.index)),
+            int(prng.keep_threshold(spec.sc_p)))
+
+
 def _float_params(spec) -> np.ndarray:
     c = spec.coefs
     if c is None:
@@ -221,13 +240,8 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
     psums = {s.name: np.zeros(layouts[s.name].size) for s in program.neuron_stages} if sums_at else {}
     sums: dict[int, dict[str, np.ndarray]] = {}
     membrane: dict[int, dict[str, np.ndarray]] = {}
-    empty_keep = np.zeros((0, 1), dtype=np.uint8)
-    ones_cache: dict[int, np.ndarray] = {}
-
-    def ones_for(m: int) -> np.ndarray:
-        if m not in ones_cache:
-            ones_cache[m] = np.ones(m, dtype=np.uint8)
-        return ones_cache[m]
+    sids = np.ascontiguousarray(ids.cpu().numpy(), dtype=np.int64)
+    gates = {s.name: _gate(s, layouts[s.name], sids, seed) for s in program.neuron_stages}
 
     previous_threads = fused.set_threads(torch.get_num_threads())
     try:
@@ -273,10 +287,8 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
                         arrs = [(a.astype(np.float64), q, e) for a, q, e in arrs]
                     a0, q0, e0 = arrs[0]
                     a1, q1, e1 = arrs[-1]
-                    keep, ones = empty_keep, ones_for(lay.size)
-                    if spec.sc_enabled and t0 < spec.sc_early and prng.keep_threshold(spec.sc_p) != 0:
-                        keep = np.stack([lay.to_phys(dyn.gate_mask(spec, t, (b,) + s.shape, ids, s.index, seed, ids)
-                                                     .to(torch.uint8)) for t in range(t0, min(t1, spec.sc_early))])
+                    gate = gates[s.name]
+                    plain = spec.gamma == 1 and t0 >= gate[0]
                     st = states[s.name]
                     gate_code = 1 if spec.sc_gate == "code" else 0
                     mode = fused.MODE_CODES[spec.mode]
@@ -287,27 +299,27 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
                         pay = np.empty((tc, lay.size), dtype=np.float64 if wide else np.float32)
                         pmax = np.zeros(-(-lay.size // fused.BLOCK), dtype=np.int64)
                         sp0, sp1 = np.array(fused.shift_params(q0, e0)), np.array(fused.shift_params(q1, e1))
-                        if spec.gamma == 1 and keep.shape[0] == 0:
+                        if plain:
                             fused.fixed_chunk_plain(a0, sp0, a1, sp1, len(arrs), base[s.name], st["v"], st["vsum"],
                                                     st["count"], st["sat"], t0, mode, spec.theta_const_fixed,
                                                     spec.one, spec.v_max, spikes_only, *params[s.name], pay, pmax)
                         else:
                             fused.fixed_chunk(a0, sp0, a1, sp1, len(arrs), base[s.name], st["v"], st["vsum"],
                                               st["count"], st["sat"], t0, mode, spec.theta_const_fixed, spec.one,
-                                              spec.v_max, spec.gamma, keep, ones, gate_code, spikes_only,
+                                              spec.v_max, spec.gamma, gate, gate_code, spikes_only,
                                               *params[s.name], pay, pmax)
                         top = float(pmax.max())
                     else:
                         q_out, top = 1, 0.0
                         pay = np.empty((tc, lay.size), dtype=np.float32 if pay_dtype == torch.float32
                                        else np.float64)
-                        if spec.gamma == 1 and keep.shape[0] == 0:
+                        if plain:
                             fused.float_chunk_plain(a0, a1, len(arrs), base[s.name], st["v"], st["vsum"],
                                                     st["count"], t0, mode, spec.lam, spec.k_const * spec.lam,
                                                     params[s.name], pay)
                         else:
                             fused.float_chunk(a0, a1, len(arrs), base[s.name], st["v"], st["vsum"], st["count"],
-                                              t0, mode, spec.lam, spec.k_const * spec.lam, spec.gamma, keep, ones,
+                                              t0, mode, spec.lam, spec.k_const * spec.lam, spec.gamma, gate,
                                               gate_code, params[s.name], pay)
                     if sums_at:
                         psums[s.name] += pay.sum(axis=0, dtype=np.float64) * q_out

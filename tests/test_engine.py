@@ -173,10 +173,9 @@ def test_fused_float_neuron_equals_numpy_rule_bit_for_bit():
         v = np.full(m, spec.v_init * spec.lam)
         vs, c = np.zeros(m), np.zeros(m, np.int64)
         got = np.empty((tc, m))
-        keep = np.zeros((0, 1), np.uint8)
+        no_gate = (0, np.zeros(1, np.int64), np.arange(m, dtype=np.int64), np.uint64(0), 0)
         fused.float_chunk(xs, xs, 1, np.zeros(m), v, vs, c, 0, fused.MODE_CODES[spec.mode], spec.lam,
-                          spec.k_const * spec.lam, spec.gamma, keep, np.ones(m, np.uint8), 1,
-                          engine._float_params(spec), got)
+                          spec.k_const * spec.lam, spec.gamma, no_gate, 1, engine._float_params(spec), got)
         np.testing.assert_array_equal(got, np.array(want))
         np.testing.assert_array_equal(v, st.v)
         np.testing.assert_array_equal(c, st.count)
@@ -186,6 +185,28 @@ def test_fused_float_neuron_equals_numpy_rule_bit_for_bit():
             fused.float_chunk_plain(xs, xs, 1, np.zeros(m), v2, vs2, c2, 0, fused.MODE_CODES[spec.mode], spec.lam,
                                     spec.k_const * spec.lam, engine._float_params(spec), got2)
             np.testing.assert_array_equal(got2, got)
+
+
+def test_fused_gate_draw_equals_prng_keep_mask():
+    """ε computed in native uint64 inside the fused loop is the bit pattern of prng.keep_mask (16-bit pieces)."""
+    import numba
+
+    from msat_lava.dynamics import prng
+
+    @numba.njit
+    def draws(ids, n, t, kseed, kthr):
+        out = np.empty((ids.size, n), np.int64)
+        for b in range(ids.size):
+            for j in range(n):
+                out[b, j] = fused._keep(ids[b], t, j, kseed, kthr)
+        return out
+
+    ids = np.array([0, 1, 7, 123456, (1 << 24) - 1], dtype=np.int64)
+    for t, layer, seed, p in ((0, 0, 0, 0.5), (13, 3, 99, 0.9), (255, 17, (1 << 32) - 1, 0.01)):
+        want = prng.keep_mask(ids, (37,), t, layer, seed, p, np.zeros(0))
+        got = draws(ids, 37, t, np.uint64(prng.seed_key(seed, layer)), prng.keep_threshold(p))
+        np.testing.assert_array_equal(got.astype(bool), want)
+        assert 0 < want.sum() < want.size
 
 
 @pytest.mark.parametrize("n_in,top", [(64, 1024), (2048, 4096), (40000, 255)])

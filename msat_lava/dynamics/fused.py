@@ -24,9 +24,9 @@ float (float64 state, raw units):
     θ = k·λ | λ at t = 0 | max(λ·σ(z), λ·2^−F),  z from Δ = v − S/t and x (neuron.float_msat_theta)
     s, s_g, v, payload, S, n as above (no saturation).
 
-Mode codes: 0 const, 1 dtt, 2 det, 3 msat. ``keep`` (Tg, M) uint8 holds ε for the first Tg steps of the chunk
-(Tg = 0: no gate in this chunk); ``gate_code`` 1 = 'code' (reset with the ungated s, suppressed charge dropped),
-0 = 'keep_charge'.
+Mode codes: 0 const, 1 dtt, 2 det, 3 msat. The gate ε is the counter-based draw of :mod:`msat_lava.dynamics.prng`
+computed in place (:func:`_keep`, native uint64 arithmetic, the same bits); ``gate_code`` 1 = 'code' (reset with
+the ungated s, suppressed charge dropped), 0 = 'keep_charge'.
 """
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ import numba
 import numpy as np
 from numba import types
 from numba.extending import overload
+
+from msat_lava.dynamics import prng
 
 __all__ = ["fixed_chunk", "float_chunk", "set_threads", "MODE_CODES"]
 
@@ -112,6 +114,23 @@ def _floor_div(s, t):
     return np.int64(math.floor(np.float64(s) / np.float64(t)))
 
 
+_GAMMA = np.uint64(prng.SPLITMIX_GAMMA)
+_MIX1 = np.uint64(prng._M1)
+_MIX2 = np.uint64(prng._M2)
+
+
+@numba.njit(inline="always", cache=_CACHE)
+def _keep(sample_id, t, n, kseed, kthr):
+    """ε (1 kept, 0 suppressed) of :mod:`msat_lava.dynamics.prng` in native uint64 arithmetic:
+    U = mix((sample_id << 40 | t << 32 | n) XOR K_seed) >> 40, keep iff U ≥ K."""
+    z = (np.uint64(sample_id) << np.uint64(40)) | (np.uint64(t) << np.uint64(32)) | np.uint64(n)
+    z = (z ^ kseed) + _GAMMA
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z = z ^ (z >> np.uint64(31))
+    return np.int64(np.int64(z >> np.uint64(40)) >= kthr)
+
+
 @numba.njit(inline="always", cache=_CACHE)
 def _fire_fixed(vj, x, theta, gamma, kv, gc, vmax):
     """(v̂ after the step, s_g) for m̂ = v̂ + x̂ against θ̂; kv = ε (0/1), gc = 1 for the 'code' gate."""
@@ -127,17 +146,18 @@ def _fire_fixed(vj, x, theta, gamma, kv, gc, vmax):
 
 @numba.njit(parallel=True, cache=_CACHE)
 def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, theta_const, one, vmax, gamma,
-                keep, ones, gate_code, spikes_only, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d, payload, pmax):
+                gate, gate_code, spikes_only, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d, payload, pmax):
     """Advance the fixed model by Tc = payload.shape[0] steps (module docstring); state arrays are updated in
     place. Term k's round-shifted sum is (a_k·mul + add) >> shift with sp_k = (mul, add, shift)
-    (:func:`shift_params`). ``keep`` (Tg, M) uint8 gates the first Tg steps, ``ones`` (M,) uint8 (all 1) the rest.
-    ``payload`` (Tc, M) receives s_g·θ̂, or s_g alone when ``spikes_only`` (a const layer, whose payload is then
+    (:func:`shift_params`). ``gate`` = (E, sample ids (B,), neuron index (N,), K_seed, K) (:class:`Gate`): ε is
+    drawn for the layer-local steps t < E (E = 0: no gate). ``payload`` (Tc, M) receives s_g·θ̂, or s_g alone when ``spikes_only`` (a const layer, whose payload is then
     s_g times θ̂_const), as exact floats (float32 or float64); ``pmax`` (number of blocks,) each block's largest
     value written. The loop over a block's neurons has one form for a constant θ̂ and one for the LUT threshold,
     each free of data-independent branches."""
     tc = payload.shape[0]
     m_n = payload.shape[1]
-    tg = keep.shape[0]
+    g_end, sids, nidx, kseed, kthr = gate
+    n_per = nidx.shape[0]
     mul0, add0, sh0 = sp0[0], sp0[1], sp0[2]
     mul1, add1, sh1 = sp1[0], sp1[1], sp1[2]
     two = np.int64(1) if nterms > 1 else np.int64(0)
@@ -158,14 +178,15 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
             x0 = a0[k, j0:j1]
             x1 = a1[k, j0:j1]
             pk = payload[k, j0:j1]
-            kk = keep[k, j0:j1] if k < tg else ones[j0:j1]
+            gated = t < g_end
             if mode != 0 and t > 0:
                 for i in range(n):
                     vj = vb[i]
+                    kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr) if gated else 1
                     x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
                     theta = _fixed_theta(mode, vj - _floor_div(sb[i], t), x, ip, sig_a, sig_d, sp_a, sp_d,
                                          det_a, det_d)
-                    vj, sg = _fire_fixed(vj, x, theta, gamma, np.int64(kk[i]), gc, vmax)
+                    vj, sg = _fire_fixed(vj, x, theta, gamma, kv, gc, vmax)
                     out = sg * theta
                     pk[i] = out
                     top = max(top, out)
@@ -178,8 +199,9 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
                 outmul = np.int64(1) if spikes_only else theta
                 for i in range(n):
                     vj = vb[i]
+                    kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr) if gated else 1
                     x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
-                    vj, sg = _fire_fixed(vj, x, theta, gamma, np.int64(kk[i]), gc, vmax)
+                    vj, sg = _fire_fixed(vj, x, theta, gamma, kv, gc, vmax)
                     out = sg * outmul
                     pk[i] = out
                     top = max(top, out)
@@ -260,14 +282,15 @@ def _sigmoid(z):
 
 
 @numba.njit(parallel=True, cache=_CACHE)
-def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamma, keep, ones, gate_code, fp,
+def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamma, gate, gate_code, fp,
                 payload):
-    """Advance the float model by Tc = payload.shape[0] steps (module docstring); ``keep``/``ones`` as in
+    """Advance the float model by Tc = payload.shape[0] steps (module docstring); ``gate`` as in
     :func:`fixed_chunk`. ``fp`` float64 parameters: u = λ/λ_f, λ_f, k_i, τ_mp, α, k_a, τ_rd, C, EXP_ARG_MAX, lsb
     (neuron.float_msat_theta)."""
     tc = payload.shape[0]
     m_n = payload.shape[1]
-    tg = keep.shape[0]
+    g_end, sids, nidx, kseed, kthr = gate
+    n_per = nidx.shape[0]
     u, lam_f, k_i, tau_mp, alpha, k_a, tau_rd, c_det, exp_max, lsb = \
         fp[0], fp[1], fp[2], fp[3], fp[4], fp[5], fp[6], fp[7], fp[8], fp[9]
     dtt = mode == 1 or mode == 3
@@ -286,11 +309,12 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
             x0 = a0[k, j0:j1]
             x1 = a1[k, j0:j1]
             pk = payload[k, j0:j1]
-            kk = keep[k, j0:j1] if k < tg else ones[j0:j1]
+            gated = t < g_end
             lut = mode != 0 and t > 0
             th0 = k_lam if mode == 0 else lam
             for i in range(n):
                 vj = vb[i]
+                kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr) if gated else 1
                 x = bb[i] + np.float64(x0[i])
                 if nterms > 1:
                     x = x + np.float64(x1[i])
@@ -311,7 +335,7 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
                     s = np.int64(m >= theta)
                 else:
                     s = np.int64(min(max(math.floor(m / theta), 0.0), float(gamma)))
-                sg = s * np.int64(kk[i])
+                sg = s * kv
                 s_eff = s if gate_code == 1 else sg
                 vj = m - np.float64(s_eff) * theta
                 pk[i] = np.float64(sg) * theta
