@@ -240,6 +240,11 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
     psums = {s.name: np.zeros(layouts[s.name].size) for s in program.neuron_stages} if sums_at else {}
     sums: dict[int, dict[str, np.ndarray]] = {}
     membrane: dict[int, dict[str, np.ndarray]] = {}
+    # the last stage reading each stage's payloads: a chunk's payloads are dropped once read for the last time
+    last_use = {src: i for i, st_ in enumerate(program.stages) for src in program.sources_of(st_) if src != "input"}
+    drop_after = {}
+    for src, i in last_use.items():
+        drop_after.setdefault(i, []).append(src)
     sids = np.ascontiguousarray(ids.cpu().numpy(), dtype=np.int64)
     gates = {s.name: _gate(s, layouts[s.name], sids, seed) for s in program.neuron_stages}
 
@@ -248,7 +253,7 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
         for t0, t1 in chunk_bounds(steps, chunk, list(sums_at) + list(membrane_at)):
             tc = t1 - t0
             payload: dict[str, Any] = {}
-            for s in program.stages:
+            for si, s in enumerate(program.stages):
                 lay = layouts[s.name]
                 if s.kind == "lipool":
                     geom, st = states[s.name]
@@ -331,6 +336,8 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
                         p, q, _ = payload[s.name]
                         vals = p.contiguous().reshape((tc, b) + s.shape).numpy() * q
                     traces[s.name][t0:t1, lo:hi] = vals
+                for name in drop_after.get(si, ()):
+                    payload.pop(name, None)
             if t1 in sums_at:
                 sums[t1] = {name: layouts[name].from_phys(v) for name, v in psums.items()}
             if t1 in membrane_at:

@@ -43,7 +43,7 @@ def test_chunked_f32_conv_is_exact(groups, payload):
     if payload == "graded":
         x = rng.integers(0, 1 << 13, size=(3, c_in, 6, 6))
     elif payload == "power_of_two":
-        x = (rng.random((3, c_in, 6, 6)) < 0.4) * (1 << 12)
+        x = (rng.random((3, c_in, 6, 6)) < 0.4) * (1 << 13)
     else:
         x = np.zeros((3, c_in, 6, 6), dtype=np.int64)
     x = x.astype(np.int64)

@@ -184,8 +184,10 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
                     vj = vb[i]
                     kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr) if gated else 1
                     x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
-                    theta = _fixed_theta(mode, vj - _floor_div(sb[i], t), x, ip, sig_a, sig_d, sp_a, sp_d,
-                                         det_a, det_d)
+                    theta = one  # as in fixed_chunk_plain: m̂ ≤ 0 neither fires nor resets, whatever θ̂ is
+                    if vj + x > 0:
+                        theta = _fixed_theta(mode, vj - _floor_div(sb[i], t), x, ip, sig_a, sig_d, sp_a, sp_d,
+                                             det_a, det_d)
                     vj, sg = _fire_fixed(vj, x, theta, gamma, kv, gc, vmax)
                     out = sg * theta
                     pk[i] = out
@@ -242,9 +244,11 @@ def fixed_chunk_plain(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, m
                 for i in range(n):
                     vj = vb[i]
                     x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
-                    theta = _fixed_theta(mode, vj - _floor_div(sb[i], t), x, ip, sig_a, sig_d, sp_a, sp_d,
-                                         det_a, det_d)
                     m = vj + x
+                    theta = one  # θ̂ ∈ [1, 2^F] cannot change the outcome of m̂ ≤ 0 (no spike, v̂ = m̂): skip the LUTs
+                    if m > 0:
+                        theta = _fixed_theta(mode, vj - _floor_div(sb[i], t), x, ip, sig_a, sig_d, sp_a, sp_d,
+                                             det_a, det_d)
                     s = np.int64(m >= theta)
                     vj = min(max(m - s * theta, -vmax), vmax)
                     out = s * theta
@@ -319,7 +323,7 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
                 if nterms > 1:
                     x = x + np.float64(x1[i])
                 theta = th0
-                if lut:
+                if lut and vj + x >= lsb:  # below λ·2^−F ≤ θ, m neither fires nor resets, whatever θ is
                     delta = vj - sb[i] / t
                     z = 0.0
                     if dtt:
@@ -372,14 +376,16 @@ def float_chunk_plain(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam
                 for i in range(n):
                     vj = vb[i]
                     x = bb[i] + np.float64(x0[i]) + two * np.float64(x1[i])
-                    delta = vj - sb[i] / t
-                    d = delta / u
-                    y = d / k_i
-                    softplus = max(y, 0.0) + math.log1p(math.exp(-abs(y)))
-                    z = dtt * (tau_mp * (alpha * d - lam_f + k_a * softplus))
-                    z = z + det * (tau_rd * math.exp(min(-(x / u) / c_det, exp_max)))
-                    theta = max(lam * _sigmoid(z), lsb)
                     m = vj + x
+                    theta = lsb  # θ ≥ λ·2^−F: below that m neither fires nor resets, whatever θ is
+                    if m >= lsb:
+                        delta = vj - sb[i] / t
+                        d = delta / u
+                        y = d / k_i
+                        softplus = max(y, 0.0) + math.log1p(math.exp(-abs(y)))
+                        z = dtt * (tau_mp * (alpha * d - lam_f + k_a * softplus))
+                        z = z + det * (tau_rd * math.exp(min(-(x / u) / c_det, exp_max)))
+                        theta = max(lam * _sigmoid(z), lsb)
                     s = np.float64(m >= theta)
                     vj = m - s * theta
                     pk[i] = s * theta
