@@ -1,6 +1,6 @@
 """Lava per-step wall time of our ResNet20 network vs a lava-dl netx CUBA-LIF network of the same layers (issue 12).
 
-    python benchmarks/lava_speed.py                                  # 3 samples, T = 64, 2 rounds, ≈ 3–4 min
+    python benchmarks/lava_speed.py                                  # 2 samples, T = 64, 2 rounds, ≈ 4–5 min
     python benchmarks/lava_speed.py --samples 2 --steps 32 --rounds 1 --layouts fused --no-write   # quick look
 
 **Ours.** The akamaster ResNet20 converted like ``benchmarks/verify.sh`` (``netx_export.api.convert``, method
@@ -198,8 +198,9 @@ def write_cuba_netx(program, path: str | os.PathLike) -> dict[str, Any]:
             g.create_dataset("weight", data=mant.astype(np.float32))
             g.create_dataset("bias", data=bias.astype(np.float32))
             _cuba(g, vth)
-            layers.append({"type": "conv", "name": s.name, "shape": list(s.shape), "kernel": list(mant.shape),
-                           "stride": list(op.params["stride"]), "vThMant": int(vth), "neurons": int(np.prod(s.shape))})
+            layers.append({"type": "conv", "name": s.name, "neurons": int(np.prod(s.shape)),
+                           "desc": f"conv {tuple(mant.shape)} stride {tuple(op.params['stride'])} -> "
+                                   f"{tuple(s.shape)}, vThMant {int(vth)}"})
             prev_shape = tuple(s.shape)
             i += 1
         ro = program.readout
@@ -227,9 +228,10 @@ def write_cuba_netx(program, path: str | os.PathLike) -> dict[str, Any]:
         g.create_dataset("outFeatures", data=int(dense.shape[0]))
         g.create_dataset("weight", data=dense.astype(np.float32))
         _cuba(g, VTH_MAX)
-        layers.append({"type": "dense", "name": ro.name, "shape": [int(dense.shape[0])],
-                       "in": int(dense.shape[1]), "vThMant": VTH_MAX, "neurons": int(dense.shape[0])})
-    return {"path": str(path), "bytes": os.path.getsize(path), "layers": layers,
+        layers.append({"type": "dense", "name": ro.name, "neurons": int(dense.shape[0]),
+                       "desc": f"flatten, dense {tuple(dense.shape)}, vThMant {VTH_MAX}"})
+    return {"path": str(path), "bytes": os.path.getsize(path),
+            "layers": [f"{lay['name']}: {lay['desc']}" for lay in layers],
             "spiking_layers": sum(1 for lay in layers if lay["type"] == "conv"),
             "neurons": sum(lay["neurons"] for lay in layers), "input_message_bits": f_in + 2}
 
@@ -285,6 +287,41 @@ def run_netx(path: str | os.PathLike, p_in: np.ndarray, steps: int, input_messag
             **({} if probed is None else {"probe_spikes": probed})}
 
 
+def netx_kernel_time(path: str | os.PathLike, density: float = 0.2, seed: int = 0) -> float:
+    """Seconds one step of the file's synapses costs in this process with the kernels Lava's fixed-point models
+    call (``lava.proc.conv.utils.conv`` per conv, ``W[:, s].sum(1)`` for the dense), on random binary spikes."""
+    import h5py
+    from lava.proc.conv import utils as conv_utils
+
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    prev: tuple[int, ...] = ()
+    with h5py.File(path, "r") as f:
+        layer = f["layer"]
+        for i in range(len(layer)):
+            g = layer[str(i)]
+            kind = g["type"][0].decode()
+            if kind == "conv":
+                w = g["weight"][()].astype(np.int32)
+                w = w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)              # netx: torch → Lava (Cout, kW, kH, Cin)
+                cin = int(g["inChannels"][()])
+                s_in = (rng.random(prev[::-1]) < density).astype(np.int32)  # (W, H, C)
+                args = [np.asarray(g[k][()])[::-1] for k in ("kernelSize", "stride", "padding", "dilation")]
+                t0 = time.perf_counter()
+                conv_utils.conv(s_in, w, *args, int(g["groups"][()]))
+                total += time.perf_counter() - t0
+                assert s_in.shape[-1] == cin
+            elif kind == "dense":
+                w = g["weight"][()].astype(np.int32)
+                s_in = rng.random(w.shape[1]) < density
+                t0 = time.perf_counter()
+                w[:, s_in].sum(axis=1)
+                total += time.perf_counter() - t0
+            if kind in ("input", "conv"):
+                prev = tuple(int(v) for v in g["shape"][()])
+    return total
+
+
 # ----------------------------------------------------------------------------------------------------------
 def _best(rows: list[dict[str, Any]]) -> dict[str, Any]:
     best = min(rows, key=lambda r: r["per_step_s"])
@@ -297,7 +334,7 @@ def _ms(v: float) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--samples", type=int, default=3, help="strided CIFAR-10 test images per run")
+    ap.add_argument("--samples", type=int, default=2, help="strided CIFAR-10 test images per run")
     ap.add_argument("--steps", type=int, default=64, help="T per sample")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; figures are the best round")
     ap.add_argument("--layouts", default="fused,per-stage", help=f"comma list of {', '.join(LAYOUTS)}")
@@ -344,6 +381,7 @@ def main(argv=None) -> int:
                   file=sys.stderr, flush=True)
             rows["compute_only"].append(compute_only(program, x, args.steps,
                                                      profile=args.profile and rnd == args.rounds - 1))
+        netx_kernel_s = netx_kernel_time(netx_path)
         if not args.netx_file:
             netx_info["path"] = None  # temporary
 
@@ -375,12 +413,15 @@ def main(argv=None) -> int:
         "samples_per_min_at_T": ours[main_layout]["samples_per_min_steady"],
         "ours": ours,
         "compute_only_per_step_ms": _ms(comp["per_step_s"]),
+        "spiking_layers": len(program.neuron_stages),
+        "neurons": int(sum(np.prod(s.shape) for s in program.stages)),
         "netx": {"per_step_ms": _ms(netx_best["per_step_s"]),
                  "per_step_all_ms": [_ms(v) for v in netx_best["per_step_all_s"]],
                  "processes": netx_best["processes"], "blocks": netx_best["layers"],
                  "build_s": round(netx_best["build_s"], 3), "compile_s": round(netx_best["compile_s"], 3),
                  "collect_s": round(netx_best["collect_s"], 3),
                  "samples_per_min_steady": round(60.0 / (args.steps * netx_best["per_step_s"]), 2),
+                 "synapse_kernels_per_step_ms": _ms(netx_kernel_s),
                  "output_spikes": netx_best["output_spikes"], "file": netx_info,
                  "note": "plain feed-forward chain of our 19 convs + folded readout: netx has no residual add"},
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
