@@ -50,6 +50,12 @@ __all__ = ["Calibration", "calibrate", "percentile_index", "MAX_KEPT", "METHODS"
 METHODS = ("max", "percentile")
 MAX_KEPT = 2 ** 24  # most activation values a percentile buffer may hold per layer
 UNSIZED_KEPT = 2 ** 20  # values per layer always kept for a stream of unknown length
+# Samples per ANN batch. Small on purpose: torch's float64 CPU convolution (no oneDNN kernel for float64)
+# allocates an im2col buffer for the whole batch on every call; once that passes glibc's mmap threshold
+# (32 MiB at most: ~27 CIFAR samples in a 16-channel 32x32 layer) each call page-faults a fresh mapping
+# and runs ~5x slower per sample. Every sample's convolution is its own GEMM, so the values, and λ, do not
+# depend on the batch size. Batches are evaluated in parallel (AnnRunner.map), one thread each.
+DEFAULT_BATCH = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +261,7 @@ class _Stat:
         self.method, self.percentile, self.nonzero_only = method, percentile, nonzero_only
         self.expected = None if expected_samples is None else expected_samples * per_sample_row
         self.count = 0  # elements per row seen so far
-        self.nonzero = torch.zeros(rows, dtype=torch.int64)
+        self.nonzero = torch.zeros(rows, dtype=torch.int64)  # counted for nonzero_only (the only user)
         self.max = torch.zeros(rows, dtype=torch.float64)
         self.kept = torch.empty((rows, 0), dtype=torch.float64)  # descending per row
         self.discarded = torch.full((rows,), -math.inf, dtype=torch.float64)  # max value dropped
@@ -283,7 +289,8 @@ class _Stat:
         else:
             v = act.reshape(1, -1)
         self.count += v.shape[1]
-        self.nonzero += (v != 0).sum(dim=1)
+        if self.nonzero_only:
+            self.nonzero += (v != 0).sum(dim=1)
         if v.shape[1]:
             self.max = torch.maximum(self.max, v.amax(dim=1))
         if self.method != "percentile":
@@ -322,14 +329,15 @@ class _Stat:
 # ---------------------------------------------------------------------------------------------
 def calibrate(graph: ir.Graph, data: Any, *, method: str = "max", percentile: float = 99.99,
               nonzero_only: bool = False, channelwise: bool = False, max_samples: int | None = None,
-              batch_size: int = 256, progress: bool = True) -> Calibration:
+              batch_size: int = DEFAULT_BATCH, progress: bool = True) -> Calibration:
     """λ per ``relu`` node of ``graph`` from calibration ``data`` (see the module docstring).
 
     ``data``: a tensor or array ``(N, *graph.input.shape)``, a DataLoader, or an iterable of batches
     (tensors/arrays, or tuples/lists whose first entry is the input batch, e.g. ``(x, y)``).
-    ``max_samples`` uses only the first samples; ``batch_size`` bounds the ANN batch; ``progress`` shows a
-    tqdm bar on stderr. ``percentile`` is used by ``method='percentile'`` only (it must be in (0, 100]
-    either way). Returns a :class:`Calibration`.
+    ``max_samples`` uses only the first samples; ``batch_size`` bounds the ANN batch (the results do not
+    depend on it; batches are evaluated on ``torch.get_num_threads()`` threads, :meth:`AnnRunner.map`);
+    ``progress`` shows a tqdm bar on stderr. ``percentile`` is used by ``method='percentile'`` only (it must
+    be in (0, 100] either way). Returns a :class:`Calibration`.
     """
     if not isinstance(graph, ir.Graph):
         raise TypeError(f"graph must be a netx_export.ir.Graph, got {type(graph).__name__}")
@@ -356,22 +364,27 @@ def calibrate(graph: ir.Graph, data: Any, *, method: str = "max", percentile: fl
         stats[name] = _Stat(name, rows, math.prod(s) // rows, method, percentile, nonzero_only, expected)
         stats[name].capacity()  # fail early when the data is known to be too large for the buffer
 
-    runner = AnnRunner(graph, dtype=torch.float64)
     digest = hashlib.sha256()
     n_samples = 0
     input_scale = 0.0
-    with tqdm(total=expected, desc="calibrate", unit="sample", disable=not progress) as bar:
+
+    def checked() -> Iterator[torch.Tensor]:  # the input batches, checked and hashed in order
+        nonlocal n_samples, input_scale
         for x in _batches(data, shape, batch_size, max_samples):
             if not torch.isfinite(x).all():
                 raise CalibrationError(f"calibration inputs contain NaN or infinity (batch starting at sample "
                                        f"{n_samples})")
             digest.update(x.numpy().tobytes())
             input_scale = max(input_scale, float(x.abs().max()))
-            _, acts = runner(x.to(torch.float64), record=relus)
+            n_samples += x.shape[0]
+            yield x
+
+    runner = AnnRunner(graph, dtype=torch.float64)
+    with tqdm(total=expected, desc="calibrate", unit="sample", disable=not progress) as bar:
+        for out, acts in runner.map(checked(), record=relus):  # batches in order, evaluated in parallel
             for name in relus:
                 stats[name].update(acts[name], channelwise)
-            n_samples += x.shape[0]
-            bar.update(x.shape[0])
+            bar.update(out.shape[0])
     if n_samples == 0:
         raise CalibrationError("calibration data is empty")
     if input_scale <= 0:
@@ -382,7 +395,7 @@ def calibrate(graph: ir.Graph, data: Any, *, method: str = "max", percentile: fl
     for name in relus:
         lam = stats[name].result()
         if not np.any(lam > 0):
-            if int(stats[name].nonzero.sum()) == 0:
+            if float(stats[name].max.max()) <= 0:  # ReLU outputs are >= 0: max 0 means all zero
                 why = f"its ReLU output is 0 for all {n_samples} calibration samples"
             else:
                 why = (f"the {percentile}th percentile of its activations is 0 (too many zeros); use "

@@ -117,6 +117,24 @@ def test_data_forms_give_identical_results():
     assert cal.data_hash == hashlib.sha256(DATA[:2].tobytes()).hexdigest()
 
 
+def test_resnet_lambdas_do_not_depend_on_batch_size_or_threads():
+    """The float64 ANN of a traced ResNet20 gives bit-identical λ (max and percentile) whatever the batch size
+    and whether the batches run on worker threads (AnnRunner.map) or one after the other."""
+    graph = trace(load_resnet(20), (3, 32, 32))
+    x, _ = cifar10_test(24, stride=97)
+    threads = torch.get_num_threads()
+    for kw in (dict(), dict(method="percentile", percentile=99.9)):
+        ref = calibrate(graph, x, batch_size=24, progress=False, **kw)
+        assert calibrate(graph, x, progress=False, **kw) == ref  # DEFAULT_BATCH, in parallel
+        assert calibrate(graph, x, batch_size=5, progress=False, **kw) == ref
+        torch.set_num_threads(1)
+        try:
+            assert calibrate(graph, x, batch_size=8, progress=False, **kw) == ref  # no worker threads
+        finally:
+            torch.set_num_threads(threads)
+    assert calibrate_mod.DEFAULT_BATCH == 8
+
+
 def test_progress_bar(capsys):
     calibrate(_tiny(), DATA, progress=True)
     err = capsys.readouterr().err

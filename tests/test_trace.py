@@ -538,6 +538,31 @@ def test_ann_record_and_relu_inputs():
         ann.evaluate(graph, x, record=["nope"])
 
 
+def test_ann_map_equals_plain_calls_in_order():
+    """AnnRunner.map: the values of one plain (multi-threaded) call per batch, bit for bit, in batch order, on
+    one or several worker threads; the caller's thread count is restored afterwards, also when it stops early."""
+    graph = trace(load_mnistnet(), (1, 28, 28))  # conv, maxpool, linear and a relu after a linear
+    x, _ = mnist_test(23)
+    batches = [x[i:i + 4] for i in range(0, 23, 4)]
+    runner = ann.AnnRunner(graph)
+    plain = [runner(b, record=["relu", "relu_2"]) for b in batches]
+    threads = torch.get_num_threads()
+    for workers in (None, 1, 3):
+        got = list(runner.map(iter(batches), record=["relu", "relu_2"], workers=workers))
+        assert len(got) == len(plain)
+        for (out, acts), (want, want_acts) in zip(got, plain):
+            assert torch.equal(out, want) and acts.keys() == want_acts.keys()
+            assert all(torch.equal(acts[k], want_acts[k]) for k in acts)
+        assert torch.get_num_threads() == threads
+    stream = runner.map(batches, workers=2)
+    assert torch.equal(next(stream), plain[0][0])
+    stream.close()
+    assert torch.get_num_threads() == threads
+    with pytest.raises(GraphError, match="shape"):  # a worker's error reaches the caller
+        list(runner.map([x[:2], x[:2, :, :27]], workers=2))
+    assert torch.get_num_threads() == threads
+
+
 def test_graph_roundtrip_after_trace():
     graph = trace(load_resnet(20), (3, 32, 32))
     again = ir.Graph.from_dict(graph.to_dict())
