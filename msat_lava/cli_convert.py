@@ -239,30 +239,38 @@ def _sc_pairs(values: list[str] | None) -> dict[str, float] | None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    timings: dict[str, float] = {}  # wall seconds per phase, in order (--json: "timings")
     try:
-        from netx_export.api import convert, summary
+        from netx_export.api import PhaseClock, convert, summary
 
+        clock = PhaseClock(timings)
         out = Path(args.out)
         if out.exists() and not args.overwrite:
             raise BadInput(f"{args.out!r} exists; pass --overwrite to replace it")
         model = load_model(args.model, args.weights, args.exported)
+        clock.lap("load_model")
         x = load_data(args.data, norm_mean=_floats(args.norm_mean, "--norm-mean"),
                       norm_std=_floats(args.norm_std, "--norm-std"), input_scale=args.input_scale,
                       samples=args.calib_samples, seed=args.seed)
+        clock.lap("load_data")
         net = convert(model, x, method=args.method, preset=args.preset, lambda_method=args.lambda_method,
                       percentile=args.percentile, nonzero_only=args.nonzero_only, sc_p=_sc_pairs(args.sc_p),
                       seed=args.seed, progress=not (args.quiet or args.json), msat_units=args.msat_units,
-                      v_init=args.v_init, channelwise=args.channelwise)
+                      v_init=args.v_init, channelwise=args.channelwise, timings=timings)
+        clock.restart()  # convert() timed its own phases
         net.save(out, overwrite=args.overwrite)
+        clock.lap("write")
     except _bad_input_errors() as exc:
         return _fail("convert", exc)
     info = summary(net)
     info["file"] = {"path": str(out), "bytes": out.stat().st_size}
+    clock.lap("summary")
+    info["timings"] = {k: round(v, 4) for k, v in timings.items()}
     if args.json:
         print(json.dumps(info, indent=2))
     elif not args.quiet:
         print(format_summary(info))
-        print(f"wrote {out} ({out.stat().st_size} bytes)")
+        print(f"wrote {out} ({out.stat().st_size} bytes) in {sum(timings.values()):.1f} s")
     return EXIT_OK
 
 
@@ -324,7 +332,8 @@ def add_convert_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset and the SC gate")
     p.add_argument("--out", required=True, metavar="NET", help="output network file")
     p.add_argument("--overwrite", action="store_true", help="replace NET if it exists")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (with the wall seconds of each "
+                   "phase under 'timings': load_model, load_data, trace, calibrate, quantize, write, summary)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     p.set_defaults(func=_cmd_convert)
 

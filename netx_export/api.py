@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any, Mapping
+import time
+from typing import Any, Mapping, MutableMapping
 
 import numpy as np
 
 from netx_export.errors import CalibrationError
 from netx_export.quantize import ConvertedNetwork, quantize, state_hash
 
-__all__ = ["convert", "load", "summary"]
+__all__ = ["convert", "load", "summary", "PhaseClock"]
 
 
 def _first_batch_shape(data: Any) -> tuple[tuple[int, ...], Any]:
@@ -45,7 +46,8 @@ def _first_batch_shape(data: Any) -> tuple[tuple[int, ...], Any]:
 def convert(model, calibration_data, *, method: str = "msat", preset: str | None = "resnet20",
             input_shape: tuple[int, ...] | None = None, lambda_method: str = "max", percentile: float = 99.99,
             nonzero_only: bool = False, channelwise: bool = False, sc_p: Mapping[str, float] | None = None,
-            seed: int = 0, progress: bool = True, msat_units: str = "raw", v_init: float = 0.0) -> ConvertedNetwork:
+            seed: int = 0, progress: bool = True, msat_units: str = "raw", v_init: float = 0.0,
+            timings: MutableMapping[str, float] | None = None) -> ConvertedNetwork:
     """Convert a PyTorch ``model`` into a :class:`ConvertedNetwork`.
 
     * ``calibration_data``: tensor/array ``(N, *input_shape)`` (normalized exactly as the model expects),
@@ -64,6 +66,8 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
       the threshold formula; ALGORITHMS §2.2), stored per spiking layer (``NeuronSpec.units``).
     * ``v_init``: initial membrane residual as a fraction of λ, in [0, 1) (``NeuronSpec.v_init``); 0.5 is the
       half-threshold start that removes most low-T error of rate coding.
+    * ``timings``: if given, receives the wall seconds of each phase under the keys 'trace', 'calibrate'
+      and 'quantize'.
 
     Raises UnsupportedOpError (every unsupported node listed), CalibrationError, QuantizationError.
     """
@@ -75,7 +79,9 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
     if input_shape is None:
         input_shape = inferred
     input_shape = tuple(int(s) for s in input_shape)
+    clock = PhaseClock(timings)
     graph = trace(model, input_shape)
+    clock.lap("trace")
     rule = dict(method=lambda_method, percentile=percentile, nonzero_only=nonzero_only, progress=progress)
     balanced: list[str] = []
     if channelwise:
@@ -83,6 +89,7 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
         balanced = list(scales)
     else:
         cal = calibrate(graph, calibration_data, channelwise=False, **rule)
+    clock.lap("calibrate")
     hyper = {
         "lambda_method": lambda_method,
         "percentile": float(cal.percentile),
@@ -92,8 +99,27 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
         "calibration_samples": int(cal.n_samples),
         "input_shape": list(input_shape),
     }
-    return quantize(graph, cal, method=method, preset=preset, sc_p=sc_p, seed=seed, model_hash=state_hash(model),
-                    hyperparameters=hyper, msat_units=msat_units, v_init=v_init)
+    net = quantize(graph, cal, method=method, preset=preset, sc_p=sc_p, seed=seed, model_hash=state_hash(model),
+                   hyperparameters=hyper, msat_units=msat_units, v_init=v_init)
+    clock.lap("quantize")
+    return net
+
+
+class PhaseClock:
+    """Writes the wall seconds since the previous lap into ``timings[name]`` (nothing when it is None)."""
+
+    def __init__(self, timings: MutableMapping[str, float] | None) -> None:
+        self.timings, self.start = timings, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[name] = now - self.start
+        self.start = now
+
+    def restart(self) -> None:
+        """Start the next lap now (the time since the last lap is not recorded)."""
+        self.start = time.perf_counter()
 
 
 def load(path: str | os.PathLike) -> ConvertedNetwork:

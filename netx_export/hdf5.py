@@ -29,6 +29,7 @@ lists of records → groups ``0..n-1``. Datasets of ≥ 1024 elements are gzip-c
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -46,7 +47,8 @@ from netx_export.neuron import MsatCoefs, NeuronSpec, NeuronSpecError
 from netx_export.quantize import (FORMAT_VERSION, ConvertedNetwork, LayerReport, Provenance, QuantReport, Target,
                                   Term)
 
-__all__ = ["write", "read", "netx_view", "NetxView", "FORMAT_VERSION", "NETX_VTH_MAX", "NETX_READOUT_VTH"]
+__all__ = ["write", "read", "content_hash", "netx_view", "NetxView", "FORMAT_VERSION", "NETX_VTH_MAX",
+           "NETX_READOUT_VTH"]
 
 #: Largest netx ``vThMant`` (17-bit unsigned, LAVA_NOTES §2.4).
 NETX_VTH_MAX = (1 << 17) - 1
@@ -860,3 +862,30 @@ def read(path: str | os.PathLike) -> ConvertedNetwork:
         raise
     except Exception as exc:  # anything unforeseen is still a format problem
         raise FormatError(f"unreadable ({type(exc).__name__}: {exc})", path=spath) from None
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a network file's content: every group and dataset path in sorted order, with each
+    dataset's dtype, shape and values (strings as UTF-8). Files that store the same network hash alike
+    whatever their HDF5 layout (chunking, compression, object addresses, timestamps); no validation.
+    """
+    h5py = _h5py()
+    digest = hashlib.sha256()
+    with h5py.File(str(path), "r") as f:
+        items: list[tuple[str, Any]] = []
+        f.visititems(lambda name, obj: items.append((name, obj)))
+        for name, obj in sorted(items, key=lambda item: item[0]):
+            if not isinstance(obj, h5py.Dataset):
+                digest.update(f"group {name}\n".encode())
+                continue
+            digest.update(f"dataset {name} {obj.dtype.str} {obj.shape}\n".encode())
+            if obj.shape is None:  # empty (null dataspace): None
+                continue
+            value = np.asarray(obj[()])
+            if value.dtype == object:
+                for item in value.reshape(-1):
+                    text = item if isinstance(item, bytes) else str(item).encode()
+                    digest.update(len(text).to_bytes(8, "little") + text)
+            else:
+                digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()

@@ -157,6 +157,29 @@ def test_written_file_is_deterministic(tmp_path):
     assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
 
 
+def test_content_hash(tmp_path):
+    """Same network → same hash, even re-laid out (uncompressed copy); any value, dtype or name → another."""
+    a = hdf5.write(zoo_net(), tmp_path / "a.net")
+    want = hdf5.content_hash(a)
+    assert hdf5.content_hash(hdf5.write(hdf5.read(a), tmp_path / "b.net")) == want
+    plain = tmp_path / "plain.net"
+    with h5py.File(a, "r") as src, h5py.File(plain, "w") as dst:
+        def copy(name, obj):  # no compression, no chunks, other object addresses
+            if isinstance(obj, h5py.Dataset):
+                dst.create_dataset(name, data=obj[()], dtype=obj.dtype)
+            else:
+                dst.require_group(name)
+        src.visititems(copy)
+    assert hdf5.content_hash(plain) == want
+    with h5py.File(plain, "r+") as f:
+        f["msat/targets/0/bias"][0] += 1
+    assert hdf5.content_hash(plain) != want
+    with h5py.File(plain, "r+") as f:
+        f["msat/targets/0/bias"][0] -= 1
+        f.move("msat/report", "msat/report2")
+    assert hdf5.content_hash(plain) != want
+
+
 # ---------------------------------------------------------------------------------------------------------
 # malformed files
 # ---------------------------------------------------------------------------------------------------------
@@ -494,6 +517,8 @@ def test_cli_convert_and_info(cli_files, capsys):
     assert cli_convert.main(_convert_args(root, out, "--json")) == 0
     info = json.loads(capsys.readouterr().out)
     assert [row["kind"] for row in info["layers"]] == ["relu", "readout"]
+    assert list(info["timings"]) == ["load_model", "load_data", "trace", "calibrate", "quantize", "write", "summary"]
+    assert all(v >= 0 for v in info["timings"].values())
     assert info["file"]["bytes"] == out.stat().st_size
     net = hdf5.read(out)
     assert net.provenance.model_hash == state_hash(model)  # the weights (module. prefix stripped) were used
