@@ -221,15 +221,25 @@ def _expected_count(data: Any) -> int | None:
     return None
 
 
+def _spans(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """``[lo, hi)`` chunks of ``n`` samples: ``size`` each, the last one taking the remainder (up to
+    ``2·size − 1``). BLAS computes a short trailing block of rows with other kernels, so a linear layer's rows
+    come out as in one call on all ``n`` (for sizes that are multiples of its row blocking, e.g. 4 or 8)."""
+    starts = list(range(0, max(n - size, 0) + 1, size))
+    yield from zip(starts, starts[1:] + [n])
+
+
 def _batches(data: Any, shape: tuple[int, ...], batch_size: int, max_samples: int | None
              ) -> Iterator[torch.Tensor]:
-    """float32 batches of at most ``batch_size`` samples, stopping after ``max_samples``."""
+    """float32 batches of ``batch_size`` samples (the last of each input batch takes the remainder,
+    :func:`_spans`), stopping after ``max_samples``."""
     if isinstance(data, (torch.Tensor, np.ndarray)):
         whole = torch.from_numpy(np.asarray(data)) if isinstance(data, np.ndarray) else data
         if whole.dim() != len(shape) + 1 or tuple(whole.shape[1:]) != shape:
             raise CalibrationError(f"calibration data: expected shape (N, {', '.join(map(str, shape))}), "
                                    f"got {tuple(whole.shape)}")
-        source: Iterable[Any] = (whole[i:i + batch_size] for i in range(0, whole.shape[0], batch_size))
+        whole = whole[:max_samples]
+        source: Iterable[Any] = (whole[lo:hi] for lo, hi in _spans(whole.shape[0], batch_size))
     elif isinstance(data, Iterable) and not isinstance(data, (str, bytes, dict)):
         source = data
     else:
@@ -238,15 +248,14 @@ def _batches(data: Any, shape: tuple[int, ...], batch_size: int, max_samples: in
     seen = 0
     for k, item in enumerate(source):
         batch = _as_batch(item, shape, f"calibration batch {k}")
-        for i in range(0, batch.shape[0], batch_size):
-            chunk = batch[i:i + batch_size]
-            if max_samples is not None:
-                chunk = chunk[:max_samples - seen]
-            if chunk.shape[0]:
-                seen += chunk.shape[0]
-                yield chunk
-            if max_samples is not None and seen >= max_samples:
-                return
+        if max_samples is not None:
+            batch = batch[:max_samples - seen]
+        for lo, hi in _spans(batch.shape[0], batch_size):
+            if hi > lo:
+                seen += hi - lo
+                yield batch[lo:hi]
+        if max_samples is not None and seen >= max_samples:
+            return
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,8 +343,9 @@ def calibrate(graph: ir.Graph, data: Any, *, method: str = "max", percentile: fl
 
     ``data``: a tensor or array ``(N, *graph.input.shape)``, a DataLoader, or an iterable of batches
     (tensors/arrays, or tuples/lists whose first entry is the input batch, e.g. ``(x, y)``).
-    ``max_samples`` uses only the first samples; ``batch_size`` bounds the ANN batch (the results do not
-    depend on it; batches are evaluated on ``torch.get_num_threads()`` threads, :meth:`AnnRunner.map`);
+    ``max_samples`` uses only the first samples; ``batch_size``: samples per ANN batch, the last batch of
+    each input batch taking the remainder (below ``2·batch_size``; the results do not depend on it for
+    multiples of 4; batches are evaluated on ``torch.get_num_threads()`` threads, :meth:`AnnRunner.map`);
     ``progress`` shows a tqdm bar on stderr. ``percentile`` is used by ``method='percentile'`` only (it must
     be in (0, 100] either way). Returns a :class:`Calibration`.
     """

@@ -135,6 +135,27 @@ def test_resnet_lambdas_do_not_depend_on_batch_size_or_threads():
     assert calibrate_mod.DEFAULT_BATCH == 8
 
 
+def test_relu_after_linear_does_not_depend_on_batch_size():
+    """A relu after a linear layer: BLAS computes a short trailing block of rows (2 or 3 here) with other
+    kernels, so the last batch takes the remainder (_spans): the values, evaluated the way calibrate does it
+    (AnnRunner.map, single-threaded workers), are those of one call on all samples, bit for bit."""
+    rng = np.random.default_rng(0)
+    graph = ir.Graph((ir.Input("x", shape=(800,)), ir.Linear("l", ("x",), weight=rng.normal(size=(500, 800)),
+                                                              bias=rng.normal(size=500)),
+                      ir.Relu("r", ("l",)), ir.Linear("o", ("r",), weight=np.ones((1, 500)))))
+    x = torch.from_numpy(rng.normal(size=(27, 800)).astype(np.float32))  # 27 = 3·8 + 3
+    runner = ann.AnnRunner(graph)
+    whole = runner(x, record=["r"])[1]["r"]
+    for bs in (4, 8):
+        parts = runner.map(calibrate_mod._batches(x, (800,), bs, None), record=["r"], workers=2)
+        assert torch.equal(torch.cat([acts["r"] for _, acts in parts]), whole)
+    ref = calibrate(graph, x, batch_size=256, method="percentile", percentile=90, progress=False)
+    for bs in (4, 8, 12):
+        assert calibrate(graph, x, batch_size=bs, method="percentile", percentile=90, progress=False) == ref
+    assert [hi - lo for lo, hi in calibrate_mod._spans(27, 8)] == [8, 8, 11]
+    assert list(calibrate_mod._spans(5, 8)) == [(0, 5)] and list(calibrate_mod._spans(16, 8)) == [(0, 8), (8, 16)]
+
+
 def test_progress_bar(capsys):
     calibrate(_tiny(), DATA, progress=True)
     err = capsys.readouterr().err
