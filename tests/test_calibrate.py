@@ -132,7 +132,7 @@ def test_resnet_lambdas_do_not_depend_on_batch_size_or_threads():
             assert calibrate(graph, x, batch_size=8, progress=False, **kw) == ref  # no worker threads
         finally:
             torch.set_num_threads(threads)
-    assert calibrate_mod.DEFAULT_BATCH == 8
+    assert calibrate_mod.DEFAULT_BATCH == 4
 
 
 def test_relu_after_linear_does_not_depend_on_batch_size():
