@@ -58,10 +58,9 @@ def load_model(spec: str | None = None, weights: str | None = None, exported: st
         path = Path(exported)
         if not path.is_file():
             raise BadInput(f"exported program {exported!r} does not exist")
-        try:
-            program = torch.export.load(str(path))
-        except Exception as exc:
-            raise BadInput(f"cannot load exported program {exported!r}: {type(exc).__name__}: {exc}") from None
+        from msat_lava.safe_load import load_exported
+
+        program = load_exported(path)  # refuses any archive that would unpickle, before anything runs
         module = program.module()
         # An unlifted exported module refuses .eval()/.train(); it already has the mode it was exported in.
         module.eval = types.MethodType(lambda self: self, module)
@@ -85,7 +84,7 @@ def load_model(spec: str | None = None, weights: str | None = None, exported: st
             module = importlib.import_module(module_name)
     except BadInput:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module calling sys.exit(0) must not end convert with exit 0
         raise BadInput(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
     factory = module
     for part in attr.split("."):
@@ -96,7 +95,7 @@ def load_model(spec: str | None = None, weights: str | None = None, exported: st
         raise BadInput(f"{spec!r} is not callable")
     try:
         model = factory()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # SystemExit(0) from a factory is a failure, not a success
         raise BadInput(f"calling {spec!r} failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(model, torch.nn.Module):
         raise BadInput(f"{spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
@@ -105,16 +104,22 @@ def load_model(spec: str | None = None, weights: str | None = None, exported: st
         path = Path(weights)
         if not path.is_file():
             raise BadInput(f"weights file {weights!r} does not exist")
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise BadInput(f"cannot load weights {weights!r}: {type(exc).__name__}: {exc}") from None
+        from msat_lava.safe_load import load_weights
+
+        state = load_weights(path)  # torch.load(weights_only=True), no fallback
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         if not isinstance(state, dict):
             raise BadInput(f"weights file {weights!r} holds a {type(state).__name__}, not a state_dict")
         state = _strip_module_prefix(state)
-        result = model.load_state_dict(state, strict=False)
+        bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+        if bad:
+            raise BadInput(f"weights file {weights!r}: entry {str(bad[0])!r} is not a tensor")
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except (RuntimeError, ValueError, TypeError) as exc:  # e.g. a tensor of the wrong shape
+            text = " ".join(str(exc).split())[:400]
+            raise BadInput(f"weights {weights!r} do not match the model: {text}") from None
         missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
         if missing or result.unexpected_keys:
             raise BadInput(f"weights {weights!r} do not match the model: missing {missing[:8]}"
