@@ -42,7 +42,7 @@ import numpy as np
 from netx_export.errors import FormatError, GraphError, QuantizationError
 from netx_export.fileio import atomic_target
 from netx_export.ir import NODE_TYPES, Graph, node_from_dict
-from netx_export.lut import ThresholdLuts
+from netx_export.lut import ThresholdLuts, make_luts
 from netx_export.neuron import MsatCoefs, NeuronSpec, NeuronSpecError
 from netx_export.quantize import (FORMAT_VERSION, ConvertedNetwork, LayerReport, Provenance, QuantReport, Target,
                                   Term)
@@ -56,6 +56,17 @@ NETX_VTH_MAX = (1 << 17) - 1
 NETX_READOUT_VTH = NETX_VTH_MAX
 _COMPRESS_MIN = 1024
 _MAX_ELEMENTS = 1 << 30
+#: Seeds are 32-bit unsigned (the spike-confidence gate, ``--seed``): 0 ≤ seed ≤ SEED_MAX.
+SEED_MAX = (1 << 32) - 1
+#: What a read may allocate: the datasets' declared sizes together may not exceed
+#: max(READ_BUDGET_MIN, READ_BUDGET_RATIO × file size), and one chunked dataset may not declare more than
+#: MAX_EXPANSION × its stored bytes (gzip cannot expand more than ~1032×; more means unallocated storage
+#: or fill values). Checked from the metadata, before any data is read.
+READ_BUDGET_MIN = 64 << 20
+READ_BUDGET_RATIO = 64
+MAX_EXPANSION = 1100
+_MAX_DEPTH = 12
+_MAX_OBJECTS = 1 << 20
 
 
 def _h5py():
@@ -240,7 +251,9 @@ _NODE_PARAM_KINDS: dict[str, dict[str, str]] = {
 _SPEC_TYPES = {"mode": "str", "lam": "float", "k_const": "float", "coefs": "coefs?", "gamma": "int",
                "sc_p": "float?", "sc_early": "int", "sc_gate": "str", "frac_bits": "int", "state_bits": "int",
                "units": "str|absent", "v_init": "float|absent"}
-# "…|absent": always written; a file without it (written before the field existed) reads as the default.
+# "…|absent": always written; a file of a version before the field existed (_ADDED_IN) reads as the default
+# without it; in a file of that version or later the field is required like any other.
+_ADDED_IN = {"units": (1, 1), "v_init": (1, 2)}
 
 
 def _lut_type(name: str) -> str:
@@ -439,9 +452,11 @@ def _file_field(net_layers: dict[str, tuple[str, int]], layer: str | None, field
 class _Reader:
     """Validated access to an open file; every failure is a FormatError(path, layer, field)."""
 
-    def __init__(self, f, path: str):
+    def __init__(self, f, path: str, version: tuple[int, int] = (0, 0)):
         self.f = f
         self.path = path
+        self.version = version          # the file's format version, once read
+        self.visited: set[str] = set()  # every member path the reader asked for (the rest is unexpected)
 
     def fail(self, message: str, layer: str | None, field: str | None) -> FormatError:
         return FormatError(message, path=self.path, layer=layer, field=field)
@@ -455,6 +470,7 @@ class _Reader:
             raise self.fail(f"cannot open: {exc}", layer, where) from None
         if obj is None:
             raise self.fail("missing", layer, where)
+        self.visited.add(where)
         return obj, where
 
     def group(self, group, key: str, layer: str | None):
@@ -487,7 +503,7 @@ class _Reader:
         try:
             if ds.shape is None:
                 return None
-            if ds.size > _MAX_ELEMENTS:
+            if ds.size > _MAX_ELEMENTS:  # the scan already bounded every dataset; kept as a last guard
                 raise self.fail(f"implausibly large ({ds.size} elements)", layer, where)
             return ds[()]
         except FormatError:
@@ -603,7 +619,7 @@ def _read_spec(r: _Reader, g, layer: str) -> NeuronSpec:
     data: dict[str, Any] = {}
     for key, typ in _SPEC_TYPES.items():
         typ, sep, _ = typ.partition("|absent")
-        if sep and key not in g:
+        if sep and key not in g and r.version < _ADDED_IN[key]:
             continue  # written before the field existed: NeuronSpec's default
         if typ == "str":
             data[key] = r.string(g, key, layer)
@@ -627,7 +643,20 @@ def _read_spec(r: _Reader, g, layer: str) -> NeuronSpec:
         raise r.fail(_bare(exc), layer, f"{g.name.lstrip('/')}/{exc.field}") from None
 
 
-def _read_lut(r: _Reader, g, layer: str) -> ThresholdLuts:
+def _read_lut(r: _Reader, g, layer: str, spec: NeuronSpec) -> ThresholdLuts:
+    """The stored tables, which must equal :func:`netx_export.lut.make_luts` of the stored spec: they are
+    recomputed first, so every array's shape is checked against its derivation before it is read."""
+    base = g.name.lstrip("/")
+    try:
+        with np.errstate(all="ignore"):
+            expected = make_luts(spec)
+    except NeuronSpecError as exc:
+        field = (exc.field or "lut").replace("luts.", "")
+        raise r.fail(f"the tables of this neuron spec cannot be built: {_bare(exc)}", layer,
+                     f"{base}/{field}") from None
+    if expected is None:  # pragma: no cover - mode 'const' has a null lut, checked by the caller
+        raise r.fail("mode 'const' has no LUTs", layer, base)
+    want = expected.to_dict()
     data: dict[str, Any] = {}
     for f in dataclasses.fields(ThresholdLuts):
         typ = _lut_type(f.name)
@@ -636,12 +665,26 @@ def _read_lut(r: _Reader, g, layer: str) -> ThresholdLuts:
         elif typ == "int":
             data[f.name] = r.integer(g, f.name, layer)
         else:
-            data[f.name] = r.array(g, f.name, layer, kinds="i", dtype=np.int32, ndim=1)
+            data[f.name] = r.array(g, f.name, layer, kinds="i", dtype=np.int32, ndim=1,
+                                   shape=want[f.name].shape)
     try:
-        return ThresholdLuts.from_dict(data)
+        luts = ThresholdLuts.from_dict(data)
     except NeuronSpecError as exc:
         field = (exc.field or "lut").replace("luts.", "")
-        raise r.fail(_bare(exc), layer, f"{g.name.lstrip('/')}/{field}") from None
+        raise r.fail(_bare(exc), layer, f"{base}/{field}") from None
+    for f in dataclasses.fields(ThresholdLuts):
+        got, exp = data[f.name], want[f.name]
+        same = np.array_equal(got, exp) if isinstance(exp, np.ndarray) else got == exp
+        if not same:
+            detail = ""
+            if isinstance(exp, np.ndarray):
+                bad = np.flatnonzero(np.asarray(got) != exp)
+                detail = f" ({bad.size} entr{'y' if bad.size == 1 else 'ies'} differ, first at index {bad[0]})"
+            else:
+                detail = f" (stored {got!r}, derived {exp!r})"
+            raise r.fail("does not match the table derived from the neuron spec (netx_export.lut.make_luts)"
+                         + detail, layer, f"{base}/{f.name}")
+    return luts
 
 
 def _read_term(r: _Reader, g, layer: str, shapes_of_op: Callable[[str | None], tuple | None]) -> Term:
@@ -670,6 +713,7 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
         raise r.fail(f"unsupported format version {version} (this reader knows {FORMAT_VERSION}; a newer minor "
                      "version may hold fields it would silently ignore — upgrade msat-lava)", None,
                      "msat/format_version")
+    r.version = (int(parts[0]), int(parts[1]))
 
     nodes = [_read_node(r, g, i) for i, g in enumerate(r.indexed(r.group(m, "graph", None), None))]
     seen: set[str] = set()
@@ -697,12 +741,16 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
             raise r.fail(f"{name!r} is not a relu node of the graph", name, f"msat/neurons/{i}/node")
         if name in neurons:
             raise r.fail("duplicate neuron entry", name, f"msat/neurons/{i}/node")
-        neurons[name] = _read_spec(r, r.group(ng, "spec", name), name)
+        neurons[name] = spec = _read_spec(r, r.group(ng, "spec", name), name)
         obj, where = r.node(ng, "lut", name)
         if isinstance(obj, _h5py().Dataset) and obj.shape is None:
+            if spec.mode != "const":
+                raise r.fail(f"mode {spec.mode!r} needs its threshold tables, got a null lut", name, where)
             luts[name] = None
         elif isinstance(obj, _h5py().Group):
-            luts[name] = _read_lut(r, obj, name)
+            if spec.mode == "const":
+                raise r.fail("mode 'const' has no LUTs, got a group", name, where)
+            luts[name] = _read_lut(r, obj, name, spec)
         else:
             raise r.fail("expected a group or a null dataset", name, where)
 
@@ -769,7 +817,7 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
     pg = r.group(m, "provenance", None)
     prov: dict[str, Any] = {k: r.string(pg, k, None) for k in ("model_hash", "data_hash", "tool_version", "method",
                                                                   "format_version")}
-    prov["seed"] = r.integer(pg, "seed", None)
+    prov["seed"] = r.integer(pg, "seed", None, lo=0, hi=SEED_MAX)
     text = r.string(pg, "hyperparameters", None)
     try:
         hp = json.loads(text)
@@ -791,8 +839,182 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
         where: dict[str, tuple[str, int]] = {t.name: ("target", i) for i, t in enumerate(targets)}
         where.update({"neuron:" + n: ("neuron", i) for i, n in enumerate(neurons)})
         raise r.fail(_bare(exc), exc.layer, _file_field(where, exc.layer, exc.field)) from None
+    _check_program(r, net)
+    _check_hyperparameters(r, net)
     _check_netx(r, net, m)
     return net
+
+
+# =========================================================================================================
+# cross-checks: the fixed-point program, the report and the settings are derived from the float graph
+# =========================================================================================================
+
+def _bias_matches(stored: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """Where the stored int32 bias is the quantization of ``exact`` (round half up, int32 saturation); a value
+    within 1e-9 (relative) of a rounding tie may round either way (float64 sums differ between machines)."""
+    want = np.clip(np.floor(exact + 0.5), -(1 << 31), (1 << 31) - 1)
+    ok = stored == want
+    if not ok.all():
+        tol = 1e-9 * np.maximum(1.0, np.abs(exact))
+        ok |= (np.abs(stored - want) == 1) & (np.abs(stored - exact) <= 0.5 + tol)
+    return ok
+
+
+def _close(a: float, b: float) -> bool:
+    return a == b or (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-6 * max(abs(a), abs(b)) + 1e-12)
+
+
+def _check_program(r: _Reader, net: ConvertedNetwork) -> None:
+    """Recompute every target's terms (exponent, mantissas) and bias, and the quantization report, from the
+    float graph, λ and the input scale (netx_export.quantize, docs/FORMAT.md §5) and refuse any difference:
+    the float graph (float model) and the fixed-point program (fixed model) of one file must agree."""
+    from netx_export.quantize import (EXPONENT_MAX, READOUT_FRAC_BITS, quantize_weight, target_root,
+                                      term_scale, zero_source_values)
+
+    graph = net.graph
+    shapes = graph.shapes()
+    roots = {t.name: target_root(graph, t.name) for t in net.targets}
+    with np.errstate(all="ignore"):
+        zero_values = zero_source_values(graph, list(roots.values()))
+    messages: list[str] = []
+    for i, (tgt, rep) in enumerate(zip(net.targets, net.report.layers)):
+        base = f"msat/targets/{i}"
+        lam_t, f_t = tgt.lam, tgt.frac_bits
+        if tgt.kind == "readout" and (lam_t, f_t) != (1.0, READOUT_FRAC_BITS):  # pragma: no cover - validated
+            raise r.fail("the readout has λ = 1 and F = 12", tgt.name, f"{base}/lam")
+        rbase = f"msat/report/layers/{i}"
+        if rep.lam != lam_t or rep.frac_bits != f_t:
+            raise r.fail(f"report λ/F ({rep.lam!r}, {rep.frac_bits}) differ from the target's ({lam_t!r}, {f_t})",
+                         tgt.name, f"{rbase}/{'lam' if rep.lam != lam_t else 'frac_bits'}")
+        if len(rep.terms) != len(tgt.terms):
+            raise r.fail(f"the report has {len(rep.terms)} term(s), the target {len(tgt.terms)}", tgt.name,
+                         f"{rbase}/terms")
+        for j, (term, trep) in enumerate(zip(tgt.terms, rep.terms)):
+            where = f"{base}/terms/{j}"
+            lam_s, f_s = term_scale(net, term.source)
+            gain = (lam_s / lam_t) * math.ldexp(1.0, f_t - f_s)
+            for p in term.path:
+                node = graph[p]
+                if node.kind == "avgpool":
+                    gain /= float(node.kernel[0] * node.kernel[1])
+            with np.errstate(all="ignore"):
+                w = np.asarray(graph[term.op].weight if term.op is not None else 1.0, dtype=np.float64) * gain
+            if not np.all(np.isfinite(w)):
+                raise r.fail("the real weights of this term are not finite (λ or the input scale out of range)",
+                             tgt.name, f"{where}/mantissa")
+            mant, e, clipped = quantize_weight(w)
+            if term.exponent != e:
+                raise r.fail(f"exponent {term.exponent} differs from {e}, derived from the float weights "
+                             f"({'msat/graph/' + str(list(graph).index(graph[term.op])) + '/weight' if term.op else 'gain'}"
+                             f") and λ", tgt.name, f"{where}/exponent")
+            if not np.array_equal(term.mantissa, mant):
+                bad = np.flatnonzero(term.mantissa.reshape(-1) != mant.reshape(-1))
+                raise r.fail(f"{bad.size} mantissa(s) differ from the quantized float weights (first at flat index "
+                             f"{bad[0]}: stored {int(term.mantissa.reshape(-1)[bad[0]])}, derived "
+                             f"{int(mant.reshape(-1)[bad[0]])})", tgt.name, f"{where}/mantissa")
+            err = mant.astype(np.float64) * math.ldexp(1.0, e) - w
+            norm = float(np.sqrt(np.sum(w * w)))
+            rel = float(np.sqrt(np.sum(err * err)) / norm) if norm > 0 else 0.0
+            mx = float(np.max(np.abs(err))) if err.size else 0.0
+            twhere = f"{rbase}/terms/{j}"
+            for key, got, want in (("source", trep.source, term.source), ("op", trep.op, term.op),
+                                   ("exponent", trep.exponent, e), ("count", trep.count, int(mant.size)),
+                                   ("clipped", trep.clipped, clipped)):
+                if got != want:
+                    raise r.fail(f"stored {got!r}, derived {want!r}", tgt.name, f"{twhere}/{key}")
+            for key, got, want in (("rel_rms_error", trep.rel_rms_error, rel), ("max_abs_error", trep.max_abs_error, mx)):
+                if not _close(got, want):
+                    raise r.fail(f"stored {got!r}, derived {want!r}", tgt.name, f"{twhere}/{key}")
+            if clipped:
+                messages.append(f"layer {tgt.name!r}: {clipped} of {mant.size} mantissas of the term from "
+                                f"{term.source!r}{f' through {term.op!r}' if term.op else ''} clipped to int8 "
+                                f"(exponent limited to {EXPONENT_MAX})")
+        raw = zero_values.get(roots[tgt.name])
+        with np.errstate(all="ignore"):
+            exact = (np.zeros(shapes[tgt.name]) if raw is None else raw) / lam_t * math.ldexp(1.0, f_t)
+        if not np.all(np.isfinite(exact)):
+            raise r.fail("the bias derived from the float graph is not finite", tgt.name, f"{base}/bias")
+        stored = tgt.bias.astype(np.int64)
+        ok = _bias_matches(stored, exact)
+        if not ok.all():
+            k = int(np.flatnonzero(~ok.reshape(-1))[0])
+            raise r.fail(f"{int((~ok).sum())} value(s) differ from the bias derived from the float graph (first at "
+                         f"flat index {k}: stored {int(stored.reshape(-1)[k])}, derived "
+                         f"{float(exact.reshape(-1)[k]):.6g})", tgt.name, f"{base}/bias")
+        saturated = int(np.count_nonzero(np.abs(np.floor(exact + 0.5)) > (1 << 31) - 1))
+        over_state = 0
+        if tgt.kind == "relu":
+            spec = net.neurons[tgt.name]
+            over_state = int(np.count_nonzero(np.abs(stored) > spec.v_max))
+        berr = stored.astype(np.float64) - exact
+        bnorm = float(np.sqrt(np.sum(exact * exact)))
+        derived = {"bias_saturated": saturated, "bias_over_state": over_state,
+                   "bias_max_abs_error": float(np.max(np.abs(berr))) if berr.size else 0.0,
+                   "bias_rel_rms_error": float(np.sqrt(np.sum(berr * berr)) / bnorm) if bnorm > 0 else 0.0}
+        for key, want in derived.items():
+            got = getattr(rep, key)
+            if not (got == want if isinstance(want, int) else _close(got, want)):
+                raise r.fail(f"stored {got!r}, derived {want!r}", tgt.name, f"{rbase}/{key}")
+        if saturated:
+            messages.append(f"layer {tgt.name!r}: {saturated} bias value(s) saturated to int32")
+        if over_state:
+            spec = net.neurons[tgt.name]
+            messages.append(f"layer {tgt.name!r}: {over_state} bias value(s) exceed the {spec.state_bits}-bit "
+                            f"state range ±{spec.v_max}")
+    if tuple(net.report.warnings) != tuple(messages):
+        raise r.fail(f"the stored warnings {list(net.report.warnings)[:3]} differ from the derived {messages[:3]}",
+                     None, "msat/report/warnings")
+
+
+#: hyperparameter key → how it must agree with every neuron spec (spec attribute) when the key is recorded.
+_HP_SPEC = {"k_const": "k_const", "gamma": "gamma", "sc_early": "sc_early", "sc_gate": "sc_gate",
+            "frac_bits": "frac_bits", "state_bits": "state_bits", "msat_units": "units", "v_init": "v_init"}
+
+
+def _check_hyperparameters(r: _Reader, net: ConvertedNetwork) -> None:
+    """The settings recorded in ``provenance/hyperparameters`` (where recorded) must be those of the neuron
+    specs and the program: one of the two copies was changed otherwise."""
+    hp = net.provenance.hyperparameters
+    method = net.provenance.method
+    names = list(net.neurons)
+    where_hp = "msat/provenance/hyperparameters"
+    if "method" in hp and hp["method"] != method:
+        raise r.fail(f"method {hp['method']!r} differs from provenance/method {method!r}", None, where_hp)
+    for i, (name, spec) in enumerate(net.neurons.items()):
+        base = f"msat/neurons/{i}/spec"
+        if spec.mode != method:
+            raise r.fail(f"mode {spec.mode!r} differs from the network's method {method!r} "
+                         "(msat/provenance/method)", name, f"{base}/mode")
+        for key, attr in _HP_SPEC.items():
+            if key in hp:
+                want, got = hp[key], getattr(spec, attr)
+                if isinstance(got, float) and isinstance(want, (int, float)) and not isinstance(want, bool):
+                    same = float(want) == got
+                else:
+                    same = want == got
+                if not same:
+                    raise r.fail(f"{got!r} differs from the recorded setting {key} = {want!r} ({where_hp})", name,
+                                 f"{base}/{attr}")
+        if "sc_p" in hp and isinstance(hp["sc_p"], dict):
+            want = hp["sc_p"].get(name)
+            if (want is None) != (spec.sc_p is None) or (want is not None and float(want) != spec.sc_p):
+                raise r.fail(f"{spec.sc_p!r} differs from the recorded setting sc_p[{name!r}] = {want!r} "
+                             f"({where_hp})", name, f"{base}/sc_p")
+        if "coefs" in hp and spec.mode != "const":
+            got = None if spec.coefs is None else spec.coefs.to_dict()
+            want = hp["coefs"]
+            if not isinstance(want, dict) or got is None or set(want) != set(got) or any(
+                    float(want[k]) != float(got[k]) for k in got):
+                raise r.fail(f"{got!r} differs from the recorded coefs {want!r} ({where_hp})", name, f"{base}/coefs")
+    if "sc_p" in hp and isinstance(hp["sc_p"], dict) and set(hp["sc_p"]) - set(names):
+        raise r.fail(f"sc_p names unknown layer(s) {sorted(set(hp['sc_p']) - set(names))}", None, where_hp)
+    if "input_frac_bits" in hp and hp["input_frac_bits"] != net.input_frac_bits:
+        raise r.fail(f"{net.input_frac_bits} differs from the recorded setting input_frac_bits = "
+                     f"{hp['input_frac_bits']!r} ({where_hp})", net.graph.input.name, "msat/input/frac_bits")
+    shape = hp.get("input_shape")
+    if shape is not None and list(shape) != list(net.graph.input.shape):
+        raise r.fail(f"{list(net.graph.input.shape)} differs from the recorded input_shape {shape!r} ({where_hp})",
+                     net.graph.input.name, "msat/graph/0/shape")
 
 
 def _check_netx(r: _Reader, net: ConvertedNetwork, m) -> None:
@@ -839,6 +1061,124 @@ def _check_netx_group(r: _Reader, g, want: dict, layer: str) -> None:
         raise r.fail(f"unexpected member(s) {sorted(extra)}", layer, f"{g.name.lstrip('/')}/{sorted(extra)[0]}")
 
 
+# =========================================================================================================
+# the structural scan: before anything is read
+# =========================================================================================================
+
+def _allowed_filters() -> set[int]:
+    h5z = _h5py().h5z
+    return {h5z.FILTER_DEFLATE, h5z.FILTER_SHUFFLE, h5z.FILTER_FLETCHER32}
+
+
+def _scan(r: _Reader, file_size: int) -> dict[str, str]:
+    """Walk every link of the file from its metadata alone and refuse (FormatError naming the path) soft and
+    external links, virtual datasets, external storage, filters other than gzip/shuffle/fletcher32 (a filter
+    plugin is a shared library), committed datatypes, datatypes other than numbers, bools and strings, and
+    sizes a read could not honour (see READ_BUDGET_MIN). Returns link path → 'group' | 'dataset'."""
+    h5py = _h5py()
+    h5o, h5l = h5py.h5o, h5py.h5l
+    allowed = _allowed_filters()
+    objects: list[tuple[str, int]] = []
+
+    def visit(name, info):
+        objects.append((name.decode("utf-8", "replace") if isinstance(name, bytes) else name, info.type))
+        if len(objects) > _MAX_OBJECTS:
+            return 1  # stop: refused below
+        return None
+
+    try:
+        h5o.visit(r.f.id, visit, info=True)
+    except Exception as exc:
+        raise r.fail(f"cannot walk the file ({type(exc).__name__}: {exc})", None, "/") from None
+    if len(objects) > _MAX_OBJECTS:
+        raise r.fail(f"more than {_MAX_OBJECTS} objects", None, "/")
+    kinds = {name: typ for name, typ in objects}
+    groups = [""] + [name for name, typ in objects if typ == h5o.TYPE_GROUP and name != "."]
+    found: dict[str, str] = {}
+    for gname in groups:
+        links: list[tuple[str, int]] = []
+
+        def on_link(name, info, links=links):
+            links.append((name.decode("utf-8", "replace") if isinstance(name, bytes) else name, info.type))
+
+        try:
+            gid = r.f.id if not gname else h5py.h5g.open(r.f.id, gname.encode("utf-8"))
+            gid.links.iterate(on_link, info=True)
+        except Exception as exc:
+            raise r.fail(f"cannot list ({type(exc).__name__}: {exc})", None, gname or "/") from None
+        for name, ltype in links:
+            where = f"{gname}/{name}".lstrip("/")
+            if ltype == h5l.TYPE_EXTERNAL:
+                raise r.fail("external link refused (a network file must be self-contained)", None, where)
+            if ltype == h5l.TYPE_SOFT:
+                raise r.fail("soft link refused", None, where)
+            if ltype != h5l.TYPE_HARD:
+                raise r.fail(f"link of type {ltype} refused", None, where)
+            found[where] = "link"
+    total = 0
+    for name, typ in objects:
+        if name == ".":
+            continue
+        if typ == h5o.TYPE_GROUP:
+            continue
+        if typ != h5o.TYPE_DATASET:
+            raise r.fail("unexpected object (committed datatype?): only groups and datasets", None, name)
+        total += _scan_dataset(r, name, allowed, file_size)
+    for where in found:
+        found[where] = "group" if kinds.get(where) == h5o.TYPE_GROUP else "dataset"
+    budget = max(READ_BUDGET_MIN, READ_BUDGET_RATIO * file_size)
+    if total > budget:
+        raise r.fail(f"the datasets declare {total} bytes together, more than a {file_size}-byte network file can "
+                     f"hold (limit {budget})", None, "/")
+    return found
+
+
+def _scan_dataset(r: _Reader, where: str, allowed: set[int], file_size: int) -> int:
+    h5py = _h5py()
+    h5d = h5py.h5d
+    try:
+        dsid = h5d.open(r.f.id, where.encode("utf-8"))
+        dcpl = dsid.get_create_plist()
+        if dcpl.get_layout() == h5d.VIRTUAL:
+            raise r.fail("virtual dataset refused (its data would come from other files)", None, where)
+        if dcpl.get_external_count():
+            raise r.fail("external storage refused (a network file must be self-contained)", None, where)
+        for k in range(dcpl.get_nfilters()):
+            code = dcpl.get_filter(k)[0]
+            if code not in allowed:
+                raise r.fail(f"HDF5 filter {code} refused (only gzip, shuffle and fletcher32)", None, where)
+        dtype = dsid.dtype
+        if h5py.check_string_dtype(dtype) is None and dtype.kind not in "iufb":
+            raise r.fail(f"datatype {dtype} refused (numbers, bools and strings only)", None, where)
+        space = dsid.get_space()
+        if space.get_simple_extent_type() == h5py.h5s.NULL:
+            return 0
+        count = int(space.get_simple_extent_npoints())
+        shape = space.shape
+        if count > _MAX_ELEMENTS:
+            raise r.fail(f"declares {count} elements (shape {shape}), implausibly large", None, where)
+        nbytes = count * max(int(dtype.itemsize), 1)
+        stored = int(dsid.get_storage_size())
+    except FormatError:
+        raise
+    except Exception as exc:
+        raise r.fail(f"unreadable metadata ({type(exc).__name__}: {exc})", None, where) from None
+    if stored > file_size:
+        raise r.fail(f"claims {stored} stored bytes in a {file_size}-byte file", None, where)
+    if nbytes > MAX_EXPANSION * stored + 4096:
+        raise r.fail(f"declares {nbytes} bytes (shape {shape}) but stores only {stored}: refused before reading",
+                     None, where)
+    return nbytes
+
+
+def _check_unexpected(r: _Reader, found: dict[str, str]) -> None:
+    """Every member of the file must have been read: anything else is refused, not ignored."""
+    extra = sorted(set(found) - r.visited)
+    if extra:
+        raise r.fail(f"unexpected member(s) {extra[:4]}{' ...' if len(extra) > 4 else ''} (not part of format "
+                     f"{'.'.join(map(str, r.version))}; refused rather than ignored)", None, extra[0])
+
+
 def read(path: str | os.PathLike) -> ConvertedNetwork:
     """Read and validate a network file written by :func:`write` (any 1.x version).
 
@@ -857,7 +1197,11 @@ def read(path: str | os.PathLike) -> ConvertedNetwork:
         raise FormatError(f"not a readable HDF5 file ({type(exc).__name__}: {exc})", path=spath) from None
     try:
         with f:
-            return _read_network(_Reader(f, spath))
+            r = _Reader(f, spath)
+            found = _scan(r, os.path.getsize(spath))
+            net = _read_network(r)
+            _check_unexpected(r, found)
+            return net
     except FormatError:
         raise
     except Exception as exc:  # anything unforeseen is still a format problem

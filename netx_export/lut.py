@@ -87,6 +87,9 @@ DELTA_REF = 64.0   # the DET cap is exact for Δ >= -DELTA_REF·λ (real units)
 H_CAP_MAX = 16384.0  # upper bound of the DET cap H (keeps det_lut entries < 2^30)
 _INT32_MAX = (1 << 31) - 1
 _MAX_SHIFT = 48
+#: Largest table a spec may ask for (the domains above give ≤ ~7.5 k entries; only a λ or coefficient far out of
+#: range, e.g. λ = 1e-20 from a hostile file, asks for more — refused before anything is allocated).
+MAX_TABLE_ENTRIES = 1 << 16
 
 _ARRAYS = ("sig_lut", "sp_lut", "det_lut")
 _SCALARS = ("frac_bits", "z_frac_bits", "z_max", "sig_shift", "sig_guard", "dtt_offset", "dtt_slope_neg",
@@ -124,6 +127,14 @@ def _index_shift(scale: float, step_bits: int) -> int:
     while (2.0 ** (s + 1)) * scale <= 2.0 ** (-step_bits):
         s += 1
     return min(s, _MAX_SHIFT)
+
+
+def _table_size(n: float, field: str) -> int:
+    """A table length, refused (before allocation) beyond :data:`MAX_TABLE_ENTRIES`."""
+    if not math.isfinite(n) or not 1 <= n <= MAX_TABLE_ENTRIES:
+        raise NeuronSpecError(f"the table would have {n:.4g} entries (at most {MAX_TABLE_ENTRIES}): λ or the "
+                              "coefficients are out of range", field=field)
+    return int(n)
 
 
 def _softplus(y):
@@ -261,7 +272,7 @@ def make_luts(spec: NeuronSpec) -> ThresholdLuts | None:
             sp_shift = _index_shift(y_per_lsb, SP_STEP_BITS)
             y_max = math.log(amp * 2.0 ** (FZ + 1))
             y_step = y_per_lsb * 2.0 ** sp_shift
-            n_sp = int(math.floor(y_max / y_step)) + 2
+            n_sp = _table_size(math.floor(y_max / y_step) + 2, "luts.sp_lut")
             ys = np.arange(n_sp, dtype=np.float64) * y_step
             sp_lut = _rnd(amp * np.log1p(np.exp(-ys)), FZ, "luts.sp_lut")
 
@@ -280,7 +291,7 @@ def make_luts(spec: NeuronSpec) -> ThresholdLuts | None:
         w_hi = math.log(amp * 2.0 ** (FZ + 1))
         det_x0 = int(math.floor(w_lo / w_per_lsb))
         step = float(1 << det_shift)
-        n_det = int(math.ceil((w_hi / w_per_lsb - det_x0) / step)) + 1
+        n_det = _table_size(math.ceil((w_hi / w_per_lsb - det_x0) / step) + 1, "luts.det_lut")
         xs = (det_x0 + np.arange(n_det, dtype=np.float64) * step) * w_per_lsb
         det_lut = _rnd(amp * np.exp(-xs), FZ, "luts.det_lut")
         if abs(det_x0) > 1 << 52:

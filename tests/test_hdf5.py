@@ -119,15 +119,41 @@ def test_round_trip_normalized_units(tmp_path, method):
 
 
 def test_file_without_units_reads_as_raw(tmp_path, good_files):
-    """Files written before NeuronSpec.units existed have no spec/units: they are the raw-unit model."""
+    """Files written before NeuronSpec.units existed (format 1.0) have no spec/units (nor spec/v_init): they are
+    the raw-unit model with v_init 0. In a file of the version that has the field, a missing one is an error."""
     path = tmp_path / "old.net"
     shutil.copyfile(good_files["zoo"], path)
     with h5py.File(path, "r+") as f:
         for i in range(len(LAMS)):
             del f[f"msat/neurons/{i}/spec/units"]
+    with pytest.raises(FormatError) as info:  # still a 1.2 file: units is required
+        hdf5.read(path)
+    assert info.value.field == "msat/neurons/0/spec/units" and "missing" in str(info.value)
+    with h5py.File(path, "r+") as f:
+        _replace("msat/format_version", "1.1")(f)
+    with pytest.raises(FormatError) as info:  # 1.1 added units
+        hdf5.read(path)
+    assert info.value.field == "msat/neurons/0/spec/units"
+    with h5py.File(path, "r+") as f:
+        _replace("msat/format_version", "1.0")(f)
+        for i in range(len(LAMS)):
+            del f[f"msat/neurons/{i}/spec/v_init"]
     net = hdf5.read(path)
     assert {s.units for s in net.neurons.values()} == {"raw"}
     assert net == hdf5.read(good_files["zoo"])
+
+
+def test_v_init_required_from_1_2(tmp_path, good_files):
+    path = tmp_path / "v.net"
+    shutil.copyfile(good_files["zoo"], path)
+    with h5py.File(path, "r+") as f:
+        del f["msat/neurons/1/spec/v_init"]
+    with pytest.raises(FormatError) as info:
+        hdf5.read(path)
+    assert info.value.field == "msat/neurons/1/spec/v_init"
+    with h5py.File(path, "r+") as f:
+        _replace("msat/format_version", "1.1")(f)
+    assert hdf5.read(path) == hdf5.read(good_files["zoo"])
 
 
 def test_round_trip_chain_with_netx_view(tmp_path):
@@ -322,7 +348,7 @@ CORPUS = [
     ("netx-type", "chain", _replace("layer/2/type", np.array([b"dense"], dtype="S10")), "layer/2/type"),
     ("netx-graded-dtype", "chain", _replace("layer/3/neuron/gradedSpike", np.int64(1)), "gradedSpike"),
     ("netx-message-bits", "chain", lambda f: f.create_dataset("layer/3/neuron/messageBits", data=8), "messageBits"),
-    ("chain-mantissa", "chain", _scale("msat/targets/1/terms/0/mantissa", 0), "layer/3/weight"),
+    ("chain-mantissa", "chain", _scale("msat/targets/1/terms/0/mantissa", 0), "msat/targets/1/terms/0/mantissa"),
 ]
 
 
@@ -581,3 +607,168 @@ def test_cli_convert_bad_inputs_exit_2(cli_files, capsys):
     (root / "garbage.net").write_bytes(b"nope")
     assert cli_convert.main(["info", str(root / "garbage.net")]) == 2
     assert "not a readable HDF5 file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the reader trusts nothing (issue 13, class 2): links, virtual/external storage, derived tables, sizes
+# ---------------------------------------------------------------------------------------------------------
+
+def _external_link(path):
+    def mutate(f):
+        other = os.path.join(os.path.dirname(f.filename), "other.h5")
+        with h5py.File(other, "w") as g:
+            g.create_dataset("v", data=f[path][()])
+        del f[path]
+        f[path] = h5py.ExternalLink(other, "/v")
+    return mutate
+
+
+def _soft_link(path):
+    def mutate(f):
+        f.move(path, path + "_real")
+        f[path] = h5py.SoftLink("/" + path + "_real")
+    return mutate
+
+
+def _virtual(path, missing=True):
+    def mutate(f):
+        value = f[path][()]
+        other = os.path.join(os.path.dirname(f.filename), "src.h5")
+        if not missing:
+            with h5py.File(other, "w") as g:
+                g.create_dataset("v", data=value)
+        del f[path]
+        layout = h5py.VirtualLayout(shape=value.shape, dtype=value.dtype)
+        layout[...] = h5py.VirtualSource(other, "v", shape=value.shape)
+        f.create_virtual_dataset(path, layout, fillvalue=0)
+    return mutate
+
+
+def _external_storage(path):
+    def mutate(f):
+        value = np.asarray(f[path][()])
+        raw = os.path.join(os.path.dirname(f.filename), "raw.bin")
+        with open(raw, "wb") as fh:
+            fh.write(value.tobytes())
+        del f[path]
+        f.create_dataset(path, shape=value.shape, dtype=value.dtype, external=[(raw, 0, value.nbytes)])
+    return mutate
+
+
+def _lzf(path):
+    def mutate(f):
+        value = np.asarray(f[path][()])
+        del f[path]
+        f.create_dataset(path, data=value, compression="lzf")
+    return mutate
+
+
+def _huge(path, n=1 << 28):
+    def mutate(f):
+        dtype = f[path].dtype
+        del f[path]
+        f.create_dataset(path, shape=(n,), dtype=dtype, chunks=(1 << 16,), compression="gzip")
+    return mutate
+
+
+def _negate(path):
+    def mutate(f):
+        value = np.asarray(f[path][()])
+        f[path][...] = -value
+    return mutate
+
+
+def _bump(path, index=0, delta=1):
+    def mutate(f):
+        value = np.array(f[path][()])
+        value.reshape(-1)[index] += delta
+        f[path][...] = value
+    return mutate
+
+
+def _hard_alias(path, to):
+    def mutate(f):
+        f[path] = f[to]
+    return mutate
+
+
+def _hp(key, value):
+    def mutate(f):
+        hp = json.loads(f["msat/provenance/hyperparameters"][()])
+        hp[key] = value
+        _replace("msat/provenance/hyperparameters", json.dumps(hp, sort_keys=True))(f)
+    return mutate
+
+
+import json  # noqa: E402
+
+HOSTILE = [
+    ("external-link", "zoo", _external_link("msat/input/scale"), "msat/input/scale", "external link"),
+    ("soft-link", "zoo", _soft_link("msat/targets/0/bias"), "msat/targets/0/bias", "soft link"),
+    ("virtual-missing", "zoo", _virtual("msat/targets/0/bias"), "msat/targets/0/bias", "virtual"),
+    ("virtual-present", "zoo", _virtual("msat/targets/0/bias", missing=False), "msat/targets/0/bias", "virtual"),
+    ("external-storage", "zoo", _external_storage("msat/graph/1/weight"), "msat/graph/1/weight", "external"),
+    ("lzf-filter", "zoo", _lzf("msat/graph/5/weight"), "msat/graph/5/weight", "filter"),
+    ("huge-lut", "zoo", _huge("msat/neurons/1/lut/sig_lut"), "msat/neurons/1/lut/sig_lut", "declares"),
+    ("huge-weight", "zoo", _huge("msat/graph/1/weight"), "msat/graph/1/weight", "declares"),
+    ("lut-negated", "zoo", _negate("msat/neurons/1/lut/sig_lut"), "msat/neurons/1/lut/sig_lut", "derived"),
+    ("lut-one-entry", "zoo", _bump("msat/neurons/2/lut/det_lut", 7), "msat/neurons/2/lut/det_lut", "derived"),
+    ("lut-scalar", "zoo", _replace("msat/neurons/0/lut/dtt_offset", np.int64(-5)), "lut/dtt_offset", "derived"),
+    ("bias-plus-one", "zoo", _bump("msat/targets/2/bias", 5), "msat/targets/2/bias", "derived"),
+    ("mantissa-plus-one", "zoo", _bump("msat/targets/1/terms/0/mantissa", 3), "terms/0/mantissa", "differ"),
+    ("exponent-shift", "zoo", _replace("msat/targets/3/terms/0/exponent", np.int64(-6)), "terms/0/exponent",
+     "derived"),
+    ("float-weight-scaled", "zoo", _scale("msat/graph/10/weight", 2.0), "msat/targets/3/terms/0/exponent",
+     "derived"),
+    ("float-weight-negated", "zoo", _scale("msat/graph/10/weight", -1.0), "msat/targets/3/terms/0/mantissa",
+     "differ"),
+    ("float-bias-scaled", "zoo", _scale("msat/graph/1/bias", 3.0), "msat/targets/0/bias", "derived"),
+    ("input-scale-doubled", "zoo", _scale("msat/input/scale", 2.0), "msat/targets/0/terms/0/exponent", "derived"),
+    ("avgpool-kernel", "chain", _replace("msat/graph/1/padding", np.array([0, 0])), "msat", ""),
+    ("report-error", "zoo", _scale("msat/report/layers/1/terms/0/rel_rms_error", 2.0), "rel_rms_error", "derived"),
+    ("report-count", "zoo", _replace("msat/report/layers/1/terms/0/clipped", np.int64(3)), "clipped", "derived"),
+    ("warnings-added", "zoo", _names("msat/report/warnings", ["all is well"]), "msat/report/warnings", "derived"),
+    ("spec-gamma", "zoo", _replace("msat/neurons/2/spec/gamma", np.int64(3)), "msat/neurons/2/spec/gamma",
+     "recorded"),
+    ("spec-sc-p", "zoo", _replace("msat/neurons/3/spec/sc_p", 0.7), "msat/neurons/3/spec/sc_p", "recorded"),
+    ("spec-v-init", "zoo", _replace("msat/neurons/0/spec/v_init", 0.5), "msat/neurons/0/spec/v_init", "recorded"),
+    ("hp-gamma", "zoo", _hp("gamma", 2), "spec/gamma", "recorded"),
+    ("spec-mode", "zoo", _replace("msat/neurons/1/spec/mode", "dtt"), "msat/neurons/1", ""),
+    ("seed-negative", "zoo", _replace("msat/provenance/seed", np.int64(-1)), "msat/provenance/seed", "must be"),
+    ("seed-huge", "zoo", _replace("msat/provenance/seed", np.int64(1 << 40)), "msat/provenance/seed", "must be"),
+    ("unexpected-dataset", "zoo", lambda f: f.create_dataset("msat/extra", data=1), "msat/extra", "unexpected"),
+    ("unexpected-root", "chain", lambda f: f.create_group("other"), "other", "unexpected"),
+    ("hard-alias", "zoo", _hard_alias("msat/targets/0/bias_copy", "msat/targets/0/bias"), "bias_copy",
+     "unexpected"),
+    ("group-cycle", "zoo", _hard_alias("msat/graph/0/loop", "msat/graph"), "msat/graph/0/loop", "unexpected"),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("case, base, mutate, field, words", HOSTILE, ids=[c[0] for c in HOSTILE])
+def test_hostile_file_is_refused(tmp_path, good_files, case, base, mutate, field, words):
+    import resource
+
+    path = tmp_path / f"{case}.net"
+    shutil.copyfile(good_files[base], path)
+    with h5py.File(path, "r+") as f:
+        mutate(f)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(FormatError) as info:
+        hdf5.read(path)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    err = info.value
+    assert err.path == str(path)
+    assert err.field is not None and field in err.field, (err.field, str(err))
+    assert words in str(err), str(err)
+    assert grown_kib < 200 * 1024, f"reading grew the peak memory by {grown_kib} KiB"
+
+
+def test_every_link_kind_in_the_layer_part_too(tmp_path, good_files):
+    path = tmp_path / "c.net"
+    shutil.copyfile(good_files["chain"], path)
+    with h5py.File(path, "r+") as f:
+        _external_link("layer/1/weight")(f)
+    with pytest.raises(FormatError) as info:
+        hdf5.read(path)
+    assert info.value.field == "layer/1/weight"
