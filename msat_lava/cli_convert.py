@@ -152,28 +152,32 @@ def load_data(path: str, *, norm_mean: list[float] | None = None, norm_std: list
     file = Path(path)
     if not file.is_file():
         raise BadInput(f"data file {path!r} does not exist")
-    try:
-        with np.load(file, allow_pickle=False) as data:
-            key = "x_train" if "x_train" in data.files else ("x" if "x" in data.files else None)
-            if key is None:
-                raise BadInput(f"{path!r} has no 'x' or 'x_train' array (keys: {data.files})")
-            x = data[key]
-    except BadInput:
-        raise
-    except Exception as exc:
-        raise BadInput(f"cannot read {path!r} as .npz: {type(exc).__name__}: {exc}") from None
-    if x.dtype.kind not in "uif" or x.ndim < 2 or x.shape[0] == 0:
-        raise BadInput(f"{path!r}:{key} must be a non-empty numeric array (N, ...), got {x.dtype} {x.shape}")
+    from msat_lava.data import member_header, npz_members, read_member
+
+    members = npz_members(file)  # headers only: bounded, never unpickles (DataError = exit 2)
+    key = "x_train" if "x_train" in members else ("x" if "x" in members else None)
+    if key is None:
+        raise BadInput(f"{path!r} has no 'x' or 'x_train' array (keys: {sorted(members)})")
+    member = member_header(file, members[key])
+    if member.dtype.kind not in "uif" or len(member.shape) < 2 or member.shape[0] == 0:
+        raise BadInput(f"{path!r}:{key} must be a non-empty numeric array (N, ...), got {member.dtype} "
+                       f"{member.shape}")
+    idx = None
     if samples is not None:
         if samples < 1:
             raise BadInput("--calib-samples must be >= 1")
-        if samples < x.shape[0]:
-            idx = np.sort(np.random.default_rng(seed).choice(x.shape[0], size=samples, replace=False))
-            x = x[idx]
+        if samples < member.shape[0]:
+            idx = np.sort(np.random.default_rng(seed).choice(member.shape[0], size=samples, replace=False))
+    x = read_member(file, member, idx)
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise BadInput(f"{path!r}:{key} contains NaN or infinity")
     scale = input_scale if input_scale is not None else (255.0 if x.dtype == np.uint8 else 1.0)
-    if not scale > 0:
-        raise BadInput("--input-scale must be > 0")
-    x = x.astype(np.float32) / np.float32(scale)
+    if not (np.isfinite(scale) and scale > 0 and np.float32(scale) > 0 and np.isfinite(np.float32(scale))):
+        raise BadInput(f"--input-scale must be finite and > 0 in float32, got {input_scale!r}")
+    with np.errstate(all="ignore"):
+        x = x.astype(np.float32) / np.float32(scale)
+    if not np.all(np.isfinite(x)):
+        raise BadInput(f"{path!r}:{key}: the values (or --input-scale {scale!r}) overflow float32")
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4) and min(x.shape[1:3]) > 4:
@@ -187,9 +191,12 @@ def load_data(path: str, *, norm_mean: list[float] | None = None, norm_std: list
         for name, arr in (("--norm-mean", mean), ("--norm-std", std)):
             if arr.size not in (1, c):
                 raise BadInput(f"{name} has {arr.size} values for {c} channel(s)")
-        if np.any(std <= 0):
-            raise BadInput("--norm-std values must be > 0")
-        x = (x - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1)
+        if not np.all(np.isfinite(std)) or np.any(std <= 0) or not np.all(np.isfinite(mean)):
+            raise BadInput("--norm-std values must be finite and > 0 (and --norm-mean finite) in float32")
+        with np.errstate(all="ignore"):
+            x = (x - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1)
+        if not np.all(np.isfinite(x)):
+            raise BadInput(f"--norm-std {norm_std} makes the normalized inputs overflow float32")
     return x
 
 

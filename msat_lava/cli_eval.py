@@ -244,10 +244,11 @@ def _sha256_arrays(*arrays: np.ndarray) -> str:
 
 
 def _has_train_split(path: str) -> bool:
+    from msat_lava.data import DataError, npz_members
+
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            files = set(archive.files)
-    except Exception:  # unreadable files are reported by load_npz
+        files = set(npz_members(path))
+    except DataError:  # unreadable files are reported by load_npz
         return False
     return "x_train" in files and "x" not in files
 
@@ -255,27 +256,26 @@ def _has_train_split(path: str) -> bool:
 def _load_calibration(path: str, n: int, seed: int, *, input_scale, mean, std, input_shape) -> tuple[np.ndarray,
                                                                                                     np.ndarray]:
     """Seeded random subset (sorted indices) of ``x_train`` of ``path``, normalized like the test data."""
-    from msat_lava.data import DataError, normalize, to_nchw
+    from msat_lava.data import DataError, member_header, normalize, npz_members, read_member, to_nchw
 
     if not _has_train_split(path):
         raise DataError("no training split: a calibration file needs the key 'x_train' (and no 'x')", path=path,
                         key="x_train")
-    with np.load(path, allow_pickle=False) as archive:
-        try:
-            raw_all = np.asarray(archive["x_train"])
-        except ValueError as exc:
-            raise DataError(f"cannot read without unpickling ({exc})", path=path, key="x_train") from None
-    if raw_all.dtype.kind not in "uif" or raw_all.ndim < 2 or raw_all.shape[0] == 0:
-        raise DataError(f"expected a non-empty numeric array (N, ...), got {raw_all.dtype} {raw_all.shape}",
+    member = member_header(path, npz_members(path)["x_train"])  # header only: bounded, never unpickles
+    if member.dtype.kind not in "uif" or len(member.shape) < 2 or member.shape[0] == 0:
+        raise DataError(f"expected a non-empty numeric array (N, ...), got {member.dtype} {member.shape}",
                         path=path, key="x_train")
-    total = raw_all.shape[0]
+    total = member.shape[0]
     k = min(int(n), total)
     idx = np.sort(np.random.default_rng(seed).choice(total, k, replace=False)).astype(np.int64)
-    raw = raw_all[idx]
+    raw = read_member(path, member, idx)
     if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
         raise DataError("inputs contain NaN or infinity", path=path, key="x_train")
     arranged = to_nchw(raw, input_shape, path=path, key="x_train")
-    x = normalize(arranged, input_scale=input_scale, mean=mean, std=std, raw_dtype=raw_all.dtype)
+    try:
+        x = normalize(arranged, input_scale=input_scale, mean=mean, std=std, raw_dtype=member.dtype)
+    except DataError as exc:
+        raise DataError(str(exc), path=path, key="x_train") from None
     return np.ascontiguousarray(x), idx
 
 
@@ -655,7 +655,8 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     except ValueError as exc:
         raise DataError(f"--sc-layers: {exc}") from None
     data = load_npz(args.data, split=args.split, samples=args.samples, input_scale=args.input_scale, mean=mean,
-                    std=std, input_shape=program0.input_shape)
+                    std=std, input_shape=program0.input_shape,
+                    num_classes=int(np.prod(program0.readout.shape)))
     if data.y is None:
         raise DataError("eval needs labels (key y or y_<split>)", path=args.data)
     n = len(data.indices)

@@ -131,8 +131,17 @@ def _load_inputs(args: argparse.Namespace):
     program = from_converted(net)
     data = load_npz(args.data, split=args.split, samples=args.samples, input_scale=args.input_scale,
                     mean=parse_floats(args.norm_mean, "--norm-mean"), std=parse_floats(args.norm_std, "--norm-std"),
-                    input_shape=program.input_shape)
+                    input_shape=program.input_shape, num_classes=int(np.prod(program.readout.shape)))
     return net, program, data
+
+
+def _warn_clipped(command: str, clipped: int, total: int, program) -> None:
+    """Clipping by the fixed-point input quantizer is never silent: one warning line on stderr."""
+    if clipped:
+        limit = 128 * float(program.input_scale)
+        print(f"msat-lava {command}: warning: {clipped} of {total} input value(s) ({100 * clipped / max(total, 1):.3g} %) "
+              f"exceed the input quantizer's range ±{limit:.6g} (128·λ^0) and were clipped; check --input-scale / "
+              "--norm-mean / --norm-std", file=sys.stderr)
 
 
 def _atomic_savez(path: str | os.PathLike, **arrays: Any) -> Path:
@@ -171,6 +180,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         result = simulate(program, data.x, args.steps, precision=precision, sample_ids=data.indices,
                           progress=not args.json)
     wall = time.perf_counter() - t0
+    _warn_clipped("run", int(getattr(result, "input_clipped", 0)), data.x.size, program)
     preds = np.asarray(result.predictions, dtype=np.int64)
     accuracy = None
     acc_at = None

@@ -22,10 +22,17 @@ evenly spread over the whole split. The CIFAR-10 test split is class-sorted, so 
 the strided subset takes the same number of images from every equally sized class block. The dataset indices
 of the selected samples are returned (they key the spike-confidence gate, DESIGN §5).
 
+Reading is bounded and never unpickles: each member's ``.npy`` header is read first and checked (plain numeric or
+bool dtype — object arrays are refused —, its declared shape must match the member's stored size, and a compressed
+member may not expand more than :data:`MAX_EXPANSION` times); then only the selected samples are read, streamed row
+by row from the member, so memory grows with ``samples``, not with the file. The normalized inputs must be finite
+(an ``input_scale`` or ``std`` so small that the float32 division overflows is refused, naming the option).
+
 Every problem raises :class:`DataError`, which names the file and the key.
 """
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from typing import NamedTuple, Sequence
@@ -35,9 +42,13 @@ import numpy as np
 from netx_export.errors import located
 
 __all__ = ["DataError", "LoadedData", "load_npz", "strided_indices", "to_nchw", "normalize", "parse_floats",
-           "SPLITS"]
+           "SPLITS", "NpzMember", "npz_members", "member_header", "read_member", "check_labels", "MAX_EXPANSION", "MAX_MEMBER_BYTES"]
 
 SPLITS = ("test", "train")
+#: A compressed member may expand at most this many times (deflate cannot exceed ~1032×: more is a zip bomb).
+MAX_EXPANSION = 1100
+#: Largest member (declared bytes) read whole; larger ones only through a row selection.
+MAX_MEMBER_BYTES = 16 << 30
 
 
 class DataError(ValueError):
@@ -117,7 +128,16 @@ def normalize(x: np.ndarray, *, input_scale: float | None = None, mean: Sequence
     scale = (255.0 if dtype == np.uint8 else 1.0) if input_scale is None else float(input_scale)
     if not np.isfinite(scale) or scale <= 0:
         raise DataError(f"input scale must be finite and > 0, got {input_scale!r}")
-    out = x.astype(np.float32) / np.float32(scale)
+    if not np.isfinite(np.float32(scale)) or np.float32(scale) <= 0 or not np.isfinite(np.float32(1.0) / np.float32(scale)):
+        raise DataError(f"input scale {input_scale!r} is not representable in float32 (inputs would become "
+                        "infinite or NaN)")
+    with np.errstate(all="ignore"):
+        raw = x.astype(np.float32)
+        if not np.all(np.isfinite(raw)):
+            raise DataError("inputs exceed the float32 range (|x| > 3.4e38) or are not finite")
+        out = raw / np.float32(scale)
+    if not np.all(np.isfinite(out)):
+        raise DataError(f"input scale {input_scale!r} makes the inputs overflow float32 (not finite)")
     if mean is None and std is None:
         return out
     if out.ndim < 2:
@@ -128,10 +148,131 @@ def normalize(x: np.ndarray, *, input_scale: float | None = None, mean: Sequence
     for name, arr in (("mean", m), ("std", s)):
         if arr.ndim != 1 or arr.size not in (1, c):
             raise DataError(f"normalization {name} has {arr.size} value(s) for {c} channel(s)")
-    if np.any(s <= 0):
-        raise DataError(f"normalization std values must be > 0, got {s.tolist()}")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise DataError(f"normalization std values must be finite and > 0 in float32, got {s.tolist()}")
+    if not np.all(np.isfinite(m)):
+        raise DataError(f"normalization mean values must be finite in float32, got {m.tolist()}")
     bshape = (1, -1) + (1,) * (out.ndim - 2) if out.ndim > 2 else (1, 1)
-    return ((out - m.reshape(bshape)) / s.reshape(bshape)).astype(np.float32)
+    with np.errstate(all="ignore"):
+        res = ((out - m.reshape(bshape)) / s.reshape(bshape)).astype(np.float32)
+    if not np.all(np.isfinite(res)):
+        raise DataError(f"normalization (std {s.tolist()}) makes the inputs overflow float32 (not finite)")
+    return res
+
+
+class NpzMember(NamedTuple):
+    """A member's ``.npy`` header: shape, dtype, Fortran order, data offset and the zip entry."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran: bool
+    offset: int
+    info: zipfile.ZipInfo
+
+
+def npz_members(path: str | os.PathLike) -> dict[str, zipfile.ZipInfo]:
+    """The ``<key>.npy`` entries of an ``.npz`` by key (only the zip directory is read); DataError for a file
+    that is not an ``.npz``. :func:`member_header` reads and checks one member's header."""
+    spath = str(path)
+    if not os.path.isfile(spath):
+        raise DataError("no such file", path=spath)
+    if not zipfile.is_zipfile(spath):
+        raise DataError("not an .npz archive (a single .npy array, or not numpy at all?); save inputs with "
+                        "np.savez(path, x=..., y=...)", path=spath)
+    out: dict[str, zipfile.ZipInfo] = {}
+    try:
+        with zipfile.ZipFile(spath) as zf:
+            for info in zf.infolist():
+                if info.is_dir():
+                    continue
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                out[key] = info
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError) as exc:
+        raise DataError(f"not a readable .npz file ({type(exc).__name__}: {exc})", path=spath) from None
+    return out
+
+
+def member_header(path: str | os.PathLike, info: zipfile.ZipInfo) -> NpzMember:
+    """A member's ``.npy`` header, checked: a plain numeric/bool dtype (object arrays would need unpickling), a
+    declared shape that matches the member's size, no zip-bomb expansion. Only the header is read."""
+    path = str(path)
+    key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return _member_header(zf, info, key, path)
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError) as exc:
+        raise DataError(f"unreadable member ({type(exc).__name__}: {exc})", path=path, key=key) from None
+
+
+def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, path: str) -> NpzMember:
+    if not info.filename.endswith(".npy"):
+        raise DataError(f"member {info.filename!r} is not an .npy array", path=path, key=key)
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_EXPANSION * max(info.compress_size, 1) \
+            + (1 << 20):
+        raise DataError(f"member expands {info.file_size} bytes from {info.compress_size} (a zip bomb?): refused",
+                        path=path, key=key)
+    try:
+        with zf.open(info) as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            offset = fh.tell()
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError, SyntaxError) as exc:
+        raise DataError(f"unreadable .npy header ({type(exc).__name__}: {exc})", path=path, key=key) from None
+    if dtype.hasobject or dtype.kind not in "uifb" or dtype.fields is not None or dtype.subdtype is not None:
+        raise DataError(f"dtype {dtype} refused: only plain numeric arrays are read (object arrays would need "
+                        "unpickling)", path=path, key=key)
+    count = math.prod(int(n) for n in shape)
+    if offset + count * dtype.itemsize != info.file_size:
+        raise DataError(f"the header declares shape {tuple(shape)} {dtype} ({count * dtype.itemsize} bytes) but the "
+                        f"member holds {info.file_size - offset}", path=path, key=key)
+    return NpzMember(key, tuple(int(n) for n in shape), dtype, bool(fortran), offset, info)
+
+
+def read_member(path: str | os.PathLike, member: NpzMember, rows: np.ndarray | None = None) -> np.ndarray:
+    """The member's array, or only ``rows`` (ascending indices along axis 0), streamed from the zip entry."""
+    spath = str(path)
+    shape, dtype = member.shape, member.dtype
+    try:
+        with zipfile.ZipFile(spath) as zf, zf.open(member.info) as fh:
+            if rows is None or member.fortran or len(shape) == 0:
+                nbytes = math.prod(shape) * dtype.itemsize
+                if nbytes > MAX_MEMBER_BYTES:
+                    raise DataError(f"{nbytes} bytes: too large to read whole", path=spath, key=member.key)
+                fh.seek(member.offset)
+                buf = fh.read(nbytes)
+                if len(buf) != nbytes:
+                    raise DataError("truncated member", path=spath, key=member.key)
+                arr = np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if member.fortran else "C")
+                return arr if rows is None else arr[rows]
+            row = math.prod(shape[1:]) * dtype.itemsize
+            out = np.empty((len(rows),) + shape[1:], dtype=dtype)
+            flat = out.reshape(len(rows), -1).view(np.uint8) if row else None
+            last = -1
+            for k, i in enumerate(np.asarray(rows, dtype=np.int64)):
+                if not last < i < shape[0]:
+                    raise DataError(f"row {i} out of order or range", path=spath, key=member.key)
+                last = int(i)
+                if row:
+                    fh.seek(member.offset + int(i) * row)
+                    buf = fh.read(row)
+                    if len(buf) != row:
+                        raise DataError("truncated member", path=spath, key=member.key)
+                    flat[k] = np.frombuffer(buf, dtype=np.uint8)
+            return out
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError) as exc:
+        raise DataError(f"unreadable array ({type(exc).__name__}: {exc})", path=spath, key=member.key) from None
 
 
 def _pick_keys(files: Sequence[str], split: str, path: str) -> tuple[str, str | None]:
@@ -146,65 +287,69 @@ def _pick_keys(files: Sequence[str], split: str, path: str) -> tuple[str, str | 
 
 def load_npz(path: str | os.PathLike, *, split: str = "test", samples: int | None = None,
              input_scale: float | None = None, mean: Sequence[float] | None = None,
-             std: Sequence[float] | None = None, input_shape: Sequence[int] | None = None) -> LoadedData:
+             std: Sequence[float] | None = None, input_shape: Sequence[int] | None = None,
+             num_classes: int | None = None) -> LoadedData:
     """Load, select and normalize the inputs (and labels) of an ``.npz`` file (module docstring).
 
     ``split``: which ``x_<split>``/``y_<split>`` pair to use when the file has no ``x``; ``samples``: size of
     the strided subset (None: all); ``input_shape``: the network's per-sample input shape (layout hint and
-    check). Returns :class:`LoadedData` ``(x, y, indices)``; raises :class:`DataError`.
+    check); ``num_classes``: labels must be below it. Returns :class:`LoadedData` ``(x, y, indices)``; raises :class:`DataError`.
     """
     spath = str(path)
     if split not in SPLITS:
         raise DataError(f"split must be one of {SPLITS}, got {split!r}", path=spath)
     if samples is not None and (isinstance(samples, bool) or int(samples) != samples or samples < 1):
         raise DataError(f"samples must be a positive integer, got {samples!r}", path=spath)
-    if not os.path.isfile(spath):
-        raise DataError("no such file", path=spath)
-    try:
-        archive = np.load(spath, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"not a readable .npz file ({type(exc).__name__}: {exc})", path=spath) from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError("not an .npz archive (a single .npy array?); save inputs with np.savez(path, x=..., "
-                        "y=...)", path=spath)
-    with archive:
-        xk, yk = _pick_keys(archive.files, split, spath)
-        x = _read(archive, xk, spath)
-        y = _read(archive, yk, spath) if yk is not None else None
-
-    if x.dtype.kind not in "uif":
-        raise DataError(f"inputs must be numeric, got dtype {x.dtype}", path=spath, key=xk)
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise DataError(f"inputs must be a non-empty array (N, ...), got shape {x.shape}", path=spath, key=xk)
-    n = x.shape[0]
-    if y is not None:
-        if y.dtype.kind not in "ui" and not (y.dtype.kind == "f" and np.all(np.isfinite(y))
-                                              and np.all(y == np.round(y))):
-            raise DataError(f"labels must be integers, got dtype {y.dtype}", path=spath, key=yk)
-        y = y.reshape(-1) if y.ndim == 2 and 1 in y.shape else y
-        if y.shape != (n,):
-            raise DataError(f"labels have shape {y.shape}, expected ({n},) to match {xk!r}", path=spath, key=yk)
-        if np.any(y < 0):
-            raise DataError("labels must be >= 0", path=spath, key=yk)
-
+    members = npz_members(spath)
+    xk, yk = _pick_keys(list(members), split, spath)
+    xm = member_header(spath, members[xk])
+    if xm.dtype.kind not in "uif":
+        raise DataError(f"inputs must be numeric, got dtype {xm.dtype}", path=spath, key=xk)
+    if len(xm.shape) < 2 or xm.shape[0] == 0:
+        raise DataError(f"inputs must be a non-empty array (N, ...), got shape {xm.shape}", path=spath, key=xk)
+    n = xm.shape[0]
+    if input_shape is not None and math.prod(xm.shape[1:]) != math.prod(int(v) for v in input_shape):
+        to_nchw(np.empty((0,) + xm.shape[1:], dtype=xm.dtype), input_shape, path=spath, key=xk)  # the message
     idx = strided_indices(n, samples)
-    raw = x[idx]
+    y = None
+    if yk is not None:
+        ym = member_header(spath, members[yk])
+        yshape = ym.shape[:1] if len(ym.shape) == 2 and 1 in ym.shape else ym.shape
+        if len(ym.shape) == 2 and 1 in ym.shape and ym.shape[0] == 1:
+            yshape = ym.shape[1:]
+        if tuple(yshape) != (n,):
+            raise DataError(f"labels have shape {ym.shape}, expected ({n},) to match {xk!r}", path=spath, key=yk)
+        y = check_labels(read_member(spath, ym).reshape(-1), path=spath, key=yk, num_classes=num_classes)
+
+    raw = read_member(spath, xm, idx)
     if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
         raise DataError("inputs contain NaN or infinity", path=spath, key=xk)
     arranged = to_nchw(raw, input_shape, path=spath, key=xk)
     try:
-        xs = normalize(arranged, input_scale=input_scale, mean=mean, std=std, raw_dtype=x.dtype)
+        xs = normalize(arranged, input_scale=input_scale, mean=mean, std=std, raw_dtype=xm.dtype)
     except DataError as exc:
         raise DataError(str(exc), path=spath, key=xk) from None
-    ys = None if y is None else y[idx].astype(np.int64)
+    ys = None if y is None else y[idx]
     return LoadedData(np.ascontiguousarray(xs), ys, idx)
 
 
-def _read(archive, key: str, path: str) -> np.ndarray:
-    try:
-        return np.asarray(archive[key])
-    except ValueError as exc:  # object arrays need pickle: refused
-        raise DataError(f"cannot read without unpickling ({exc}); store plain numeric arrays", path=path,
-                        key=key) from None
-    except Exception as exc:  # truncated / corrupt member
-        raise DataError(f"unreadable array ({type(exc).__name__}: {exc})", path=path, key=key) from None
+def check_labels(y: np.ndarray, *, path: str | None = None, key: str | None = None,
+                 num_classes: int | None = None) -> np.ndarray:
+    """Integer labels as int64, refused (DataError) when not integers, negative, beyond int64 (uint64 values
+    ≥ 2^63 would wrap negative) or, with ``num_classes``, not below it."""
+    if y.dtype.kind == "b" or (y.dtype.kind not in "ui" and not (
+            y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)))):
+        raise DataError(f"labels must be integers, got dtype {y.dtype}" + (
+            "" if y.dtype.kind != "f" else " with non-integer or non-finite values"), path=path, key=key)
+    if y.size and y.dtype.kind == "f" and (y.min() < 0 or y.max() >= 2.0 ** 62):
+        raise DataError(f"labels must be in [0, 2^62), got {float(y.min())}..{float(y.max())}", path=path, key=key)
+    if y.size and y.dtype.kind == "u" and int(y.max()) > np.iinfo(np.int64).max:
+        raise DataError(f"label {int(y.max())} does not fit int64 (it would wrap negative)", path=path, key=key)
+    if y.size and y.dtype.kind == "i" and int(y.min()) < 0:
+        raise DataError(f"labels must be >= 0, got {int(y.min())}", path=path, key=key)
+    out = y.astype(np.int64)
+    if num_classes is not None and out.size and int(out.max()) >= num_classes:
+        bad = int(np.count_nonzero(out >= num_classes))
+        raise DataError(f"{bad} label(s) are >= {num_classes}, the network's number of classes (largest "
+                        f"{int(out.max())})", path=path, key=key)
+    return out

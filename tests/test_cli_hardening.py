@@ -1,0 +1,179 @@
+"""Bad input gets exit code 2 and one line naming the file/field/argument (issue 13, classes 3-6).
+
+* class 3: NaN / inf / range of the normalized input (``--input-scale``, ``--norm-std``, huge data values,
+  clipping reported), bounded ``.npz`` reads (zip bombs, lying headers);
+* class 4: exit codes (labels, ``--seed``, ``--steps``, output destinations checked before working);
+* class 5: interrupted writes (stale temps cleaned, ``eval --out`` appears whole, overwrites refused);
+* class 6: one-line errors (traceback only with ``--debug``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from msat_lava import cli
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def net_file(tmp_path_factory):
+    """A 1x6x6 conv + linear network (const), its data file with labels, and the directory."""
+    from netx_export import hdf5, ir
+    from netx_export.quantize import quantize
+
+    root = tmp_path_factory.mktemp("hard")
+    rng = np.random.default_rng(3)
+    graph = ir.Graph((
+        ir.Input("x", shape=(1, 6, 6)),
+        ir.Conv("c0", ("x",), weight=rng.normal(size=(3, 1, 3, 3)) * 0.5, bias=rng.normal(size=3) * 0.1,
+                padding=(1, 1)),
+        ir.Relu("r0", ("c0",)),
+        ir.Flatten("fl", ("r0",)),
+        ir.Linear("out", ("fl",), weight=rng.normal(size=(4, 108)) * 0.3, bias=rng.normal(size=4) * 0.1),
+    ))
+    net = quantize(graph, {"r0": 1.5}, input_scale=1.0, method="const")
+    path = hdf5.write(net, root / "tiny.net")
+    x = rng.integers(0, 256, size=(10, 6, 6), dtype=np.uint8)
+    np.savez(root / "data.npz", x=x, y=rng.integers(0, 4, size=10))
+    return root, path
+
+
+def _run(net: Path, data: Path, *extra: str) -> list[str]:
+    return ["run", str(net), "--data", str(data), "--steps", "3", "--json", *extra]
+
+
+def _one_line_error(capsys, code: int, *words: str) -> str:
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# class 3: NaN / inf / range
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (("--input-scale", "1e-300"), ("input scale",)),
+    (("--input-scale", "inf"), ("input scale",)),
+    (("--input-scale", "nan"), ("input scale",)),
+    (("--norm-std", "1e-40"), ("std",)),
+    (("--norm-std", "0"), ("std",)),
+    (("--norm-mean", "inf"), ("--norm-mean",)),
+])
+def test_run_refuses_options_that_make_inputs_non_finite(net_file, capsys, args, words):
+    root, net = net_file
+    code = cli.main(_run(net, root / "data.npz", *args))
+    _one_line_error(capsys, code, *words)
+
+
+def test_run_refuses_values_beyond_float32(net_file, capsys):
+    root, net = net_file
+    np.savez(root / "huge.npz", x=np.full((3, 1, 6, 6), 1e300))
+    code = cli.main(_run(net, root / "huge.npz"))
+    _one_line_error(capsys, code, "huge.npz", "float32")
+
+
+def test_run_reports_clipping(net_file, capsys):
+    root, net = net_file
+    x = np.zeros((2, 1, 6, 6), np.float32)
+    x[0, 0, 0, :3] = 1e30
+    np.savez(root / "big.npz", x=x)
+    assert cli.main(_run(net, root / "big.npz")) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["input_clipped"] == 3
+    assert "3 of 72 input value(s)" in captured.err and "clipped" in captured.err
+
+
+def test_convert_refuses_non_finite_calibration(tmp_path, capsys):
+    (tmp_path / "m.py").write_text("import torch.nn as nn\n\ndef make():\n    return nn.Sequential(nn.Linear(4, 3), "
+                                   "nn.ReLU(), nn.Linear(3, 2))\n")
+    np.savez(tmp_path / "d.npz", x=np.ones((8, 4), np.float32))
+    base = ["convert", "--model", f"{tmp_path}/m.py:make", "--data", str(tmp_path / "d.npz"), "--out",
+            str(tmp_path / "o.net"), "--quiet"]
+    _one_line_error(capsys, cli.main(base + ["--input-scale", "1e-300"]), "--input-scale")
+    np.savez(tmp_path / "d.npz", x=np.full((8, 4), 1e300))
+    _one_line_error(capsys, cli.main(base), "d.npz")
+    assert not (tmp_path / "o.net").exists()
+
+
+def _lying_npz(path: Path, shape: tuple, payload: bytes = b"\0" * 64, dtype: str = "<f4") -> None:
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", buf.getvalue() + payload)
+
+
+def _zeros_bomb(path: Path, rows: int) -> None:
+    """A member of rows x 1 x 6 x 6 float32 zeros, deflated (≈1000x smaller), written in chunks."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (rows, 1, 6, 6)})
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z, z.open("x.npy", "w", force_zip64=True) as fh:
+        fh.write(buf.getvalue())
+        chunk = bytes(144 * 4096)
+        for _ in range(rows // 4096):
+            fh.write(chunk)
+
+
+def test_npz_header_lying_about_its_size_is_refused(net_file, capsys):
+    root, net = net_file
+    _lying_npz(root / "lie.npz", (1 << 40, 1, 6, 6))
+    _one_line_error(capsys, cli.main(_run(net, root / "lie.npz")), "lie.npz", "declares")
+    _lying_npz(root / "obj.npz", (2,), dtype="|O")
+    _one_line_error(capsys, cli.main(_run(net, root / "obj.npz")), "obj.npz")
+
+
+def _peak_rss_kib(args: list[str]) -> tuple[int, int, str]:
+    code = ("import resource, sys\nfrom msat_lava import cli\nrc = cli.main(sys.argv[1:])\n"
+            "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=110)
+    rss = int(proc.stderr.rsplit("RSS", 1)[1].split()[0])
+    return proc.returncode, rss, proc.stderr
+
+
+def test_a_compressed_npz_is_read_row_by_row(net_file):
+    """A 1.4 MB file holding 600 MB of zeros: --samples 4 reads 4 rows, not the member."""
+    root, net = net_file
+    _zeros_bomb(root / "bomb.npz", 4096 * 256)
+    assert (root / "bomb.npz").stat().st_size < 3 << 20
+    np.savez(root / "small.npz", x=np.zeros((4, 1, 6, 6), np.float32))
+    rc0, base, err0 = _peak_rss_kib(_run(net, root / "small.npz", "--samples", "4"))
+    rc1, bomb, err1 = _peak_rss_kib(_run(net, root / "bomb.npz", "--samples", "4"))
+    assert rc0 == 0 and rc1 == 0, (err0, err1)
+    assert bomb < 1.2 * base + 20 * 1024, (base, bomb)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# labels
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("labels, words", [
+    (np.full(10, 99), ("label(s)", ">= 4")),
+    (np.full(10, 1 << 63, dtype=np.uint64), ("wrap",)),
+    (np.full(10, -1), (">= 0",)),
+    (np.full(10, 1.5), ("integers",)),
+    (np.full(10, True), ("integers",)),
+])
+def test_bad_labels_are_refused(net_file, capsys, labels, words):
+    root, net = net_file
+    np.savez(root / "lab.npz", x=np.zeros((10, 1, 6, 6), np.float32), y=labels)
+    _one_line_error(capsys, cli.main(_run(net, root / "lab.npz")), "lab.npz", "'y'", *words)
