@@ -7,9 +7,10 @@ and returns an exit code (``None`` means 0). Handlers import their heavy modules
 (torch, lava) lazily so that ``--help`` and ``--version`` stay fast.
 
 Handlers and library code raise exceptions instead of printing and exiting;
-:func:`main` turns a bad-input error (:func:`msat_lava.cli_common.bad_input_errors`) into a one-line message and
-exit code 2, and any other exception into a one-line message on stderr and exit code 1
-(set ``MSAT_LAVA_DEBUG=1`` for the traceback).
+:func:`main` turns a bad-input error (:func:`msat_lava.cli_common.bad_input_errors`, or an ``OSError`` about a
+file) into a one-line message and exit code 2, and any other exception into a one-line message on stderr and exit
+code 1. ``msat-lava --debug COMMAND`` (or ``MSAT_LAVA_DEBUG=1``) also prints the traceback; warnings are shown
+as one line each, without torch's tracebacks.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import sys
 import traceback
 
 from msat_lava import __version__
-from msat_lava.cli_common import EXIT_BAD_INPUT, bad_input_errors
+from msat_lava.cli_common import EXIT_BAD_INPUT, bad_input_errors, debug_on, error_line
 from msat_lava.cli_convert import add_convert_parser, add_info_parser
 from msat_lava.cli_eval import add_eval_parser
 from msat_lava.cli_run import add_demo_parser, add_run_parser, add_verify_parser
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert PyTorch ANNs to MSAT spiking networks and run them in Intel Lava.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error (same as MSAT_LAVA_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add_parser in SUBCOMMANDS:
         add_parser(subparsers)
@@ -87,22 +90,45 @@ def main(argv: list[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.debug:
+        os.environ["MSAT_LAVA_DEBUG"] = "1"
+    import warnings
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())[:500]
+        print(f"msat-lava {args.command}: warning: {text}", file=sys.stderr)
+
+    previous = warnings.showwarning
+    if not debug_on():
+        warnings.showwarning = one_line_warning
     try:
         code = handler(args)
     except KeyboardInterrupt:
         print(f"msat-lava {args.command}: interrupted", file=sys.stderr)
         return 130
-    except bad_input_errors() as exc:
-        text = str(exc).strip() or type(exc).__name__
-        print(f"msat-lava {args.command}: error: {text}", file=sys.stderr)
+    except SystemExit as exc:  # a handler must return its code; a stray exit(0) is no success
+        if debug_on():
+            traceback.print_exc()
+        code = exc.code if isinstance(exc.code, int) else 1
+        if code == 0:
+            print(f"msat-lava {args.command}: error: exited early without finishing (SystemExit(0))",
+                  file=sys.stderr)
+            return 1
+        return code
+    except bad_input_errors() + (OSError,) as exc:
+        if debug_on():
+            traceback.print_exc()
+        print(error_line(args.command, exc), file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:
-        if os.environ.get("MSAT_LAVA_DEBUG"):
+        if debug_on():
             traceback.print_exc()
         detail = str(exc).strip().splitlines()
-        message = f"{type(exc).__name__}: {detail[0]}" if detail else type(exc).__name__
+        message = f"{type(exc).__name__}: {detail[0][:500]}" if detail else type(exc).__name__
         print(f"msat-lava {args.command}: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        warnings.showwarning = previous
     return 0 if code is None else int(code)
 
 

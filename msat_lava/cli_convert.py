@@ -22,13 +22,16 @@ from pathlib import Path
 __all__ = ["add_convert_parser", "add_info_parser", "main", "load_model", "load_data", "format_summary",
            "EXIT_OK", "EXIT_BAD_INPUT"]
 
-from msat_lava.cli_common import EXIT_BAD_INPUT, EXIT_OK, BadInput
+from msat_lava.cli_common import EXIT_BAD_INPUT, EXIT_OK, BadInput, check_destination, debug_on, error_line, seed_arg
 from msat_lava.cli_common import bad_input_errors as _bad_input_errors
 
 
 def _fail(command: str, exc: BaseException) -> int:
-    text = str(exc).strip() or type(exc).__name__
-    print(f"msat-lava {command}: error: {text}", file=sys.stderr)
+    if debug_on():
+        import traceback
+
+        traceback.print_exc()
+    print(error_line(command, exc), file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
@@ -256,9 +259,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         from netx_export.api import PhaseClock, convert, summary
 
         clock = PhaseClock(timings)
-        out = Path(args.out)
-        if out.exists() and not args.overwrite:
-            raise BadInput(f"{args.out!r} exists; pass --overwrite to replace it")
+        # the destination is checked before any work: its directory exists and is writable, no silent overwrite
+        out = check_destination(args.out, "--out", overwrite=args.overwrite)
         model = load_model(args.model, args.weights, args.exported)
         clock.lap("load_model")
         x = load_data(args.data, norm_mean=_floats(args.norm_mean, "--norm-mean"),
@@ -341,7 +343,8 @@ def add_convert_parser(subparsers) -> None:
                    "are rescaled to share the layer's λ (ANN-equivalent weights; netx_export.balance)")
     p.add_argument("--sc-p", action="append", metavar="LAYER=P", help="spike confidence p for a relu node "
                    "(repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset and the SC gate")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the calibration subset and the SC gate, in "
+                   "[0, 2^32) (default 0)")
     p.add_argument("--out", required=True, metavar="NET", help="output network file")
     p.add_argument("--overwrite", action="store_true", help="replace NET if it exists")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (with the wall seconds of each "

@@ -60,9 +60,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from msat_lava.cli_common import seed_arg, steps_arg
 from msat_lava.cli_run import (EXIT_OK, _add_data_args, _exit_codes, _positive_int, _report_steps)
 from msat_lava.plots import accuracy_plot, figure, save
-from netx_export.fileio import atomic_target
+from netx_export.fileio import atomic_directory, atomic_target
 
 __all__ = ["add_eval_parser", "run_eval", "neuron_traces", "parse_methods", "method_settings", "DEFAULT_METHODS",
            "FILES"]
@@ -631,9 +632,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
             pass
     quiet = bool(args.json) or not ctx.is_main  # progress bars on rank 0 only
     steps = int(args.steps)
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"--out {str(out_dir)!r} exists and is not a directory")
+    out_dir = _check_out_dir(args.out)  # before any work
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     explicit_methods = args.methods is not None
@@ -871,69 +870,84 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     z0 = pre_fn_for(trace_method)(data.x[:1])[last].reshape(-1)
     picks = _pick_neurons(z0, tr["spikes"], min(window, trace_steps))
 
-    # ---- files
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # ---- files: written into a temporary sibling directory that then replaces --out, so it appears whole
     files = {k: out_dir / v for k, v in FILES.items()}
-    title = f"{Path(args.net).name}: {n} samples, {args.split} split"
-    images = {
-        "accuracy vs T": _plot_accuracy(files["accuracy"], runs, ann_acc, rsteps, title),
-        "firing rate per layer": _plot_firing(files["firing_rate"], runs, layers, steps),
-        "SIN ratio per layer": _plot_sin(files["sin"], runs, layers, sin_window),
-        "SNN rate vs ANN activation per layer": _plot_layer_error(files["layer_error"], runs, layers, rsteps),
-        "neuron traces": _plot_traces(files["traces"], tr, picks, z0,
-                                      f"{trace_method} ({primary}), layer {last}, sample {int(data.indices[0])}"),
-    }
-    manifest: dict[str, Any] = {
-        "tool": "msat-lava eval",
-        "tool_version": tool_version(),
-        "arguments": {k: v for k, v in vars(args).items() if k != "func"},
-        "network": {"path": str(args.net), "file_sha256": _sha256_file(args.net), "model_hash": model_hash,
-                    "file_method": net.method, "file_data_hash": net.provenance.data_hash,
-                    "file_seed": int(net.provenance.seed), "format_version": net.provenance.format_version},
-        "data": {"path": str(args.data), "file_sha256": _sha256_file(args.data), "split": args.split,
-                 "samples": n, "samples_requested": args.samples,
-                 "subset": "all" if args.samples is None else "strided (msat_lava.data.strided_indices)",
-                 "indices_sha256": _sha256_arrays(data.indices),
-                 "inputs_sha256": _sha256_arrays(data.x, data.y),
-                 "normalization": {"input_scale": args.input_scale, "mean": mean, "std": std}},
-        "calibration": calibration_info,
-        "seeds": {"calibration_subset": int(args.calib_seed), "sc_gate": seed},
-        "distributed": ctx.describe(),
-        "config": {"steps": steps, "methods": methods, "precisions": precisions, "report_steps": rsteps,
-                   "sc_window": window, "sc_layers": sc_layers, "sin_window": sin_window,
-                   "sin_mode": "pooled" if args.sin_batch is None else f"per-batch mean (batch {args.sin_batch})",
-                   "batch_size": args.batch_size, "percentile_nonzero": bool(args.percentile_nonzero),
-                   "coefs": settings["coefs"].to_dict(), "coefs_source": settings["coefs_source"],
-                   "gamma": settings["gamma"], "sc_gate": settings["sc_gate"], "frac_bits": settings["frac_bits"],
-                   "state_bits": settings["state_bits"], "msat_units": settings["units"],
-                   "msat_units_source": settings["units_source"], "torch_threads": torch.get_num_threads(),
-                   "lipool_rates": "measured" if record_lipool or not lipool_size else "approximated",
-                   "firing_rate": "FR^l(T) = spikes / (samples x neurons x T), gated spikes; mean_firing_rate = "
-                                  "unweighted mean over the spiking layers (ALGORITHMS §4.2)",
-                   "sin_definitions": "msat_lava.metrics (ALGORITHMS §3.1, §4.1); z = ANN pre-activation"},
-        "report_steps": rsteps,
-        "ann": {"accuracy": ann_acc},
-        "methods": {m: _net_summary(nets[m], lambdas_for(m)[3]) for m in methods},
-        "sc_calibration": {m: r.to_dict() for m, r in sc_results.items()},
-        "bias_correction": bc_results,
-        "runs": runs,
-        "sin_last_layer": sin_last,
-        "layers": layers,
-        "energy_convention": metrics.ENERGY_CONVENTION,
-        "traces": {"method": trace_method, "precision": primary, "layer": last, "sample": int(data.indices[0]),
-                   "steps": trace_steps, "neurons": [{"index": i, "kind": k, "z": float(z0[i])} for i, k in picks]},
-        "notes": notes,
-        "quantization_warnings": quant_warnings,
-        "files": {k: str(v) for k, v in files.items()},
-    }
-    if not args.no_html:
-        _html_report(files["html"], manifest, images)
-    else:
-        manifest["files"].pop("html")
-    manifest["total_s"] = time.perf_counter() - t_start
-    atomic_write_json(manifest, files["manifest"])
+    with atomic_directory(out_dir) as tmp_dir:
+        tmp_files = {k: tmp_dir / v for k, v in FILES.items()}
+        title = f"{Path(args.net).name}: {n} samples, {args.split} split"
+        images = {
+            "accuracy vs T": _plot_accuracy(tmp_files["accuracy"], runs, ann_acc, rsteps, title),
+            "firing rate per layer": _plot_firing(tmp_files["firing_rate"], runs, layers, steps),
+            "SIN ratio per layer": _plot_sin(tmp_files["sin"], runs, layers, sin_window),
+            "SNN rate vs ANN activation per layer": _plot_layer_error(tmp_files["layer_error"], runs, layers, rsteps),
+            "neuron traces": _plot_traces(tmp_files["traces"], tr, picks, z0,
+                                          f"{trace_method} ({primary}), layer {last}, sample {int(data.indices[0])}"),
+        }
+        manifest: dict[str, Any] = {
+            "tool": "msat-lava eval",
+            "tool_version": tool_version(),
+            "arguments": {k: v for k, v in vars(args).items() if k != "func"},
+            "network": {"path": str(args.net), "file_sha256": _sha256_file(args.net), "model_hash": model_hash,
+                        "file_method": net.method, "file_data_hash": net.provenance.data_hash,
+                        "file_seed": int(net.provenance.seed), "format_version": net.provenance.format_version},
+            "data": {"path": str(args.data), "file_sha256": _sha256_file(args.data), "split": args.split,
+                     "samples": n, "samples_requested": args.samples,
+                     "subset": "all" if args.samples is None else "strided (msat_lava.data.strided_indices)",
+                     "indices_sha256": _sha256_arrays(data.indices),
+                     "inputs_sha256": _sha256_arrays(data.x, data.y),
+                     "normalization": {"input_scale": args.input_scale, "mean": mean, "std": std}},
+            "calibration": calibration_info,
+            "seeds": {"calibration_subset": int(args.calib_seed), "sc_gate": seed},
+            "distributed": ctx.describe(),
+            "config": {"steps": steps, "methods": methods, "precisions": precisions, "report_steps": rsteps,
+                       "sc_window": window, "sc_layers": sc_layers, "sin_window": sin_window,
+                       "sin_mode": "pooled" if args.sin_batch is None else f"per-batch mean (batch {args.sin_batch})",
+                       "batch_size": args.batch_size, "percentile_nonzero": bool(args.percentile_nonzero),
+                       "coefs": settings["coefs"].to_dict(), "coefs_source": settings["coefs_source"],
+                       "gamma": settings["gamma"], "sc_gate": settings["sc_gate"], "frac_bits": settings["frac_bits"],
+                       "state_bits": settings["state_bits"], "msat_units": settings["units"],
+                       "msat_units_source": settings["units_source"], "torch_threads": torch.get_num_threads(),
+                       "lipool_rates": "measured" if record_lipool or not lipool_size else "approximated",
+                       "firing_rate": "FR^l(T) = spikes / (samples x neurons x T), gated spikes; mean_firing_rate = "
+                                      "unweighted mean over the spiking layers (ALGORITHMS §4.2)",
+                       "sin_definitions": "msat_lava.metrics (ALGORITHMS §3.1, §4.1); z = ANN pre-activation"},
+            "report_steps": rsteps,
+            "ann": {"accuracy": ann_acc},
+            "methods": {m: _net_summary(nets[m], lambdas_for(m)[3]) for m in methods},
+            "sc_calibration": {m: r.to_dict() for m, r in sc_results.items()},
+            "bias_correction": bc_results,
+            "runs": runs,
+            "sin_last_layer": sin_last,
+            "layers": layers,
+            "energy_convention": metrics.ENERGY_CONVENTION,
+            "traces": {"method": trace_method, "precision": primary, "layer": last, "sample": int(data.indices[0]),
+                       "steps": trace_steps, "neurons": [{"index": i, "kind": k, "z": float(z0[i])} for i, k in picks]},
+            "notes": notes,
+            "quantization_warnings": quant_warnings,
+            "files": {k: str(v) for k, v in files.items()},
+        }
+        if not args.no_html:
+            _html_report(tmp_files["html"], manifest, images)
+        else:
+            manifest["files"].pop("html")
+        manifest["total_s"] = time.perf_counter() - t_start
+        atomic_write_json(manifest, tmp_files["manifest"])
     log(f"wrote {', '.join(str(p) for p in manifest['files'].values())}")
     return manifest
+
+
+def _check_out_dir(path: str) -> Path:
+    """``eval --out DIR``: a new directory, or one that holds only eval results (it is replaced whole)."""
+    from msat_lava.cli_common import check_destination
+    from msat_lava.data import DataError
+
+    out_dir = check_destination(path, "--out", directory=True)
+    if out_dir.is_dir():
+        other = sorted(p.name for p in out_dir.iterdir() if p.name not in set(FILES.values()))
+        if other:
+            raise DataError(f"--out {str(out_dir)!r} holds files eval did not write ({other[:3]}); it is replaced "
+                            "whole, so give a new directory or a previous eval output")
+    return out_dir
 
 
 def _format(manifest: dict) -> str:
@@ -989,19 +1003,21 @@ def add_eval_parser(subparsers) -> None:
                      "page to --out. Exit 0 ok, 2 bad input."),
     )
     _add_data_args(p, samples_default=None)
-    p.add_argument("--steps", type=_positive_int, required=True, metavar="T", help="time steps per sample")
+    p.add_argument("--steps", type=steps_arg, required=True, metavar="T", help="time steps per sample")
     p.add_argument("--methods", default=None, metavar="M1,M2,..",
                    help=f"threshold methods (default {','.join(DEFAULT_METHODS)}); pQ = const with λ = Q-th "
                         "percentile")
     p.add_argument("--precision", choices=("fixed", "float", "both"), default="fixed",
                    help="reference precision (default fixed; both = fixed and float)")
     p.add_argument("--out", default="msat-lava-eval", metavar="DIR",
-                   help="output directory (default ./msat-lava-eval; files in it are replaced)")
+                   help="output directory (default ./msat-lava-eval), replaced whole: the results are written into a "
+                        "temporary sibling directory that is then renamed into place; an existing DIR holding other "
+                        "files than eval's is refused")
     p.add_argument("--calib-data", default=None, metavar="C.npz",
                    help="file whose x_train split calibrates λ and spike confidence (default: --data)")
     p.add_argument("--calib-samples", type=_positive_int, default=512, metavar="N",
                    help="random calibration subset size (default 512)")
-    p.add_argument("--calib-seed", type=int, default=23, help="seed of the calibration subset (default 23)")
+    p.add_argument("--calib-seed", type=seed_arg, default=23, help="seed of the calibration subset (default 23)")
     p.add_argument("--lambda-from", choices=("data", "file"), default=None,
                    help="λ of the max-based methods: re-calibrated on the training split (data, default when one "
                         "exists) or the λ stored in NET (file)")
@@ -1021,7 +1037,7 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("--sin-batch", type=_sin_batch, default=None, metavar="B",
                    help="SIN statistics as the mean of per-batch ratios over batches of B samples (authors' way); "
                         "default: pooled over all samples")
-    p.add_argument("--seed", type=int, default=None, help="spike-confidence gate seed (default: NET's)")
+    p.add_argument("--seed", type=seed_arg, default=None, help="spike-confidence gate seed in [0, 2^32) (default: NET's)")
     p.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
                    help="samples per reference-simulator chunk (default 32; results do not depend on it. On a CPU "
                    "small chunks keep a ResNet's state in cache, ResNet20 ran ≈ 1.5× faster at 25 than at 125; "

@@ -28,7 +28,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from msat_lava.cli_common import EXIT_BAD_INPUT, EXIT_MISMATCH, EXIT_OK
+from msat_lava.cli_common import (EXIT_BAD_INPUT, EXIT_MISMATCH, EXIT_OK, MAX_STEPS, check_destination, debug_on,
+                                  error_line, positive_int, seed_arg, steps_arg)
 from msat_lava.cli_common import bad_input_errors as _bad_input_errors
 from netx_export.fileio import atomic_target
 
@@ -55,21 +56,17 @@ def _exit_codes(command: str) -> Callable:
                     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                     return func(args)
             except _bad_input_errors() as exc:
-                text = str(exc).strip() or type(exc).__name__
-                print(f"msat-lava {command}: error: {text}", file=sys.stderr)
+                if debug_on():
+                    import traceback
+
+                    traceback.print_exc()
+                print(error_line(command, exc), file=sys.stderr)
                 return EXIT_BAD_INPUT
         return handler
     return wrap
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+_positive_int = positive_int
 
 
 def _steps_list(text: str) -> list[int]:
@@ -77,8 +74,8 @@ def _steps_list(text: str) -> list[int]:
         out = sorted({int(v) for v in text.split(",") if v.strip()})
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated step counts, got {text!r}") from None
-    if not out or out[0] < 1:
-        raise argparse.ArgumentTypeError(f"step counts must be >= 1, got {text!r}")
+    if not out or out[0] < 1 or out[-1] > MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"step counts must be in [1, {MAX_STEPS}], got {text!r}")
     return out
 
 
@@ -144,9 +141,9 @@ def _warn_clipped(command: str, clipped: int, total: int, program) -> None:
               "--norm-mean / --norm-std", file=sys.stderr)
 
 
-def _atomic_savez(path: str | os.PathLike, **arrays: Any) -> Path:
+def _atomic_savez(path: str | os.PathLike, *, overwrite: bool = True, **arrays: Any) -> Path:
     path = Path(path)
-    with atomic_target(path, make_parents=True, suffix=".npz") as tmp:
+    with atomic_target(path, make_parents=True, suffix=".npz", overwrite=overwrite) as tmp:
         np.savez_compressed(tmp, **arrays)
     return path
 
@@ -160,6 +157,8 @@ def _fmt_acc(acc: dict[int, float]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 @_exit_codes("run")
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.predictions:  # before any work: a bad destination is refused at once
+        check_destination(args.predictions, "--predictions", overwrite=args.overwrite)
     net, program, data = _load_inputs(args)
     rsteps = _report_steps(args.report_steps, args.steps)
     sim, precision = BACKENDS[args.backend]
@@ -193,7 +192,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if data.y is not None:
             arrays["labels"] = data.y
             arrays["accuracy"] = accuracy
-        _atomic_savez(args.predictions, **arrays)
+        _atomic_savez(args.predictions, overwrite=args.overwrite, **arrays)
     out = {"net": str(args.net), "data": str(args.data), "backend": args.backend, "steps": args.steps,
            "samples": n, "wall_s": wall, "wall_per_sample_s": wall / n, "accuracy": acc_at,
            "input_clipped": int(getattr(result, "input_clipped", 0)),
@@ -220,12 +219,15 @@ def add_run_parser(subparsers) -> None:
                      "after the reported numbers of steps. Exit 0 ok, 2 bad input."),
     )
     _add_data_args(p, samples_default=None)
-    p.add_argument("--steps", type=_positive_int, required=True, metavar="T", help="time steps per sample")
+    p.add_argument("--steps", type=steps_arg, required=True, metavar="T",
+                   help=f"time steps per sample (1..{MAX_STEPS})")
     p.add_argument("--backend", choices=tuple(BACKENDS), default="ref-fixed",
                    help="lava-fixed / lava-float (Lava CPU simulator) or ref-fixed / ref-float (batched torch "
                         "reference); default ref-fixed")
     p.add_argument("--predictions", metavar="OUT.npz",
-                   help="write predictions (T, N), dataset indices, labels and accuracy (T,) to OUT.npz")
+                   help="write predictions (T, N), dataset indices, labels and accuracy (T,) to OUT.npz (an existing "
+                        "file is refused unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --predictions file")
     p.set_defaults(func=_cmd_run)
 
 
@@ -236,6 +238,8 @@ def add_run_parser(subparsers) -> None:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from msat_lava.verify import verify
 
+    if args.report:  # before any work
+        check_destination(args.report, "--report", overwrite=args.overwrite)
     _, program, data = _load_inputs(args)
     rsteps = _report_steps(args.report_steps, args.steps)
     n = len(data.indices)
@@ -245,7 +249,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     report = verify(program, data.x, args.steps, data.indices, labels=data.y, report_steps=rsteps,
                     compare_float=not args.no_float, progress=False)
     if args.report:
-        report.to_json(args.report)
+        report.to_json(args.report, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -269,9 +273,11 @@ def add_verify_parser(subparsers) -> None:
                      "fixed vs float in the reference. Exit 0 bit-exact, 1 mismatch, 2 bad input."),
     )
     _add_data_args(p, samples_default=8)
-    p.add_argument("--steps", type=_positive_int, default=32, metavar="T", help="time steps per sample "
+    p.add_argument("--steps", type=steps_arg, default=32, metavar="T", help="time steps per sample "
                    "(default 32)")
-    p.add_argument("--report", metavar="OUT.json", help="write the full report as JSON")
+    p.add_argument("--report", metavar="OUT.json", help="write the full report as JSON (an existing file is refused "
+                   "unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --report file")
     p.add_argument("--no-float", action="store_true", help="skip the fixed vs float comparison")
     p.set_defaults(func=_cmd_verify)
 
@@ -595,15 +601,15 @@ def add_demo_parser(subparsers) -> None:
     p.add_argument("--seconds", type=float, default=20.0, metavar="S",
                    help="training time budget: stop after the epoch that crosses it (default 20)")
     p.add_argument("--epochs", type=_positive_int, default=8, help="training epochs (default 8)")
-    p.add_argument("--steps", type=_positive_int, default=64, metavar="T",
+    p.add_argument("--steps", type=steps_arg, default=64, metavar="T",
                    help="largest T of the accuracy curves (default 64)")
     p.add_argument("--test-samples", type=_positive_int, default=None, metavar="N",
                    help="strided subset of the 500 test images for the accuracy curves (default all)")
     p.add_argument("--verify-samples", type=_positive_int, default=8, metavar="N",
                    help="test images run in Lava and checked bit for bit (default 8)")
-    p.add_argument("--verify-steps", type=_positive_int, default=32, metavar="T",
+    p.add_argument("--verify-steps", type=steps_arg, default=32, metavar="T",
                    help="time steps of the Lava check (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="training seed in [0, 2^32) (default 0)")
     p.add_argument("--threads", type=_positive_int, default=1,
                    help="torch threads for training and the reference simulator (default 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON (progress goes to stderr)")

@@ -99,11 +99,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def atomic_write_json(data: Any, path: str | os.PathLike) -> Path:
+def atomic_write_json(data: Any, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
     """Write ``data`` as indented JSON to ``path`` atomically (temporary file in the same directory, then
-    ``os.replace``); parent directories are created. Returns the path."""
+    ``os.replace``); parent directories are created; an existing file is refused unless ``overwrite``.
+    Returns the path."""
     path = Path(path)
-    with atomic_target(path, make_parents=True) as tmp:
+    with atomic_target(path, make_parents=True, overwrite=overwrite) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(_jsonable(data), fh, indent=2, allow_nan=False)
             fh.write("\n")
@@ -237,9 +238,9 @@ class VerifyReport:
             "network": self.network,
         })
 
-    def to_json(self, path: str | os.PathLike) -> Path:
+    def to_json(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
         """Write :meth:`to_dict` as JSON to ``path`` atomically; returns the path."""
-        return atomic_write_json(self.to_dict(), path)
+        return atomic_write_json(self.to_dict(), path, overwrite=overwrite)
 
     def format(self) -> str:
         """A short human-readable summary (used by ``msat-lava verify``)."""

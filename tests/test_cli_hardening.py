@@ -177,3 +177,168 @@ def test_bad_labels_are_refused(net_file, capsys, labels, words):
     root, net = net_file
     np.savez(root / "lab.npz", x=np.zeros((10, 1, 6, 6), np.float32), y=labels)
     _one_line_error(capsys, cli.main(_run(net, root / "lab.npz")), "lab.npz", "'y'", *words)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# class 4: exit codes, arguments, destinations checked before working
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, words", [
+    (["convert", "--model", "m:make", "--data", "d.npz", "--out", "o.net", "--seed", "-1"], "--seed"),
+    (["convert", "--model", "m:make", "--data", "d.npz", "--out", "o.net", "--seed", str(1 << 32)], "--seed"),
+    (["run", "n.net", "--data", "d.npz", "--steps", "0"], "--steps"),
+    (["run", "n.net", "--data", "d.npz", "--steps", str(10 ** 9)], "--steps"),
+    (["run", "n.net", "--data", "d.npz", "--steps", "4", "--report-steps", "1,99999999"], "--report-steps"),
+    (["verify", "n.net", "--data", "d.npz", "--steps", "-3"], "--steps"),
+    (["eval", "n.net", "--data", "d.npz", "--steps", "4", "--seed", "-5"], "--seed"),
+    (["eval", "n.net", "--data", "d.npz", "--steps", "4", "--calib-seed", "99999999999"], "--calib-seed"),
+    (["demo", "--seed", "-1"], "--seed"),
+])
+def test_bad_arguments_exit_2(capsys, argv, words):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_convert_destination_checked_before_working(tmp_path, capsys):
+    model = tmp_path / "m.py"
+    model.write_text("raise SystemExit('the model must not even be imported')\n")
+    base = ["convert", "--model", f"{model}:make", "--data", str(tmp_path / "d.npz"), "--quiet", "--out"]
+    line = _one_line_error(capsys, cli.main(base + [str(tmp_path / "no" / "such" / "o.net")]), "--out", "no/such")
+    assert ".tmp" not in line
+    (tmp_path / "adir").mkdir()
+    _one_line_error(capsys, cli.main(base + [str(tmp_path / "adir")]), "--out", "is a directory")
+    (tmp_path / "exists.net").write_bytes(b"old")
+    _one_line_error(capsys, cli.main(base + [str(tmp_path / "exists.net")]), "--overwrite")
+    assert (tmp_path / "exists.net").read_bytes() == b"old"
+    (tmp_path / "afile").write_text("x")
+    _one_line_error(capsys, cli.main(base + [str(tmp_path / "afile" / "o.net")]), "--out", "does not exist")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_destination(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        base = ["convert", "--model", "x:y", "--data", "d.npz", "--quiet", "--out", str(ro / "o.net")]
+        _one_line_error(capsys, cli.main(base), "--out", "cannot write")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_predictions_and_report_destinations(net_file, tmp_path, capsys):
+    root, net = net_file
+    pred = tmp_path / "p.npz"
+    assert cli.main(_run(net, root / "data.npz", "--predictions", str(pred))) == 0
+    first = pred.read_bytes()
+    capsys.readouterr()
+    _one_line_error(capsys, cli.main(_run(net, root / "data.npz", "--predictions", str(pred))), "--predictions",
+                    "--overwrite")
+    assert pred.read_bytes() == first
+    assert cli.main(_run(net, root / "data.npz", "--predictions", str(pred), "--overwrite")) == 0
+    capsys.readouterr()
+    _one_line_error(capsys, cli.main(_run(net, root / "data.npz", "--predictions", str(tmp_path / "x" / "p.npz"))),
+                    "--predictions", "does not exist")
+    (tmp_path / "r.json").write_text("{}")
+    code = cli.main(["verify", str(net), "--data", str(root / "data.npz"), "--report", str(tmp_path / "r.json")])
+    _one_line_error(capsys, code, "--report", "--overwrite")
+
+
+def test_eval_out_with_foreign_files_is_refused(net_file, tmp_path, capsys):
+    root, net = net_file
+    (tmp_path / "keep.txt").write_text("mine")
+    code = cli.main(["eval", str(net), "--data", str(root / "data.npz"), "--steps", "2", "--out", str(tmp_path)])
+    _one_line_error(capsys, code, "--out", "keep.txt")
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    assert cli.main(["info", str(tmp_path / "missing.net")]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    old = os.environ.pop("MSAT_LAVA_DEBUG", None)
+    try:
+        assert cli.main(["--debug", "info", str(tmp_path / "missing.net")]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" in err and "missing.net" in err
+    finally:
+        os.environ.pop("MSAT_LAVA_DEBUG", None)
+        if old is not None:
+            os.environ["MSAT_LAVA_DEBUG"] = old
+
+
+# ---------------------------------------------------------------------------------------------------------
+# class 5: interrupted writes
+# ---------------------------------------------------------------------------------------------------------
+
+KILL_SCRIPT = """
+import os, signal, sys
+from netx_export.fileio import atomic_target, atomic_directory
+dest, kind = sys.argv[1], sys.argv[2]
+if kind == "file":
+    with atomic_target(dest) as tmp:
+        open(tmp, "wb").write(b"partial")
+        os.kill(os.getpid(), signal.SIGKILL)
+else:
+    with atomic_directory(dest) as tmp:
+        open(os.path.join(tmp, "eval.json"), "w").write("{")
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_killed_writer_leaves_no_partial_destination_and_its_temp_is_cleaned(tmp_path, kind):
+    from netx_export.fileio import atomic_directory, atomic_target
+
+    dest = tmp_path / ("out.net" if kind == "file" else "results")
+    if kind == "dir":
+        dest.mkdir()
+        (dest / "eval.json").write_text('{"old": 1}')
+    for _ in range(3):  # three killed runs
+        proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(dest), kind], cwd=REPO, timeout=60)
+        assert proc.returncode == -9
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{dest.name}.")]
+    assert len(leftovers) == 1  # each run removed the previous run's leftover: they never pile up
+    if kind == "file":
+        assert not dest.exists()
+        with atomic_target(dest) as tmp:
+            Path(tmp).write_bytes(b"whole")
+        assert dest.read_bytes() == b"whole"
+    else:
+        assert json.loads((dest / "eval.json").read_text()) == {"old": 1}  # never a mix
+        with atomic_directory(dest) as tmp:
+            (tmp / "eval.json").write_text('{"new": 1}')
+        assert json.loads((dest / "eval.json").read_text()) == {"new": 1}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{dest.name}.")] == []
+
+
+def test_temp_of_a_live_writer_is_kept(tmp_path):
+    from netx_export import fileio
+
+    dest = tmp_path / "a.net"
+    live = tmp_path / f".a.net.{fileio._host()}.{os.getpid()}-zzzz.tmp"
+    foreign = tmp_path / ".a.net.otherhost.1-zzzz.tmp"
+    unrelated = tmp_path / ".b.net.x.1-zz.tmp"
+    for p in (live, foreign, unrelated):
+        p.write_text("x")
+    fileio.clean_stale(dest)
+    assert live.exists() and foreign.exists() and unrelated.exists()
+    os.utime(foreign, (0, 0))  # older than a day: removed whatever its host
+    fileio.clean_stale(dest)
+    assert not foreign.exists() and live.exists() and unrelated.exists()
+
+
+def test_failed_directory_write_leaves_the_old_results(tmp_path):
+    from netx_export.fileio import atomic_directory
+
+    dest = tmp_path / "res"
+    dest.mkdir()
+    (dest / "eval.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(dest) as tmp:
+            (tmp / "accuracy_vs_T.png").write_bytes(b"new plot")
+            raise RuntimeError("plotting failed")
+    assert sorted(p.name for p in dest.iterdir()) == ["eval.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]
