@@ -621,10 +621,32 @@ class _Converter:
             # reported even when its input comes from another unsupported node: list them all
             raise _Unsupported(self.unsupported_reason(n))
         if any(isinstance(v, _Bad) for v in leaves):
+            self.check_unfoldable_bn(n)  # still listed when its input comes from an unsupported node
             return _BAD
         if not any(isinstance(v, _T) for v in leaves) and n.op != "call_module":
             return _S(self.concrete[n])
         return handler(self, n, tuple(args), dict(kwargs))
+
+    def check_unfoldable_bn(self, n: fx.Node) -> None:
+        """A BatchNorm whose input is known (from the fx graph alone) not to be a conv/linear is reported even
+        when that input could not be converted, so the unsupported-op error lists every offending node."""
+        def what(m: fx.Node) -> tuple[bool, str]:
+            if m.op == "call_module":
+                kind = type(self.modules.get(m.target)).__name__
+                return kind.startswith("BatchNorm"), kind
+            if m.op in ("call_function", "call_method"):
+                name = str(m.target) if m.op == "call_method" else _qualname(m.target)
+                return "batch_norm" in name, name
+            return False, m.op
+
+        is_bn, _ = what(n)
+        src = n.args[0] if n.args else None
+        if not is_bn or not isinstance(src, fx.Node):
+            return
+        _, kind = what(src)
+        if not any(k in kind.lower() for k in ("conv", "linear", "addmm")):
+            self.report(n, f"BatchNorm can only be folded into a directly preceding Conv2d/Linear; its input "
+                           f"{self.base_names.get(src, src.name)!r} is a {kind}")
 
     def unsupported_reason(self, n: fx.Node) -> str:
         if n.op == "call_module":

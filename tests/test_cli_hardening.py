@@ -342,3 +342,23 @@ def test_failed_directory_write_leaves_the_old_results(tmp_path):
             raise RuntimeError("plotting failed")
     assert sorted(p.name for p in dest.iterdir()) == ["eval.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# class 6: every unsupported node listed; one-line messages
+# ---------------------------------------------------------------------------------------------------------
+
+def test_unsupported_error_lists_a_batchnorm_after_a_flatten_of_a_bad_chain(tmp_path, capsys):
+    (tmp_path / "bad7.py").write_text(
+        "import torch.nn as nn\n\ndef make():\n"
+        "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.GELU(), nn.Conv2d(4, 4, 3), nn.Sigmoid(), nn.Flatten(),\n"
+        "                         nn.BatchNorm1d(16), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 8), nn.ELU(),\n"
+        "                         nn.Linear(8, 8), nn.Hardswish(), nn.Linear(8, 8), nn.SiLU(), nn.Linear(8, 3))\n")
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 6, 6), np.float32))
+    code = cli.main(["convert", "--model", f"{tmp_path}/bad7.py:make", "--data", str(tmp_path / "d.npz"), "--out",
+                     str(tmp_path / "o.net"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "7 unsupported node(s)" in err, err
+    for word in ("GELU", "Sigmoid", "BatchNorm1d", "Tanh", "ELU", "Hardswish", "SiLU"):
+        assert word in err, word
+    assert "Traceback" not in err
