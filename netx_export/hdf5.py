@@ -62,7 +62,7 @@ SEED_MAX = (1 << 32) - 1
 #: max(READ_BUDGET_MIN, READ_BUDGET_RATIO × file size), and one chunked dataset may not declare more than
 #: MAX_EXPANSION × its stored bytes (gzip cannot expand more than ~1032×; more means unallocated storage
 #: or fill values). Checked from the metadata, before any data is read.
-READ_BUDGET_MIN = 64 << 20
+READ_BUDGET_MIN = 16 << 20
 READ_BUDGET_RATIO = 64
 MAX_EXPANSION = 1100
 _MAX_DEPTH = 12
@@ -543,8 +543,8 @@ class _Reader:
 
     def integer(self, group, key: str, layer: str | None, lo: int | None = None, hi: int | None = None) -> int:
         ds, where = self.dataset(group, key, layer)
-        if ds.shape != () or ds.dtype.kind not in "iu":
-            raise self.fail(f"expected a scalar integer, got shape {ds.shape} dtype {ds.dtype}", layer, where)
+        if ds.shape != () or ds.dtype != np.int64:  # the format writes every int as an int64 scalar
+            raise self.fail(f"expected a scalar int64, got shape {ds.shape} dtype {ds.dtype}", layer, where)
         value = int(self._value(ds, where, layer))
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             bound = f"[{lo}, {hi}]" if lo is not None and hi is not None else (
@@ -557,8 +557,8 @@ class _Reader:
         ds, where = self.dataset(group, key, layer)
         if optional and ds.shape is None:
             return None
-        if ds.shape != () or ds.dtype.kind != "f":
-            raise self.fail(f"expected a scalar float, got shape {ds.shape} dtype {ds.dtype}", layer, where)
+        if ds.shape != () or ds.dtype != np.float64:  # the format writes every float as a float64 scalar
+            raise self.fail(f"expected a scalar float64, got shape {ds.shape} dtype {ds.dtype}", layer, where)
         value = float(self._value(ds, where, layer))
         if (finite and not math.isfinite(value)) or math.isnan(value):
             raise self.fail(f"must be finite, got {value!r}", layer, where)
@@ -600,9 +600,9 @@ def _read_node(r: _Reader, g, i: int):
     data: dict[str, Any] = {"kind": kind, "name": name, "inputs": r.names(g, "inputs", name)}
     for key, typ in _NODE_PARAM_KINDS[kind].items():
         if typ == "ints":
-            data[key] = tuple(int(v) for v in r.array(g, key, name, kinds="iu", ndim=1))
+            data[key] = tuple(int(v) for v in r.array(g, key, name, kinds="i", dtype=np.int64, ndim=1))
         elif typ == "pair":
-            data[key] = tuple(int(v) for v in r.array(g, key, name, kinds="iu", shape=(2,)))
+            data[key] = tuple(int(v) for v in r.array(g, key, name, kinds="i", dtype=np.int64, shape=(2,)))
         elif typ == "int":
             data[key] = r.integer(g, key, name)
         elif typ in ("f4d", "f2d"):
@@ -1050,7 +1050,7 @@ def _check_netx_group(r: _Reader, g, want: dict, layer: str) -> None:
             continue
         want_arr = np.asarray(value)
         if ds.shape != want_arr.shape or h5py.check_string_dtype(ds.dtype) is not None \
-                or ds.dtype.kind != want_arr.dtype.kind:
+                or ds.dtype != want_arr.dtype:
             raise r.fail(f"expected shape {want_arr.shape} kind {want_arr.dtype.kind}, got shape {ds.shape} "
                          f"dtype {ds.dtype}", layer, where)
         got = np.asarray(r._value(ds, where, layer))
