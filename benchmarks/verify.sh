@@ -18,6 +18,6 @@ $BIN convert --model tests/models.py:resnet20 --weights "$DATA/models/akamaster_
     --data "$DATA/cifar10.npz" "${CIFAR_NORM[@]}" --method msat --preset resnet20 --out "$OUT/resnet20.net" --overwrite --quiet
 
 $BIN verify "$OUT/mnist.net" --data "$DATA/mnist.npz" "${MNIST_NORM[@]}" --samples 50 --steps 64 \
-    --report benchmarks/results/verify_mnist_n50_T64.json
+    --report benchmarks/results/verify_mnist_n50_T64.json --overwrite
 $BIN verify "$OUT/resnet20.net" --data "$DATA/cifar10.npz" "${CIFAR_NORM[@]}" --samples 20 --steps 64 \
-    --report benchmarks/results/verify_resnet20_n20_T64.json
+    --report benchmarks/results/verify_resnet20_n20_T64.json --overwrite
