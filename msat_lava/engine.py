@@ -136,8 +136,9 @@ def _float_params(spec) -> np.ndarray:
     c = spec.coefs
     if c is None:
         return np.zeros(10)
-    return np.array([spec.lam / spec.formula_lam, spec.formula_lam, c.k_i, c.tau_mp, c.alpha, c.k_a, c.tau_rd, c.C,
-                     dyn.EXP_ARG_MAX, spec.lsb], dtype=np.float64)
+    inv_u, inv_ki, kx = dyn.float_theta_constants(spec)
+    return np.array([inv_u, spec.formula_lam, inv_ki, c.tau_mp, c.alpha, c.k_a, c.tau_rd, kx, dyn.EXP_ARG_MAX,
+                     spec.lsb], dtype=np.float64)
 
 
 def _term_fixed(term, x, xmax: float, cache: dict):

@@ -158,7 +158,7 @@ def test_float_fast_engine_matches_step_loop(name, method, opts):
 
 
 def test_fused_float_neuron_equals_numpy_rule_bit_for_bit():
-    """The fused float loop and the numpy step function share the C library's exp/log1p: identical bits."""
+    """The fused float loop and the numpy step function evaluate the same dynamics.fmath operations: identical bits."""
     rng = np.random.default_rng(0)
     m, tc = 3000, 9
     for spec in (NeuronSpec(mode="msat", lam=3.7, coefs=PRESETS["resnet20"]),

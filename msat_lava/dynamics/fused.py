@@ -30,20 +30,102 @@ the ungated s, suppressed charge dropped), 0 = 'keep_charge'.
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+from pathlib import Path
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import types
-from numba.extending import overload
+from numba.extending import intrinsic, overload, register_jitable
 
-from msat_lava.dynamics import prng
+from msat_lava.dynamics import fmath, prng
 
 __all__ = ["fixed_chunk", "float_chunk", "set_threads", "MODE_CODES"]
 
 MODE_CODES = {"const": 0, "dtt": 1, "det": 2, "msat": 3}
 
 _CACHE = True  # compiled code is cached next to this file (__pycache__), so later processes load it
+# Every kernel is compiled with error_model="numpy": a float division by zero gives IEEE inf/nan as numpy does,
+# instead of a Python ZeroDivisionError check, whose branch keeps the loops from vectorizing (no divisor here
+# can be zero: t ≥ 1, u, k_i, C, 1 + e > 0, θ̂ ≥ 1).
+
+
+def _drop_stale_cache() -> None:
+    """numba keys its cache on this file alone; the kernels also compile code and constants of fmath.py and
+    prng.py, so the cached kernels are removed when either changed (best effort: a read-only install keeps its
+    cache, which was built from the files beside it)."""
+    here = Path(__file__).resolve().parent
+    try:
+        key = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("fmath.py", "prng.py"))).hexdigest()
+        cache = here / "__pycache__"
+        stamp = cache / "fused.deps"
+        if stamp.is_file() and stamp.read_text() == key:
+            return
+        for f in cache.glob("fused.*.nb[ic]"):
+            f.unlink()
+        cache.mkdir(exist_ok=True)
+        tmp = cache / f"fused.deps.{os.getpid()}"
+        tmp.write_text(key)
+        os.replace(tmp, stamp)
+    except OSError:
+        pass
+
+
+_drop_stale_cache()
+
+
+# --- fmath's primitives for scalars: fmath.exp/softplus/sigmoid then compile from their one source
+@intrinsic
+def _bits_to_f64(typingctx, bits):
+    """The float64 whose IEEE bits are the int64 ``bits`` (an LLVM bitcast)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
+
+
+@overload(fmath._floor)
+def _floor_ov(x):
+    return lambda x: np.floor(x)
+
+
+@intrinsic
+def _select_f64(typingctx, cond, a, b):
+    """An LLVM ``select``: no branch, so loops around it vectorize (a Python conditional compiles to one)."""
+    def codegen(context, builder, signature, args):
+        return builder.select(args[0], args[1], args[2])
+    return types.float64(types.boolean, types.float64, types.float64), codegen
+
+
+@overload(fmath._select)
+def _select_ov(cond, a, b):
+    return lambda cond, a, b: _select_f64(cond, np.float64(a), np.float64(b))
+
+
+@overload(fmath._minimum)
+def _minimum_ov(a, b):
+    return lambda a, b: _select_f64(a < b, np.float64(a), np.float64(b))
+
+
+@overload(fmath._maximum)
+def _maximum_ov(a, b):
+    return lambda a, b: _select_f64(a > b, np.float64(a), np.float64(b))
+
+
+@overload(fmath._abs)
+def _abs_ov(a):
+    return lambda a: abs(a)
+
+
+@overload(fmath._pow2)
+def _pow2_ov(k):
+    return lambda k: _bits_to_f64((np.int64(k) + np.int64(1023)) << np.int64(52))
+
+
+for _f in (fmath.exp, fmath.log1p01, fmath.softplus, fmath.sigmoid):
+    register_jitable(inline="always")(_f)
 
 
 def set_threads(n: int | None) -> int:
@@ -79,35 +161,34 @@ def shift_params(q: int, e: int) -> tuple[int, int, int]:
     return int(q), 1 << (-int(e) - 1), -int(e)
 
 
-@numba.njit(inline="always", cache=_CACHE)
+@numba.njit(inline="always", cache=_CACHE, error_model="numpy")
 def _interp(base, diff, a, shift, extra):
     i = a >> shift
     r = a & ((np.int64(1) << shift) - 1)
     return (base[i] + diff[i] * r) >> (shift + extra)
 
 
-@numba.njit(inline="always", cache=_CACHE)
-def _fixed_theta(mode, delta, x, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d):
-    """θ̂ for t ≥ 1 (neuron.fixed_msat_theta). ip: int64 parameters, see engine._lut_tables."""
-    z = np.int64(0)
-    if mode == 1 or mode == 3:
-        dclip = ip[0]
-        d = min(max(delta, -dclip), dclip)
-        slope = ip[1] if d < 0 else ip[2]
-        p = ip[3]
-        lin = (d * slope + ((np.int64(1) << p) >> 1)) >> p
-        a = min(abs(d), ip[5])
-        z = ip[4] + lin + _interp(sp_a, sp_d, a, ip[6], 0)
-    if mode == 2 or mode == 3:
-        xi = min(max(x - ip[7], 0), ip[8])
-        z = z + _interp(det_a, det_d, xi, ip[9], 0)
+@numba.njit(inline="always", cache=_CACHE, error_model="numpy")
+def _fixed_theta(fdtt, fdet, delta, x, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d):
+    """θ̂ for t ≥ 1 (neuron.fixed_msat_theta). fdtt, fdet: 1 where the mode has the DTT / DET part, else 0 (the
+    unused part is evaluated on its one-entry zero table at index 0, and multiplied by 0: no branch, so the
+    neuron loops vectorize). ip: int64 parameters, see engine._lut_tables."""
+    dclip = ip[0]
+    d = min(max(delta, -dclip), dclip)
+    slope = ip[1] if d < 0 else ip[2]
+    p = ip[3]
+    lin = (d * slope + ((np.int64(1) << p) >> 1)) >> p
+    a = min(abs(d), ip[5])
+    z = fdtt * (ip[4] + lin + _interp(sp_a, sp_d, a, ip[6], 0))
+    xi = min(max(x - ip[7], 0), ip[8])
+    z = z + fdet * _interp(det_a, det_d, xi, ip[9], 0)
     zmax = ip[10]
     zc = min(max(z, -zmax), zmax) + zmax
     theta = _interp(sig_a, sig_d, zc, ip[11], ip[12])
     return min(max(theta, 1), ip[13])
 
 
-@numba.njit(inline="always", cache=_CACHE)
+@numba.njit(inline="always", cache=_CACHE, error_model="numpy")
 def _floor_div(s, t):
     """⌊s / t⌋ for int64 |s| < 2^52 and 1 ≤ t < 2^21, through one float64 division: the true quotient is an integer
     or lies ≥ 1/t from one, farther than half an ulp of the rounded quotient, so the floor is exact."""
@@ -119,7 +200,7 @@ _MIX1 = np.uint64(prng._M1)
 _MIX2 = np.uint64(prng._M2)
 
 
-@numba.njit(inline="always", cache=_CACHE)
+@numba.njit(inline="always", cache=_CACHE, error_model="numpy")
 def _keep(sample_id, t, n, kseed, kthr):
     """ε (1 kept, 0 suppressed) of :mod:`msat_lava.dynamics.prng` in native uint64 arithmetic:
     U = mix((sample_id << 40 | t << 32 | n) XOR K_seed) >> 40, keep iff U ≥ K."""
@@ -131,7 +212,7 @@ def _keep(sample_id, t, n, kseed, kthr):
     return np.int64(np.int64(z >> np.uint64(40)) >= kthr)
 
 
-@numba.njit(inline="always", cache=_CACHE)
+@numba.njit(inline="always", cache=_CACHE, error_model="numpy")
 def _fire_fixed(vj, x, theta, gamma, kv, gc, vmax):
     """(v̂ after the step, s_g) for m̂ = v̂ + x̂ against θ̂; kv = ε (0/1), gc = 1 for the 'code' gate."""
     m = vj + x
@@ -144,7 +225,7 @@ def _fire_fixed(vj, x, theta, gamma, kv, gc, vmax):
     return min(max(m - s_eff * theta, -vmax), vmax), sg
 
 
-@numba.njit(parallel=True, cache=_CACHE)
+@numba.njit(parallel=True, cache=_CACHE, error_model="numpy")
 def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, theta_const, one, vmax, gamma,
                 gate, gate_code, spikes_only, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d, payload, pmax):
     """Advance the fixed model by Tc = payload.shape[0] steps (module docstring); state arrays are updated in
@@ -161,6 +242,8 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
     mul0, add0, sh0 = sp0[0], sp0[1], sp0[2]
     mul1, add1, sh1 = sp1[0], sp1[1], sp1[2]
     two = np.int64(1) if nterms > 1 else np.int64(0)
+    fdtt = np.int64(1) if mode == 1 or mode == 3 else np.int64(0)
+    fdet = np.int64(1) if mode == 2 or mode == 3 else np.int64(0)
     gc = np.int64(gate_code)
     nblocks = (m_n + BLOCK - 1) // BLOCK
     for blk in numba.prange(nblocks):
@@ -184,10 +267,8 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
                     vj = vb[i]
                     kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr) if gated else 1
                     x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
-                    theta = one  # as in fixed_chunk_plain: m̂ ≤ 0 neither fires nor resets, whatever θ̂ is
-                    if vj + x > 0:
-                        theta = _fixed_theta(mode, vj - _floor_div(sb[i], t), x, ip, sig_a, sig_d, sp_a, sp_d,
-                                             det_a, det_d)
+                    theta = _fixed_theta(fdtt, fdet, vj - _floor_div(sb[i], t), x, ip, sig_a, sig_d, sp_a, sp_d,
+                                         det_a, det_d)
                     vj, sg = _fire_fixed(vj, x, theta, gamma, kv, gc, vmax)
                     out = sg * theta
                     pk[i] = out
@@ -214,7 +295,7 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
         pmax[blk] = top
 
 
-@numba.njit(parallel=True, cache=_CACHE)
+@numba.njit(parallel=True, cache=_CACHE, error_model="numpy")
 def fixed_chunk_plain(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, theta_const, one, vmax,
                       spikes_only, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d, payload, pmax):
     """:func:`fixed_chunk` for Γ = 1 with no gate in the chunk (the common case), with the branches that these fix
@@ -224,6 +305,8 @@ def fixed_chunk_plain(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, m
     mul0, add0, sh0 = sp0[0], sp0[1], sp0[2]
     mul1, add1, sh1 = sp1[0], sp1[1], sp1[2]
     two = np.int64(1) if nterms > 1 else np.int64(0)
+    fdtt = np.int64(1) if mode == 1 or mode == 3 else np.int64(0)
+    fdet = np.int64(1) if mode == 2 or mode == 3 else np.int64(0)
     nblocks = (m_n + BLOCK - 1) // BLOCK
     for blk in numba.prange(nblocks):
         j0 = blk * BLOCK
@@ -245,10 +328,8 @@ def fixed_chunk_plain(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, m
                     vj = vb[i]
                     x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
                     m = vj + x
-                    theta = one  # θ̂ ∈ [1, 2^F] cannot change the outcome of m̂ ≤ 0 (no spike, v̂ = m̂): skip the LUTs
-                    if m > 0:
-                        theta = _fixed_theta(mode, vj - _floor_div(sb[i], t), x, ip, sig_a, sig_d, sp_a, sp_d,
-                                             det_a, det_d)
+                    theta = _fixed_theta(fdtt, fdet, vj - _floor_div(sb[i], t), x, ip, sig_a, sig_d, sp_a, sp_d,
+                                         det_a, det_d)
                     s = np.int64(m >= theta)
                     vj = min(max(m - s * theta, -vmax), vmax)
                     out = s * theta
@@ -277,25 +358,17 @@ def fixed_chunk_plain(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, m
         pmax[blk] = top
 
 
-@numba.njit(inline="always", cache=_CACHE)
-def _sigmoid(z):
-    e = math.exp(-abs(z))
-    if z >= 0:
-        return 1.0 / (1.0 + e)
-    return e / (1.0 + e)
-
-
-@numba.njit(parallel=True, cache=_CACHE)
+@numba.njit(parallel=True, cache=_CACHE, error_model="numpy")
 def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamma, gate, gate_code, fp,
                 payload):
     """Advance the float model by Tc = payload.shape[0] steps (module docstring); ``gate`` as in
-    :func:`fixed_chunk`. ``fp`` float64 parameters: u = λ/λ_f, λ_f, k_i, τ_mp, α, k_a, τ_rd, C, EXP_ARG_MAX, lsb
-    (neuron.float_msat_theta)."""
+    :func:`fixed_chunk`. ``fp`` float64 parameters: 1/u (u = λ/λ_f), λ_f, 1/k_i, τ_mp, α, k_a, τ_rd, −1/(u·C),
+    EXP_ARG_MAX, lsb (neuron.float_theta_constants, neuron.float_msat_theta)."""
     tc = payload.shape[0]
     m_n = payload.shape[1]
     g_end, sids, nidx, kseed, kthr = gate
     n_per = nidx.shape[0]
-    u, lam_f, k_i, tau_mp, alpha, k_a, tau_rd, c_det, exp_max, lsb = \
+    inv_u, lam_f, inv_ki, tau_mp, alpha, k_a, tau_rd, kx, exp_max, lsb = \
         fp[0], fp[1], fp[2], fp[3], fp[4], fp[5], fp[6], fp[7], fp[8], fp[9]
     dtt = mode == 1 or mode == 3
     det = mode == 2 or mode == 3
@@ -315,6 +388,7 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
             pk = payload[k, j0:j1]
             gated = t < g_end
             lut = mode != 0 and t > 0
+            inv_t = 1.0 / max(t, 1)
             th0 = k_lam if mode == 0 else lam
             for i in range(n):
                 vj = vb[i]
@@ -324,16 +398,14 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
                     x = x + np.float64(x1[i])
                 theta = th0
                 if lut and vj + x >= lsb:  # below λ·2^−F ≤ θ, m neither fires nor resets, whatever θ is
-                    delta = vj - sb[i] / t
+                    delta = vj - sb[i] * inv_t
                     z = 0.0
                     if dtt:
-                        d = delta / u
-                        y = d / k_i
-                        softplus = max(y, 0.0) + math.log1p(math.exp(-abs(y)))
-                        z = tau_mp * (alpha * d - lam_f + k_a * softplus)
+                        d = delta * inv_u
+                        z = tau_mp * (alpha * d - lam_f + k_a * fmath.softplus(d * inv_ki))
                     if det:
-                        z = z + tau_rd * math.exp(min(-(x / u) / c_det, exp_max))
-                    theta = max(lam * _sigmoid(z), lsb)
+                        z = z + tau_rd * fmath.exp(fmath._minimum(x * kx, exp_max))
+                    theta = fmath._maximum(lam * fmath.sigmoid(z), lsb)
                 m = vj + x
                 if gamma == 1:
                     s = np.int64(m >= theta)
@@ -348,12 +420,12 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
                 cb[i] += sg
 
 
-@numba.njit(parallel=True, cache=_CACHE)
+@numba.njit(parallel=True, cache=_CACHE, error_model="numpy")
 def float_chunk_plain(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, fp, payload):
     """:func:`float_chunk` for Γ = 1 with no gate in the chunk, with those branches out of the neuron loop."""
     tc = payload.shape[0]
     m_n = payload.shape[1]
-    u, lam_f, k_i, tau_mp, alpha, k_a, tau_rd, c_det, exp_max, lsb = \
+    inv_u, lam_f, inv_ki, tau_mp, alpha, k_a, tau_rd, kx, exp_max, lsb = \
         fp[0], fp[1], fp[2], fp[3], fp[4], fp[5], fp[6], fp[7], fp[8], fp[9]
     dtt = 1.0 if mode == 1 or mode == 3 else 0.0
     det = 1.0 if mode == 2 or mode == 3 else 0.0
@@ -373,19 +445,16 @@ def float_chunk_plain(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam
             x1 = a1[k, j0:j1]
             pk = payload[k, j0:j1]
             if mode != 0 and t > 0:
+                inv_t = 1.0 / t
                 for i in range(n):
                     vj = vb[i]
                     x = bb[i] + np.float64(x0[i]) + two * np.float64(x1[i])
                     m = vj + x
-                    theta = lsb  # θ ≥ λ·2^−F: below that m neither fires nor resets, whatever θ is
-                    if m >= lsb:
-                        delta = vj - sb[i] / t
-                        d = delta / u
-                        y = d / k_i
-                        softplus = max(y, 0.0) + math.log1p(math.exp(-abs(y)))
-                        z = dtt * (tau_mp * (alpha * d - lam_f + k_a * softplus))
-                        z = z + det * (tau_rd * math.exp(min(-(x / u) / c_det, exp_max)))
-                        theta = max(lam * _sigmoid(z), lsb)
+                    # branch-free, so that the loop vectorizes: θ for every neuron (fmath has no branches)
+                    d = (vj - sb[i] * inv_t) * inv_u
+                    z = dtt * (tau_mp * (alpha * d - lam_f + k_a * fmath.softplus(d * inv_ki)))
+                    z = z + det * (tau_rd * fmath.exp(fmath._minimum(x * kx, exp_max)))
+                    theta = fmath._maximum(lam * fmath.sigmoid(z), lsb)
                     s = np.float64(m >= theta)
                     vj = m - s * theta
                     pk[i] = s * theta

@@ -10,11 +10,13 @@ Float model (raw ANN activation units, dtype of the state; float64 by default). 
     1. x(t) input;  m = v + x
     2. θ(t) = k·λ                                  mode 'const' (every t)
        θ(0) = λ;  for t ≥ 1 (§2.2):
-           V̄ = S/t,  Δ = v − V̄
+           V̄ = S·(1/t),  Δ = v − V̄
            z = τ_mp·(α·Δ − λ + k_a·softplus(Δ/k_i))  [dtt, msat]  +  τ_rd·exp(−x/C)  [det, msat]
            (units 'normalized': the same z with λ = 1 on Δ/λ and x/λ, the BrainCog port; θ below keeps λ)
            θ = max(λ·σ(z), λ·2^−F)                 (same 1-LSB floor as the fixed model; exp argument is
-                                                    capped at 80 to avoid overflow, σ is then 1)
+                                                    capped at 80 to avoid overflow, σ is then 1;
+                                                    exp, softplus, σ from dynamics.fmath: the same float64
+                                                    bits on every machine and backend)
     3. s = [m ≥ θ] if Γ = 1, else min(Γ, max(0, ⌊m/θ⌋))
     4. v = m − s·θ                                 (soft reset with the ungated s)
     5. gate (sc_p set and t < E): s_g = ε·s, ε from :mod:`~msat_lava.dynamics.prng`;
@@ -43,7 +45,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from msat_lava.dynamics import prng, xp
+from msat_lava.dynamics import fmath, prng, xp
 from netx_export.lut import ThresholdLuts
 from netx_export.neuron import NeuronSpec
 
@@ -119,8 +121,16 @@ def init_fixed_state(shape: Sequence[int], xp_like: Any = None, spec: NeuronSpec
 # ---------------------------------------------------------------------------------------------- thresholds
 
 def _sigmoid(z):
-    e = xp.exp(-xp.abs(z))
-    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return fmath.sigmoid(z)
+
+
+def float_theta_constants(spec: NeuronSpec) -> tuple[float, float, float]:
+    """(1/u, 1/k_i, −1/(u·C)) of :func:`float_msat_theta`, u = λ/λ_f: its divisions by layer constants become
+    multiplications (a vectorized division costs ≈ 10× a multiplication); the fused engine uses these very
+    floats, so both evaluate the same products."""
+    c = spec.coefs
+    u = spec.lam / spec.formula_lam
+    return 1.0 / u, 1.0 / c.k_i, -1.0 / (u * c.C)
 
 
 def float_msat_theta(spec: NeuronSpec, delta: Any, x: Any) -> Any:
@@ -128,17 +138,17 @@ def float_msat_theta(spec: NeuronSpec, delta: Any, x: Any) -> Any:
 
     One formula for both ``spec.units``: λ_f = ``spec.formula_lam`` inside z, on Δ and x divided by u = λ/λ_f
     ('raw': λ_f = λ, u = 1 exactly, so Δ, x are used unchanged; 'normalized': λ_f = 1, u = λ, i.e. Δ/λ, x/λ).
+    Divisions by the layer constants u, k_i, C are multiplications by their reciprocals
+    (:func:`float_theta_constants`).
     """
     c, lam, lam_f = spec.coefs, spec.lam, spec.formula_lam
-    u = lam / lam_f
+    inv_u, inv_ki, kx = float_theta_constants(spec)
     z = 0.0
     if spec.mode in ("dtt", "msat"):
-        d = delta / u
-        y = d / c.k_i
-        softplus = xp.maximum(y, 0.0) + xp.log1p(xp.exp(-xp.abs(y)))
-        z = c.tau_mp * (c.alpha * d - lam_f + c.k_a * softplus)
+        d = delta * inv_u
+        z = c.tau_mp * (c.alpha * d - lam_f + c.k_a * fmath.softplus(d * inv_ki))
     if spec.mode in ("det", "msat"):
-        z = z + c.tau_rd * xp.exp(xp.minimum(-(x / u) / c.C, EXP_ARG_MAX))
+        z = z + c.tau_rd * fmath.exp(xp.minimum(x * kx, EXP_ARG_MAX))
     return xp.maximum(lam * _sigmoid(z), spec.lsb)
 
 
@@ -197,7 +207,7 @@ def float_threshold(spec: NeuronSpec, state: FloatState, x: Any) -> Any:
         return xp.full(x.shape, spec.k_const * spec.lam, x, "float")
     if state.t == 0:
         return xp.full(x.shape, spec.lam, x, "float")
-    delta = state.v - state.vsum / state.t
+    delta = state.v - state.vsum * (1.0 / state.t)
     return float_msat_theta(spec, delta, x)
 
 
