@@ -382,6 +382,12 @@ def _write_file(f, net: ConvertedNetwork) -> None:
         else:
             _put(prov, key, value)
 
+    # last: the digest of everything written above (format ≥ 1.3, see _digest)
+    items: list[tuple[str, str]] = []
+    f.visititems(lambda name, obj: items.append(
+        (name, "dataset" if isinstance(obj, _h5py().Dataset) else "group")))
+    _put(m, "digest", _digest(f, dict(items)))
+
 
 def write(net: ConvertedNetwork, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``net`` to ``path`` atomically; returns the path.
@@ -1200,12 +1206,74 @@ def read(path: str | os.PathLike) -> ConvertedNetwork:
             r = _Reader(f, spath)
             found = _scan(r, os.path.getsize(spath))
             net = _read_network(r)
-            _check_unexpected(r, found)
+            _check_digest(r, found, before=lambda: _check_unexpected(r, found))
             return net
     except FormatError:
         raise
     except Exception as exc:  # anything unforeseen is still a format problem
         raise FormatError(f"unreadable ({type(exc).__name__}: {exc})", path=spath) from None
+
+
+#: The dataset holding the content digest (format ≥ 1.3); see :func:`_digest`.
+DIGEST_FIELD = "msat/digest"
+DIGEST_SINCE = (1, 3)
+
+
+def _hash_dataset(digest, name: str, obj) -> None:
+    digest.update(f"dataset {name} {obj.dtype.str} {obj.shape}\n".encode())
+    if obj.shape is None:  # empty (null dataspace): None
+        return
+    value = np.asarray(obj[()])
+    if value.dtype == object:
+        for item in value.reshape(-1):
+            text = item if isinstance(item, bytes) else str(item).encode()
+            digest.update(len(text).to_bytes(8, "little") + text)
+    else:
+        digest.update(np.ascontiguousarray(value).tobytes())
+
+
+def _digest(f, members: dict[str, str]) -> str:
+    """``'sha256:<hex>'`` over every member path (link path → 'group' | 'dataset') except
+    :data:`DIGEST_FIELD`, in sorted order: each group's path, each dataset's path, dtype, shape and values
+    (the encoding of :func:`content_hash`).
+
+    Why: every field of a network file is checked against a derivation except ``provenance/seed`` (any
+    32-bit value is a valid seed of the spike-confidence gate, and a changed seed is another valid network
+    with other predictions). The digest ties every field, the seed included, to what the writer wrote, so a
+    single changed dataset is refused instead of silently simulating another network. It protects against
+    corruption and careless edits, not against an author who rewrites the digest too (a network file is not
+    signed; docs/SECURITY.md)."""
+    digest = hashlib.sha256()
+    for name in sorted(members):
+        if name == DIGEST_FIELD:
+            continue
+        if members[name] == "group":
+            digest.update(f"group {name}\n".encode())
+        else:
+            _hash_dataset(digest, name, f[name])
+    return "sha256:" + digest.hexdigest()
+
+
+def _check_digest(r: _Reader, found: dict[str, str], before: Callable[[], None]) -> None:
+    """Files of format ≥ 1.3 must hold :data:`DIGEST_FIELD`, equal to :func:`_digest` of their content
+    (checked after every other validation, so a field with its own check is named by that check). Older
+    files have none (and a digest in one is refused as an unexpected member)."""
+    if r.version < DIGEST_SINCE:
+        before()
+        return
+    m = r.f["msat"]
+    stored = r.string(m, "digest", None)
+    before()  # members outside the format are named as such, before the digest that covers them
+    if not stored.startswith("sha256:") or len(stored) != 71:
+        raise r.fail(f"expected 'sha256:' and 64 hex digits, got {stored[:80]!r}", None, DIGEST_FIELD)
+    try:
+        derived = _digest(r.f, found)
+    except Exception as exc:
+        raise r.fail(f"cannot compute the content digest ({type(exc).__name__}: {exc})", None, DIGEST_FIELD) \
+            from None
+    if stored != derived:
+        raise r.fail("does not match the file's content (sha256 of every other dataset): the file was changed "
+                     "after it was written", None, DIGEST_FIELD)
 
 
 def content_hash(path: str | os.PathLike) -> str:
@@ -1222,14 +1290,5 @@ def content_hash(path: str | os.PathLike) -> str:
             if not isinstance(obj, h5py.Dataset):
                 digest.update(f"group {name}\n".encode())
                 continue
-            digest.update(f"dataset {name} {obj.dtype.str} {obj.shape}\n".encode())
-            if obj.shape is None:  # empty (null dataspace): None
-                continue
-            value = np.asarray(obj[()])
-            if value.dtype == object:
-                for item in value.reshape(-1):
-                    text = item if isinstance(item, bytes) else str(item).encode()
-                    digest.update(len(text).to_bytes(8, "little") + text)
-            else:
-                digest.update(np.ascontiguousarray(value).tobytes())
+            _hash_dataset(digest, name, obj)
     return digest.hexdigest()

@@ -81,7 +81,7 @@ __all__ = [
 
 #: Version of the ConvertedNetwork schema (``to_dict`` and the file, docs/FORMAT.md): "major.minor".
 #: A reader accepts any minor of its own major and rejects other majors.
-FORMAT_VERSION = "1.2"
+FORMAT_VERSION = "1.3"
 METHODS = ("const", "dtt", "det", "msat")
 INPUT_FRAC_BITS = 8
 READOUT_FRAC_BITS = 12

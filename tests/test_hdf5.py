@@ -130,12 +130,12 @@ def test_file_without_units_reads_as_raw(tmp_path, good_files):
         hdf5.read(path)
     assert info.value.field == "msat/neurons/0/spec/units" and "missing" in str(info.value)
     with h5py.File(path, "r+") as f:
-        _replace("msat/format_version", "1.1")(f)
+        downgrade(f, "1.1")
     with pytest.raises(FormatError) as info:  # 1.1 added units
         hdf5.read(path)
     assert info.value.field == "msat/neurons/0/spec/units"
     with h5py.File(path, "r+") as f:
-        _replace("msat/format_version", "1.0")(f)
+        downgrade(f, "1.0")
         for i in range(len(LAMS)):
             del f[f"msat/neurons/{i}/spec/v_init"]
     net = hdf5.read(path)
@@ -152,8 +152,55 @@ def test_v_init_required_from_1_2(tmp_path, good_files):
         hdf5.read(path)
     assert info.value.field == "msat/neurons/1/spec/v_init"
     with h5py.File(path, "r+") as f:
-        _replace("msat/format_version", "1.1")(f)
+        downgrade(f, "1.1")
     assert hdf5.read(path) == hdf5.read(good_files["zoo"])
+
+
+@pytest.mark.parametrize("mutation", ["seed", "seed-same-value", "digest-missing", "digest-garbage",
+                                      "digest-other-file"])
+def test_content_digest(tmp_path, good_files, mutation):
+    """From format 1.3 msat/digest = sha256 of every other dataset: a changed seed (another valid network, which
+    no other check can detect) is refused naming the digest; rewriting the same value is accepted."""
+    path = tmp_path / "d.net"
+    shutil.copyfile(good_files["zoo"], path)
+    with h5py.File(path, "r") as f:
+        seed = int(f["msat/provenance/seed"][()])
+        stored = f["msat/digest"][()].decode()
+    assert stored.startswith("sha256:") and len(stored) == 71
+    with h5py.File(path, "r+") as f:
+        if mutation == "seed":
+            _replace("msat/provenance/seed", np.int64(seed + 1))(f)
+        elif mutation == "seed-same-value":
+            _replace("msat/provenance/seed", np.int64(seed))(f)
+        elif mutation == "digest-missing":
+            del f["msat/digest"]
+        elif mutation == "digest-garbage":
+            _replace("msat/digest", "sha256:" + "0" * 64)(f)
+        else:
+            with h5py.File(good_files["chain"], "r") as other:
+                _replace("msat/digest", other["msat/digest"][()].decode())(f)
+    if mutation == "seed-same-value":
+        assert hdf5.read(path) == hdf5.read(good_files["zoo"])
+        return
+    with pytest.raises(FormatError) as info:
+        hdf5.read(path)
+    assert info.value.field == "msat/digest" and info.value.path == str(path)
+    assert ("missing" if mutation == "digest-missing" else "does not match") in str(info.value)
+
+
+def test_digest_only_from_1_3(tmp_path, good_files):
+    """A 1.2 file has no digest (reads); a digest in a 1.2 file is not part of that format (refused)."""
+    path = tmp_path / "old.net"
+    shutil.copyfile(good_files["zoo"], path)
+    with h5py.File(path, "r+") as f:
+        _replace("msat/format_version", "1.2")(f)
+    with pytest.raises(FormatError) as info:
+        hdf5.read(path)
+    assert info.value.field == "msat/digest" and "unexpected" in str(info.value)
+    with h5py.File(path, "r+") as f:
+        del f["msat/digest"]
+        _replace("msat/provenance/seed", np.int64(12345))(f)  # nothing protects the seed of an old file
+    assert hdf5.read(path).provenance.seed == 12345
 
 
 def test_round_trip_chain_with_netx_view(tmp_path):
@@ -224,6 +271,13 @@ def _replace(path, data, dtype=None):
         else:
             f.create_dataset(path, data=data if dtype is None else np.asarray(data, dtype=dtype))
     return mutate
+
+
+def downgrade(f, version: str) -> None:
+    """Make an open file look like one written by format ``version`` (< 1.3): no content digest."""
+    _replace("msat/format_version", version)(f)
+    if "msat/digest" in f:
+        del f["msat/digest"]
 
 
 def _delete(path):
@@ -426,7 +480,7 @@ def test_older_minor_version_is_read(tmp_path, good_files):
     path = tmp_path / "older.net"
     shutil.copyfile(good_files["zoo"], path)
     with h5py.File(path, "r+") as f:
-        _replace("msat/format_version", "1.0")(f)
+        downgrade(f, "1.0")
     assert hdf5.read(path) == hdf5.read(good_files["zoo"])
 
 
