@@ -46,8 +46,7 @@ class Loihi2Constraints:
     * ``synmem_words_per_core`` × ``synmem_word_bits``: synaptic memory of one core.
     * ``axons_in_per_core`` / ``axons_out_per_core``: distinct source neurons whose spikes a core receives
       (fan-in) / destination entries the neurons of a core send to (fan-out: one per (neuron, destination core)).
-    * ``weight_bits``: signed weight mantissa width; ``weight_exp_min`` .. ``weight_exp_max``: shared per
-      connection exponent; ``delay_bits``: synaptic delay width (0..2^bits − 1 steps).
+    * ``weight_bits``: signed weight mantissa width; ``delay_bits``: synaptic delay width (0..2^bits − 1 steps).
     * ``payload_bits``: graded spike payload width (signed); ``state_bits``: neuron state word (u, v);
       ``accum_bits``: dendritic accumulator width a neuron reads its input from (signed).
     * ``bias_mant_bits`` / ``bias_exp_max``: bias = mant·2^exp, signed mant of that width, 0 ≤ exp ≤ max.
@@ -65,8 +64,6 @@ class Loihi2Constraints:
     axons_in_per_core: int = 4096
     axons_out_per_core: int = 4096
     weight_bits: int = 8
-    weight_exp_min: int = -8
-    weight_exp_max: int = 7
     delay_bits: int = 6
     payload_bits: int = 24
     state_bits: int = 24
@@ -99,15 +96,11 @@ class Loihi2Constraints:
             else:
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise ConstraintsError(f"field {f.name!r}: expected an integer, got {value!r}")
-                low = None if f.name in ("weight_exp_min", "weight_exp_max") else (
-                    0 if f.name in ("delay_bits", "bias_exp_max") else 1)
-                if low is not None and value < low:
+                low = 0 if f.name in ("delay_bits", "bias_exp_max") else 1
+                if value < low:
                     raise ConstraintsError(f"field {f.name!r}: must be >= {low}, got {value}")
                 if value > 1 << 40:
                     raise ConstraintsError(f"field {f.name!r}: implausibly large ({value})")
-        if self.weight_exp_min > self.weight_exp_max:
-            raise ConstraintsError(f"field 'weight_exp_min': {self.weight_exp_min} > weight_exp_max "
-                                   f"{self.weight_exp_max}")
 
     # ---------------------------------------------------------------------------------------------- derived
     @property
@@ -208,8 +201,6 @@ SOURCES: dict[str, tuple[str, str]] = {
                                         "reproduces PilotNet LIF within 5 %"),
     "axons_out_per_core": ("assumed", "not public for Loihi 2; Loihi 1 = 4096 (NengoLoihi validate.py)"),
     "weight_bits": ("P", "lava/proc/dense/process.py: 8-bit signed mantissa, num_weight_bits 1..8"),
-    "weight_exp_min": ("assumed", "Loihi 2 range not public; Loihi 1 weight exponent −8..7"),
-    "weight_exp_max": ("assumed", "Loihi 2 range not public; Loihi 1 weight exponent −8..7"),
     "delay_bits": ("P", "PyDelayDenseModelBitAcc docstring: 'Loihi 2 has a maximum of 6 bits for delays'"),
     "payload_bits": ("P", "Lava graded models precision=24, GradedVecNetwork num_message_bits=24 "
                           "(Intel brief: up to 32)"),
