@@ -77,6 +77,26 @@ def _drop_stale_cache() -> None:
 _drop_stale_cache()
 
 
+def _noalias_option() -> bool:
+    """Expose numba's (unmapped) ``noalias`` compiler flag as a jit option: array arguments then carry LLVM's
+    ``noalias``, which lets loops with table lookups vectorize. numba is pinned (constraints.txt); without the
+    flag the functions compile all the same, only slower."""
+    try:
+        from numba.core import cpu, options
+
+        if not hasattr(cpu.CPUTargetOptions, "noalias"):
+            cpu.CPUTargetOptions.noalias = options._mapping("noalias")
+        return True
+    except (ImportError, AttributeError):  # pragma: no cover - another numba
+        return False
+
+
+def _njit_noalias(fn):
+    """njit for functions whose array arguments never share memory (callers guarantee it)."""
+    kw = {"noalias": True} if _noalias_option() else {}
+    return numba.njit(cache=_CACHE, error_model="numpy", **kw)(fn)
+
+
 # --- fmath's primitives for scalars: fmath.exp/softplus/sigmoid then compile from their one source
 @intrinsic
 def _bits_to_f64(typingctx, bits):
@@ -97,6 +117,24 @@ def _select_f64(typingctx, cond, a, b):
     def codegen(context, builder, signature, args):
         return builder.select(args[0], args[1], args[2])
     return types.float64(types.boolean, types.float64, types.float64), codegen
+
+
+@intrinsic
+def _select_i64(typingctx, cond, a, b):
+    """:func:`_select_f64` for int64."""
+    def codegen(context, builder, signature, args):
+        return builder.select(args[0], args[1], args[2])
+    return types.int64(types.boolean, types.int64, types.int64), codegen
+
+
+@numba.njit(inline="always", cache=_CACHE, error_model="numpy")
+def _imin(a, b):
+    return _select_i64(a < b, np.int64(a), np.int64(b))
+
+
+@numba.njit(inline="always", cache=_CACHE, error_model="numpy")
+def _imax(a, b):
+    return _select_i64(a > b, np.int64(a), np.int64(b))
 
 
 @overload(fmath._select)
@@ -171,28 +209,41 @@ def _interp(base, diff, a, shift, extra):
 @numba.njit(inline="always", cache=_CACHE, error_model="numpy")
 def _fixed_theta(fdtt, fdet, delta, x, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d):
     """θ̂ for t ≥ 1 (neuron.fixed_msat_theta). fdtt, fdet: 1 where the mode has the DTT / DET part, else 0 (the
-    unused part is evaluated on its one-entry zero table at index 0, and multiplied by 0: no branch, so the
-    neuron loops vectorize). ip: int64 parameters, see engine._lut_tables."""
+    unused part is evaluated on its one-entry zero table at index 0, and multiplied by 0: no branch).
+    ip: the 14 int64 parameters of engine._lut_tables."""
     dclip = ip[0]
-    d = min(max(delta, -dclip), dclip)
-    slope = ip[1] if d < 0 else ip[2]
+    d = _imin(_imax(delta, -dclip), dclip)
+    neg = d < 0
+    slope = _select_i64(neg, ip[1], ip[2])
     p = ip[3]
     lin = (d * slope + ((np.int64(1) << p) >> 1)) >> p
-    a = min(abs(d), ip[5])
+    a = _imin(_select_i64(neg, -d, d), ip[5])
     z = fdtt * (ip[4] + lin + _interp(sp_a, sp_d, a, ip[6], 0))
-    xi = min(max(x - ip[7], 0), ip[8])
+    xi = _imin(_imax(x - ip[7], 0), ip[8])
     z = z + fdet * _interp(det_a, det_d, xi, ip[9], 0)
     zmax = ip[10]
-    zc = min(max(z, -zmax), zmax) + zmax
+    zc = _imin(_imax(z, -zmax), zmax) + zmax
     theta = _interp(sig_a, sig_d, zc, ip[11], ip[12])
-    return min(max(theta, 1), ip[13])
+    return _imin(_imax(theta, 1), ip[13])
+
+
+@_njit_noalias
+def _theta_list(cnt, dc, xc, thc, fdtt, fdet, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d):
+    """thc[c] = θ̂(Δ̂ = dc[c], x̂ = xc[c]) for c < cnt: a loop over dense arrays whose arguments do not alias, so
+    the compiler vectorizes it (table reads become gathers)."""
+    for c in range(cnt):
+        thc[c] = _fixed_theta(fdtt, fdet, dc[c], xc[c], ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d)
 
 
 @numba.njit(inline="always", cache=_CACHE, error_model="numpy")
-def _floor_div(s, t):
-    """⌊s / t⌋ for int64 |s| < 2^52 and 1 ≤ t < 2^21, through one float64 division: the true quotient is an integer
-    or lies ≥ 1/t from one, farther than half an ulp of the rounded quotient, so the floor is exact."""
-    return np.int64(math.floor(np.float64(s) / np.float64(t)))
+def _floor_div(s, t, inv_t):
+    """⌊s / t⌋ for int64 |s| < 2^51 and 1 ≤ t < 2^21, inv_t = 1.0/t (float64), without a division: q = ⌊s·inv_t⌋
+    is within one of the true quotient (relative error of s·inv_t < 2^−51, so the absolute error is < 1), and
+    one integer correction each way makes it exact: q −= [q·t > s]; q += [(q + 1)·t ≤ s]. (A float division
+    and math.floor here cost ~10 ns a neuron.)"""
+    q = np.int64(np.floor(np.float64(s) * inv_t))
+    q = q - np.int64(q * t > s)
+    return q + np.int64((q + 1) * t <= s)
 
 
 _GAMMA = np.uint64(prng.SPLITMIX_GAMMA)
@@ -258,6 +309,7 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
         top = np.int64(0)
         for k in range(tc):
             t = t0 + k
+            inv_t = 1.0 / max(t, 1)
             x0 = a0[k, j0:j1]
             x1 = a1[k, j0:j1]
             pk = payload[k, j0:j1]
@@ -267,8 +319,10 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
                     vj = vb[i]
                     kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr) if gated else 1
                     x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
-                    theta = _fixed_theta(fdtt, fdet, vj - _floor_div(sb[i], t), x, ip, sig_a, sig_d, sp_a, sp_d,
-                                         det_a, det_d)
+                    theta = one  # as in fixed_chunk_plain: m̂ ≤ 0 neither fires nor resets, whatever θ̂ is
+                    if vj + x > 0:
+                        theta = _fixed_theta(fdtt, fdet, vj - _floor_div(sb[i], t, inv_t), x, ip, sig_a, sig_d,
+                                             sp_a, sp_d, det_a, det_d)
                     vj, sg = _fire_fixed(vj, x, theta, gamma, kv, gc, vmax)
                     out = sg * theta
                     pk[i] = out
@@ -317,19 +371,39 @@ def fixed_chunk_plain(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, m
         cb = count[j0:j1]
         tb = sat[j0:j1]
         bb = base[j0:j1]
+        xb = np.empty(n, np.int64)   # x̂ of the block's neurons
+        thb = np.empty(n, np.int64)  # θ̂ of the block's neurons
+        dc = np.empty(n, np.int64)   # Δ̂, x̂, index and θ̂ of the neurons with m̂ > 0
+        xc = np.empty(n, np.int64)
+        ic = np.empty(n, np.int64)
+        thc = np.empty(n, np.int64)
         top = np.int64(0)
         for k in range(tc):
             t = t0 + k
+            inv_t = 1.0 / max(t, 1)
             x0 = a0[k, j0:j1]
             x1 = a1[k, j0:j1]
             pk = payload[k, j0:j1]
             if mode != 0 and t > 0:
+                # θ̂ ∈ [1, 2^F] cannot change the outcome of m̂ ≤ 0 (no spike, v̂ = m̂): the LUTs are evaluated only
+                # for the neurons with m̂ > 0, gathered branch-free into a dense list (one vectorizable loop)
+                cnt = 0
                 for i in range(n):
                     vj = vb[i]
                     x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
-                    m = vj + x
-                    theta = _fixed_theta(fdtt, fdet, vj - _floor_div(sb[i], t), x, ip, sig_a, sig_d, sp_a, sp_d,
-                                         det_a, det_d)
+                    xb[i] = x
+                    thb[i] = one
+                    dc[cnt] = vj - _floor_div(sb[i], t, inv_t)
+                    xc[cnt] = x
+                    ic[cnt] = i
+                    cnt += np.int64(vj + x > 0)
+                _theta_list(cnt, dc, xc, thc, fdtt, fdet, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d)
+                for c in range(cnt):
+                    thb[ic[c]] = thc[c]
+                for i in range(n):
+                    vj = vb[i]
+                    m = vj + xb[i]
+                    theta = thb[i]
                     s = np.int64(m >= theta)
                     vj = min(max(m - s * theta, -vmax), vmax)
                     out = s * theta
@@ -420,6 +494,19 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
                 cb[i] += sg
 
 
+@_njit_noalias
+def _float_theta_list(cnt, dc, xc, thc, dtt, det, fp, lam):
+    """thc[c] = θ(d = Δ/u = dc[c], x = xc[c]) for c < cnt (neuron.float_msat_theta, the same operations; dtt, det
+    1.0 or 0.0 by mode): a loop over dense arrays that do not alias, which the compiler vectorizes."""
+    inv_ki, lam_f, tau_mp, alpha, k_a, tau_rd, kx, exp_max, lsb = fp[2], fp[1], fp[3], fp[4], fp[5], fp[6], fp[7], \
+        fp[8], fp[9]
+    for c in range(cnt):
+        d = dc[c]
+        z = dtt * (tau_mp * (alpha * d - lam_f + k_a * fmath.softplus(d * inv_ki)))
+        z = z + det * (tau_rd * fmath.exp(fmath._minimum(xc[c] * kx, exp_max)))
+        thc[c] = fmath._maximum(lam * fmath.sigmoid(z), lsb)
+
+
 @numba.njit(parallel=True, cache=_CACHE, error_model="numpy")
 def float_chunk_plain(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, fp, payload):
     """:func:`float_chunk` for Γ = 1 with no gate in the chunk, with those branches out of the neuron loop."""
@@ -439,22 +526,38 @@ def float_chunk_plain(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam
         sb = vsum[j0:j1]
         cb = count[j0:j1]
         bb = base[j0:j1]
+        xb = np.empty(n)   # x of the block's neurons
+        thb = np.empty(n)  # θ of the block's neurons
+        dc = np.empty(n)   # Δ/u, x, index and θ of the neurons with m ≥ λ·2^−F
+        xc = np.empty(n)
+        ic = np.empty(n, np.int64)
+        thc = np.empty(n)
         for k in range(tc):
             t = t0 + k
             x0 = a0[k, j0:j1]
             x1 = a1[k, j0:j1]
             pk = payload[k, j0:j1]
             if mode != 0 and t > 0:
+                # θ ≥ λ·2^−F: below that m neither fires nor resets, whatever θ is; θ is evaluated only for the
+                # neurons with m ≥ λ·2^−F, gathered branch-free into a dense list (one vectorized loop)
                 inv_t = 1.0 / t
+                cnt = 0
                 for i in range(n):
                     vj = vb[i]
                     x = bb[i] + np.float64(x0[i]) + two * np.float64(x1[i])
-                    m = vj + x
-                    # branch-free, so that the loop vectorizes: θ for every neuron (fmath has no branches)
-                    d = (vj - sb[i] * inv_t) * inv_u
-                    z = dtt * (tau_mp * (alpha * d - lam_f + k_a * fmath.softplus(d * inv_ki)))
-                    z = z + det * (tau_rd * fmath.exp(fmath._minimum(x * kx, exp_max)))
-                    theta = fmath._maximum(lam * fmath.sigmoid(z), lsb)
+                    xb[i] = x
+                    thb[i] = lsb
+                    dc[cnt] = (vj - sb[i] * inv_t) * inv_u
+                    xc[cnt] = x
+                    ic[cnt] = i
+                    cnt += np.int64(vj + x >= lsb)
+                _float_theta_list(cnt, dc, xc, thc, dtt, det, fp, lam)
+                for c in range(cnt):
+                    thb[ic[c]] = thc[c]
+                for i in range(n):
+                    vj = vb[i]
+                    m = vj + xb[i]
+                    theta = thb[i]
                     s = np.float64(m >= theta)
                     vj = m - s * theta
                     pk[i] = s * theta
