@@ -240,3 +240,25 @@ def test_chunk_bounds_and_errors():
         reference.simulate(conv.program, x, 2, engine="turbo", progress=False)
     with pytest.raises(ValueError, match="chunk"):
         reference.simulate(conv.program, x, 2, chunk=0, progress=False)
+
+
+def test_floor_div_by_reciprocal_is_exact():
+    """fused._floor_div(s, t, 1/t) = s // t (Python's exact floor division) over signs, exact multiples, ±1 around
+    them and |s| up to 2^51, t up to 2^21 − 1."""
+    import numba
+
+    @numba.njit
+    def fd(s, t):
+        out = np.empty(s.size, np.int64)
+        for i in range(s.size):
+            out[i] = fused._floor_div(s[i], t[i], 1.0 / t[i])
+        return out
+
+    rng = np.random.default_rng(5)
+    t = np.concatenate([rng.integers(1, 1 << 21, 4000), np.array([1, 2, 3, 7, (1 << 21) - 1] * 40)])
+    q = rng.integers(-(1 << 30), 1 << 30, t.size)
+    s = np.concatenate([q[:2000] * t[:2000] + rng.integers(-1, 2, 2000),            # exact multiples and ±1
+                        rng.integers(-(1 << 51) + 1, 1 << 51, t.size - 2000)])      # anywhere in range
+    s = np.clip(s, -(1 << 51) + 1, (1 << 51) - 1)
+    want = np.array([int(a) // int(b) for a, b in zip(s, t)], dtype=np.int64)
+    np.testing.assert_array_equal(fd(s.astype(np.int64), t.astype(np.int64)), want)
