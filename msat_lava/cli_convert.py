@@ -253,6 +253,38 @@ def _sc_pairs(values: list[str] | None) -> dict[str, float] | None:
     return out
 
 
+def _model_params(items: list[str] | None, method: str):
+    """``--param KEY=VALUE`` (repeatable) → the parameter object of a registry model with parameters
+    (:mod:`netx_export.neurons`), None for a model without (where --param is refused)."""
+    from netx_export import neurons
+
+    pairs: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip() or key.strip() in pairs:
+            raise BadInput(f"--param expects KEY=VALUE (each key once), got {item!r}")
+        pairs[key.strip()] = value.strip()
+    model = neurons.get(method)
+    if model.params_type is None:
+        if pairs:
+            raise BadInput(f"--param: method {method!r} has no model parameters")
+        return None
+    try:
+        return neurons.params_from_options(method, pairs, parse=True)
+    except neurons.NeuronSpecError as exc:
+        raise BadInput(f"--param: method {method!r}: {exc}") from None
+
+
+def _method_help() -> str:
+    from netx_export import neurons
+
+    rows = []
+    for m in neurons.models():
+        ps = ", ".join(f"{p.name}={p.default}" for p in m.params)
+        rows.append(f"{m.name}" + (f" [--param {ps}]" if ps else ""))
+    return "neuron model (default msat): " + "; ".join(rows)
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     timings: dict[str, float] = {}  # wall seconds per phase, in order (--json: "timings")
     try:
@@ -267,7 +299,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                       norm_std=_floats(args.norm_std, "--norm-std"), input_scale=args.input_scale,
                       samples=args.calib_samples, seed=args.seed)
         clock.lap("load_data")
-        net = convert(model, x, method=args.method, preset=args.preset, lambda_method=args.lambda_method,
+        net = convert(model, x, method=args.method, params=_model_params(args.param, args.method), preset=args.preset, lambda_method=args.lambda_method,
                       percentile=args.percentile, nonzero_only=args.nonzero_only, sc_p=_sc_pairs(args.sc_p),
                       seed=args.seed, progress=not (args.quiet or args.json), msat_units=args.msat_units,
                       v_init=args.v_init, channelwise=args.channelwise, timings=timings)
@@ -324,8 +356,12 @@ def add_convert_parser(subparsers) -> None:
                    help="divide raw data by this first (default 255 for uint8 data, else 1)")
     p.add_argument("--calib-samples", type=int, default=512, metavar="N",
                    help="seeded random subset of N calibration samples (default 512)")
-    p.add_argument("--method", choices=("const", "dtt", "det", "msat"), default="msat",
-                   help="threshold mode (default msat; const = max-norm/percentile IF)")
+    from netx_export import neurons
+
+    p.add_argument("--method", choices=neurons.names(), default="msat", help=_method_help())
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="a parameter of the --method's neuron model (repeatable; docs/DESIGN.md neuron models), "
+                   "e.g. --method dtif-r --param beta=3")
     p.add_argument("--preset", choices=("vgg16", "resnet20", "resnet34"), default="resnet20",
                    help="MSAT coefficient preset (ALGORITHMS §2.4; default resnet20)")
     p.add_argument("--msat-units", choices=("raw", "normalized"), default="raw",

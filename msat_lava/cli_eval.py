@@ -74,7 +74,36 @@ FILES = {"manifest": "eval.json", "accuracy": "accuracy_vs_T.png", "firing_rate"
 LIPOOL_RECORD_BYTES = 256 << 20   # budget for recording LIPool outputs per chunk (exact LIPool rates)
 TRACE_STEPS_MAX = 128
 _PCT = re.compile(r"^p(\d+(?:\.\d+)?)$")
-_CORE = re.compile(r"^(?:const|p\d+(?:\.\d+)?|(?:dtt|det|msat)(?:-norm)?)$")
+_MSAT_CORE = re.compile(r"^(?:const|p\d+(?:\.\d+)?|(?:dtt|det|msat)(?:-norm)?)$")
+_PARAM = re.compile(r"^([a-z_][a-z0-9_]*)=([^:+,]+)$")
+
+
+def _registry_core(core: str) -> tuple[str, dict[str, str]] | None:
+    """``name:key=value:...`` for a registered neuron model with parameters (netx_export.neurons) → (name,
+    {key: text}); None if ``core`` is not of that form."""
+    from netx_export import neurons
+
+    name, *pairs = core.split(":")
+    if name not in neurons.names() or neurons.get(name).params_type is None:
+        return None
+    out: dict[str, str] = {}
+    for pair in pairs:
+        m = _PARAM.match(pair)
+        if m is None or m.group(1) in out:
+            return None
+        out[m.group(1)] = m.group(2)
+    return name, out
+
+
+class _CoreMatcher:
+    """The eval cores: the MSAT family's (const, pQ, dtt/det/msat[-norm]) and every registered model with
+    parameters, optionally with ``:key=value`` parameters (e.g. dtif-r, dtif-r:beta=3, bsnn-r:k=6)."""
+
+    def match(self, core: str) -> bool:
+        return bool(_MSAT_CORE.match(core)) or _registry_core(core) is not None
+
+
+_CORE = _CoreMatcher()
 _BURST = re.compile(r"^b(\d+)$")
 _BC = re.compile(r"^bc(\d+)?$")
 BC_STEPS = 32     # T of the bias-correction runs of "+bc" (override: "+bcN")
@@ -126,8 +155,12 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     step, ALGORITHMS §7), ``+bc`` / ``+bcT`` (bias correction from the SNN's own rates after T = 32 / T steps on
     the calibration images, :mod:`msat_lava.bias_correction`), ``+sc`` (spike confidence; msat / msat-norm only).
     E.g. const+h, p99.9+cw+h+bc, msat-norm+p99.9+bc, msat-norm+h+b4+sc.
+    Every registered neuron model with parameters (:mod:`netx_export.neurons`: dtif-r, bsnn-r, ...) is a core
+    too, with its parameters as ``:key=value`` (defaults otherwise), e.g. dtif-r, dtif-r:beta=3+b2,
+    bsnn-r:k=6+p99.9.
     """
     from msat_lava.data import DataError
+    from netx_export import neurons
 
     items = text.split(",") if isinstance(text, str) else list(text)
     out: list[str] = []
@@ -137,10 +170,18 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
             continue
         split = _split(m)
         if split is None:
+            others = ", ".join(n for n in neurons.names() if neurons.get(n).params_type is not None)
             raise DataError(f"--methods: unknown method {raw!r} (cores: const, pQ e.g. p99.9, dtt, det, msat, and "
-                            "dtt/det/msat with -norm; optional suffixes in this order: +pQ (dtt/det/msat), +cw, +h, "
+                            f"dtt/det/msat with -norm; {others} with optional :key=value parameters; optional "
+                            "suffixes in this order: +pQ (not after const/pQ), +cw, +h, "
                             "+bN (N ≥ 1), +bc[T], +sc (msat only), e.g. const+h, p99.9+cw+h+bc, msat-norm+p99.9, "
-                            "msat-norm+h+b4+sc)")
+                            "msat-norm+h+b4+sc, dtif-r:beta=3+b2)")
+        params = _model_params_of(m)
+        if params is not None:
+            try:
+                neurons.params_from_options(_mode_of(m), params, parse=True)
+            except neurons.NeuronSpecError as exc:
+                raise DataError(f"--methods: {raw!r}: {exc}") from None
         q = _percentile_of(m)
         if q is not None and not 0 < q <= 100:
             raise DataError(f"--methods: percentile of {raw!r} must be in (0, 100]")
@@ -199,11 +240,21 @@ def _percentile_of(method: str) -> float | None:
 
 
 def _mode_of(method: str) -> str:
-    """The quantize method: const for const/pQ, else dtt/det/msat without -norm and suffixes."""
+    """The quantize method: const for const/pQ, a registry model's name for its core (parameters dropped), else
+    dtt/det/msat without -norm and suffixes."""
     core = _core(method)
+    reg = _registry_core(core)
+    if reg is not None:
+        return reg[0]
     if core == "const" or _percentile_of(core) is not None:
         return "const"
     return core.removesuffix("-norm")
+
+
+def _model_params_of(method: str) -> dict[str, str] | None:
+    """The ``:key=value`` parameters of a registry-model core (text), None for the MSAT family."""
+    reg = _registry_core(_core(method))
+    return None if reg is None else reg[1]
 
 
 def _units_of(method: str, default: str) -> str:
@@ -569,8 +620,21 @@ def _method_net(graph, lams, input_scale, method: str, settings: dict, *, sc_p=N
                 model_hash: str, data_hash: str, lambda_info: dict):
     from netx_export.quantize import quantize
 
+    from netx_export import neurons
+
     mode = _mode_of(method)
-    units = {"msat_units": _units_of(method, settings["units"])} if mode != "const" else {}
+    params = _model_params_of(method)
+    extra: dict[str, Any] = {}
+    if params is not None:
+        try:
+            extra["params"] = neurons.params_from_options(mode, params, parse=True)
+        except neurons.NeuronSpecError as exc:
+            from msat_lava.data import DataError
+
+            raise DataError(f"--methods: {method!r}: parameter {exc}") from None
+    elif mode != "const":
+        extra["msat_units"] = _units_of(method, settings["units"])
+    units = extra
     return quantize(graph, dict(lams), method=mode, preset=None, coefs=None if mode == "const" else settings["coefs"],
                     k_const=1.0, sc_p=sc_p, gamma=_gamma_of(method, settings["gamma"]), sc_early=sc_window,
                     sc_gate=settings["sc_gate"], frac_bits=settings["frac_bits"], state_bits=settings["state_bits"],
@@ -582,7 +646,9 @@ def _method_net(graph, lams, input_scale, method: str, settings: dict, *, sc_p=N
 def _net_summary(net, lambda_info: dict) -> dict[str, Any]:
     return {
         "mode": net.method,
-        "units": sorted({getattr(s, "units", "raw") for s in net.neurons.values()}) if net.method != "const" else None,
+        "units": sorted({getattr(s, "units", "raw") for s in net.neurons.values()})
+        if net.method in ("dtt", "det", "msat") else None,
+        "params": {k: s.params.to_dict() for k, s in net.neurons.items() if s.params is not None} or None,
         "lambda": {k: s.lam for k, s in net.neurons.items()},
         "input_scale": net.input_scale,
         "v_init": max((s.v_init for s in net.neurons.values()), default=0.0),

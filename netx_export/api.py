@@ -47,13 +47,16 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
             input_shape: tuple[int, ...] | None = None, lambda_method: str = "max", percentile: float = 99.99,
             nonzero_only: bool = False, channelwise: bool = False, sc_p: Mapping[str, float] | None = None,
             seed: int = 0, progress: bool = True, msat_units: str = "raw", v_init: float = 0.0,
-            timings: MutableMapping[str, float] | None = None) -> ConvertedNetwork:
+            timings: MutableMapping[str, float] | None = None, params: Any = None,
+            gamma: int = 1) -> ConvertedNetwork:
     """Convert a PyTorch ``model`` into a :class:`ConvertedNetwork`.
 
     * ``calibration_data``: tensor/array ``(N, *input_shape)`` (normalized exactly as the model expects),
       a DataLoader, or an iterable of batches (or of ``(x, y)`` tuples).
-    * ``method``: 'const' (max-norm / percentile IF), 'dtt', 'det' or 'msat'; ``preset``: MSAT coefficients
-      ('vgg16', 'resnet20', 'resnet34'), ignored for 'const'.
+    * ``method``: a registered neuron model (:func:`netx_export.neurons.names`): 'const' (max-norm / percentile
+      IF), 'dtt', 'det', 'msat', 'dtif-r', 'bsnn-r'; ``preset``: MSAT coefficients ('vgg16', 'resnet20',
+      'resnet34'), used by dtt/det/msat only; ``params``: the model parameters of a model that has them (object or
+      mapping over the defaults); ``gamma``: Γ, spikes per step (burst, ALGORITHMS §7).
     * ``input_shape``: per-sample (C, H, W) or (F,); inferred from the data when None.
     * ``lambda_method`` 'max' | 'percentile' with ``percentile`` (in (0, 100]) and ``nonzero_only``.
     * ``channelwise``: channel-wise λ where the graph allows it (:mod:`netx_export.balance`): the channels of
@@ -100,7 +103,7 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
         "input_shape": list(input_shape),
     }
     net = quantize(graph, cal, method=method, preset=preset, sc_p=sc_p, seed=seed, model_hash=state_hash(model),
-                   hyperparameters=hyper, msat_units=msat_units, v_init=v_init)
+                   hyperparameters=hyper, msat_units=msat_units, v_init=v_init, params=params, gamma=gamma)
     clock.lap("quantize")
     return net
 

@@ -250,14 +250,16 @@ _NODE_PARAM_KINDS: dict[str, dict[str, str]] = {
 
 _SPEC_TYPES = {"mode": "str", "lam": "float", "k_const": "float", "coefs": "coefs?", "gamma": "int",
                "sc_p": "float?", "sc_early": "int", "sc_gate": "str", "frac_bits": "int", "state_bits": "int",
-               "units": "str|absent", "v_init": "float|absent"}
+               "units": "str|absent", "v_init": "float|absent", "params": "params?|absent"}
 # "…|absent": always written; a file of a version before the field existed (_ADDED_IN) reads as the default
 # without it; in a file of that version or later the field is required like any other.
-_ADDED_IN = {"units": (1, 1), "v_init": (1, 2)}
+_ADDED_IN = {"units": (1, 1), "v_init": (1, 2), "params": (1, 4)}
 
 
-def _lut_type(name: str) -> str:
-    return "str" if name == "mode" else ("i32_1d" if name.endswith("_lut") else "int")
+def _model(mode: str):
+    from netx_export import neurons
+
+    return neurons.get(mode)
 
 
 def _write_node(group, node) -> None:
@@ -288,13 +290,18 @@ def _write_spec(group, spec: NeuronSpec, layer: str) -> None:
             sub = group.create_group("coefs")
             for name in MsatCoefs.FIELDS:
                 _put(sub, name, float(value[name]))
+        elif key == "params" and value is not None:
+            sub = group.create_group("params")
+            for p in _model(spec.mode).params:
+                _put(sub, p.name, p.type(value[p.name]))
         else:
             _put(group, key, value)
 
 
-def _write_lut(group, lut: ThresholdLuts) -> None:
+def _write_lut(group, lut, mode: str) -> None:
+    kinds = _model(mode).table_kinds()
     for key, value in lut.to_dict().items():
-        _put(group, key, np.asarray(value, dtype=np.int32) if _lut_type(key) == "i32_1d" else value)
+        _put(group, key, np.asarray(value, dtype=np.int32) if kinds[key] == "i32_1d" else value)
 
 
 def _write_netx_layer(group, layer: dict) -> None:
@@ -342,7 +349,7 @@ def _write_file(f, net: ConvertedNetwork) -> None:
         if lut is None:
             _put(ng, "lut", None)
         else:
-            _write_lut(ng.create_group("lut"), lut)
+            _write_lut(ng.create_group("lut"), lut, spec.mode)
 
     targets = m.create_group("targets")
     for i, tgt in enumerate(net.targets):
@@ -643,43 +650,81 @@ def _read_spec(r: _Reader, g, layer: str) -> NeuronSpec:
                 data[key] = {name: r.real(obj, name, layer) for name in MsatCoefs.FIELDS}
             else:
                 raise r.fail("expected a group or a null dataset", layer, where)
+        elif typ == "params?":
+            obj, where = r.node(g, key, layer)
+            if isinstance(obj, _h5py().Dataset) and obj.shape is None:
+                data[key] = None
+            elif isinstance(obj, _h5py().Group):
+                try:
+                    model = _model(data.get("mode"))
+                except NeuronSpecError as exc:
+                    raise r.fail(_bare(exc), layer, f"{g.name.lstrip('/')}/mode") from None
+                if model.params_type is None:
+                    raise r.fail(f"mode {model.name!r} has no model parameters, got a group", layer, where)
+                readers = {float: r.real, int: r.integer, str: r.string}
+                data[key] = {p.name: readers[p.type](obj, p.name, layer) for p in model.params}
+            else:
+                raise r.fail("expected a group or a null dataset", layer, where)
+    base = g.name.lstrip('/')
+    if "params" not in data and "mode" in data:
+        try:
+            needs = _model(data["mode"]).params_type is not None
+        except NeuronSpecError as exc:
+            raise r.fail(_bare(exc), layer, f"{base}/mode") from None
+        if needs:
+            raise r.fail("missing", layer, f"{base}/params")
+    if "mode" in data:
+        try:
+            since = _model(data["mode"]).since
+        except NeuronSpecError as exc:
+            raise r.fail(_bare(exc), layer, f"{base}/mode") from None
+        if r.version < since:
+            raise r.fail(f"mode {data['mode']!r} needs format >= {since[0]}.{since[1]}, the file is "
+                         f"{r.version[0]}.{r.version[1]}", layer, f"{base}/mode")
+    if data.get("params") is not None and isinstance(data["params"], dict) and "mode" in data:
+        # a model's parameters are required in full, never silently defaulted
+        try:
+            data["params"] = _model(data["mode"]).params_from_dict(data["params"])
+        except NeuronSpecError as exc:
+            raise r.fail(_bare(exc), layer, f"{base}/params/{exc.field}") from None
     try:
         return NeuronSpec.from_dict(data)
     except NeuronSpecError as exc:
-        raise r.fail(_bare(exc), layer, f"{g.name.lstrip('/')}/{exc.field}") from None
+        raise r.fail(_bare(exc), layer, f"{base}/{exc.field}") from None
 
 
-def _read_lut(r: _Reader, g, layer: str, spec: NeuronSpec) -> ThresholdLuts:
-    """The stored tables, which must equal :func:`netx_export.lut.make_luts` of the stored spec: they are
-    recomputed first, so every array's shape is checked against its derivation before it is read."""
+def _read_lut(r: _Reader, g, layer: str, spec: NeuronSpec):
+    """The stored tables, which must equal the neuron model's :meth:`make_tables` of the stored spec (MSAT:
+    :func:`netx_export.lut.make_luts`): they are recomputed first, so every array's shape is checked against its
+    derivation before it is read."""
     base = g.name.lstrip("/")
+    model = _model(spec.mode)
     try:
         with np.errstate(all="ignore"):
-            expected = make_luts(spec)
+            expected = model.make_tables(spec)
     except NeuronSpecError as exc:
         field = (exc.field or "lut").replace("luts.", "")
         raise r.fail(f"the tables of this neuron spec cannot be built: {_bare(exc)}", layer,
                      f"{base}/{field}") from None
-    if expected is None:  # pragma: no cover - mode 'const' has a null lut, checked by the caller
-        raise r.fail("mode 'const' has no LUTs", layer, base)
+    if expected is None:  # pragma: no cover - a model without tables has a null lut, checked by the caller
+        raise r.fail(f"mode {spec.mode!r} has no tables", layer, base)
     want = expected.to_dict()
+    kinds = model.table_kinds()
     data: dict[str, Any] = {}
-    for f in dataclasses.fields(ThresholdLuts):
-        typ = _lut_type(f.name)
+    for name, typ in kinds.items():
         if typ == "str":
-            data[f.name] = r.string(g, f.name, layer)
+            data[name] = r.string(g, name, layer)
         elif typ == "int":
-            data[f.name] = r.integer(g, f.name, layer)
+            data[name] = r.integer(g, name, layer)
         else:
-            data[f.name] = r.array(g, f.name, layer, kinds="i", dtype=np.int32, ndim=1,
-                                   shape=want[f.name].shape)
+            data[name] = r.array(g, name, layer, kinds="i", dtype=np.int32, ndim=1, shape=want[name].shape)
     try:
-        luts = ThresholdLuts.from_dict(data)
+        luts = model.tables_from_dict(data)
     except NeuronSpecError as exc:
         field = (exc.field or "lut").replace("luts.", "")
         raise r.fail(_bare(exc), layer, f"{base}/{field}") from None
-    for f in dataclasses.fields(ThresholdLuts):
-        got, exp = data[f.name], want[f.name]
+    for name in kinds:
+        got, exp = data[name], want[name]
         same = np.array_equal(got, exp) if isinstance(exp, np.ndarray) else got == exp
         if not same:
             detail = ""
@@ -688,8 +733,8 @@ def _read_lut(r: _Reader, g, layer: str, spec: NeuronSpec) -> ThresholdLuts:
                 detail = f" ({bad.size} entr{'y' if bad.size == 1 else 'ies'} differ, first at index {bad[0]})"
             else:
                 detail = f" (stored {got!r}, derived {exp!r})"
-            raise r.fail("does not match the table derived from the neuron spec (netx_export.lut.make_luts)"
-                         + detail, layer, f"{base}/{f.name}")
+            raise r.fail(f"does not match the table derived from the neuron spec ({type(model).__name__}."
+                         "make_tables)" + detail, layer, f"{base}/{name}")
     return luts
 
 
@@ -749,13 +794,14 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
             raise r.fail("duplicate neuron entry", name, f"msat/neurons/{i}/node")
         neurons[name] = spec = _read_spec(r, r.group(ng, "spec", name), name)
         obj, where = r.node(ng, "lut", name)
+        has_tables = _model(spec.mode).tables_type is not None
         if isinstance(obj, _h5py().Dataset) and obj.shape is None:
-            if spec.mode != "const":
+            if has_tables:
                 raise r.fail(f"mode {spec.mode!r} needs its threshold tables, got a null lut", name, where)
             luts[name] = None
         elif isinstance(obj, _h5py().Group):
-            if spec.mode == "const":
-                raise r.fail("mode 'const' has no LUTs, got a group", name, where)
+            if not has_tables:
+                raise r.fail(f"mode {spec.mode!r} has no LUTs, got a group", name, where)
             luts[name] = _read_lut(r, obj, name, spec)
         else:
             raise r.fail("expected a group or a null dataset", name, where)
@@ -874,7 +920,7 @@ def _check_program(r: _Reader, net: ConvertedNetwork) -> None:
     """Recompute every target's terms (exponent, mantissas) and bias, and the quantization report, from the
     float graph, λ and the input scale (netx_export.quantize, docs/FORMAT.md §5) and refuse any difference:
     the float graph (float model) and the fixed-point program (fixed model) of one file must agree."""
-    from netx_export.quantize import (EXPONENT_MAX, READOUT_FRAC_BITS, quantize_weight, target_root,
+    from netx_export.quantize import (EXPONENT_MAX, READOUT_FRAC_BITS, bias_gain, quantize_weight, target_root,
                                       term_scale, zero_source_values)
 
     graph = net.graph
@@ -938,6 +984,7 @@ def _check_program(r: _Reader, net: ConvertedNetwork) -> None:
         raw = zero_values.get(roots[tgt.name])
         with np.errstate(all="ignore"):
             exact = (np.zeros(shapes[tgt.name]) if raw is None else raw) / lam_t * math.ldexp(1.0, f_t)
+            exact = exact * bias_gain(net.neurons, tgt.name)
         if not np.all(np.isfinite(exact)):
             raise r.fail("the bias derived from the float graph is not finite", tgt.name, f"{base}/bias")
         stored = tgt.bias.astype(np.int64)
@@ -1006,7 +1053,18 @@ def _check_hyperparameters(r: _Reader, net: ConvertedNetwork) -> None:
             if (want is None) != (spec.sc_p is None) or (want is not None and float(want) != spec.sc_p):
                 raise r.fail(f"{spec.sc_p!r} differs from the recorded setting sc_p[{name!r}] = {want!r} "
                              f"({where_hp})", name, f"{base}/sc_p")
-        if "coefs" in hp and spec.mode != "const":
+        if hp.get("params") is not None:
+            model = _model(spec.mode)
+            got = None if spec.params is None else spec.params.to_dict()
+            want = hp["params"]
+            keys = None if got is None else set(got) - set(model.layer_fields)
+            if not isinstance(want, dict) or got is None or set(want) != set(got) or any(
+                    want[k] != got[k] for k in keys):
+                raise r.fail(f"{got!r} differs from the recorded params {want!r} ({where_hp})", name, f"{base}/params")
+        elif hp.get("params", None) is None and "params" in hp and spec.params is not None:
+            raise r.fail(f"{spec.params.to_dict()!r} differs from the recorded params None ({where_hp})", name,
+                         f"{base}/params")
+        if "coefs" in hp and spec.mode != "const" and spec.params is None:
             got = None if spec.coefs is None else spec.coefs.to_dict()
             want = hp["coefs"]
             if not isinstance(want, dict) or got is None or set(want) != set(got) or any(

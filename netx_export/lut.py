@@ -227,6 +227,14 @@ class ThresholdLuts:
         return out
 
     @classmethod
+    def field_kinds(cls) -> dict[str, str]:
+        """Storage kind of every field (:data:`netx_export.neurons.TABLE_KINDS`), in dataclass order."""
+        from dataclasses import fields
+
+        return {f.name: "str" if f.name == "mode" else ("i32_1d" if f.name in _ARRAYS else "int")
+                for f in fields(cls)}
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ThresholdLuts":
         _check_keys(data, _FIELDS, _FIELDS, "luts")
         return cls(**{n: data[n] for n in _FIELDS})

@@ -39,15 +39,24 @@ __all__ = [
     "PRESETS",
     "NeuronSpec",
     "MODES",
+    "modes",
     "SC_GATES",
     "MAX_SC_EARLY",
     "UNITS",
 ]
 
+#: The MSAT family's modes (the models of formats 1.0–1.3). Every registered mode: :func:`modes`.
 MODES = ("const", "dtt", "det", "msat")
 SC_GATES = ("code", "keep_charge")
 UNITS = ("raw", "normalized")  # MSAT formula units: the paper's raw units, or the BrainCog port's Δ/λ, x/λ
 MAX_SC_EARLY = 256  # the gate's key packs t in 8 bits (msat_lava.dynamics.prng)
+
+
+def modes() -> tuple[str, ...]:
+    """Every registered neuron model's name (:mod:`netx_export.neurons`), in registry order."""
+    from netx_export import neurons
+
+    return neurons.names()
 
 
 class NeuronSpecError(NetxExportError, ValueError):
@@ -146,7 +155,8 @@ class NeuronSpec:
 
     Fields (validated; numbers are normalized to Python ``float`` / ``int``):
 
-    * ``mode``: 'const' | 'dtt' | 'det' | 'msat' (ALGORITHMS §2.2 mode flags; 'const' = §1.2 VthHand).
+    * ``mode``: a registered neuron model (:mod:`netx_export.neurons`): 'const' | 'dtt' | 'det' | 'msat' (ALGORITHMS
+      §2.2 mode flags; 'const' = §1.2 VthHand) | 'dtif-r' | 'bsnn-r' | ...
     * ``lam``: λ^l > 0, raw activation units.
     * ``k_const``: const-mode threshold factor, 0 < k ≤ 1 (θ = k·λ; fixed point θ̂ = floor(k·2^F + 0.5) ≥ 1,
       so that θ̂ ∈ [1, 2^F] as DESIGN §4 requires).
@@ -164,6 +174,10 @@ class NeuronSpec:
       v̂(0) = floor(v_init·2^F + 0.5). 0 (default; the paper) starts empty; 0.5 is the half-threshold start of
       Bu et al. 2022 (ICLR, "Optimal ANN-SNN conversion"), which turns the rate code's floor into a rounding
       and removes most of the low-T conversion error. Absent from older files/dicts, where it means 0.
+    * ``params``: the model-specific parameter object of modes registered from format 1.4 on (the model's
+      ``params_type``, e.g. :class:`netx_export.neurons.dtif_r.DtifParams`; a mapping is converted), None for the
+      MSAT family. For such a mode the MSAT-family fields keep their defaults (k_const 1, coefs None, units
+      'raw'). Absent from older dicts, where it means None.
     """
 
     mode: str
@@ -178,14 +192,16 @@ class NeuronSpec:
     state_bits: int = 24
     units: str = "raw"
     v_init: float = 0.0
+    params: Any = None
 
     FIELDS = ("mode", "lam", "k_const", "coefs", "gamma", "sc_p", "sc_early", "sc_gate", "frac_bits",
-              "state_bits", "units", "v_init")
+              "state_bits", "units", "v_init", "params")
 
     def __post_init__(self):
+        from netx_export import neurons
+
         mode = _text(self.mode, "mode")
-        if mode not in MODES:
-            raise NeuronSpecError(f"must be one of {MODES}, got {mode!r}", field="mode")
+        model = neurons.get(mode)
         object.__setattr__(self, "mode", mode)
 
         lam = _real(self.lam, "lam")
@@ -216,8 +232,6 @@ class NeuronSpec:
             coefs = MsatCoefs.from_dict(coefs)
         if coefs is not None and not isinstance(coefs, MsatCoefs):
             raise NeuronSpecError(f"expected MsatCoefs or None, got {type(coefs).__name__}", field="coefs")
-        if coefs is None and mode != "const":
-            raise NeuronSpecError(f"required for mode {mode!r}", field="coefs")
         object.__setattr__(self, "coefs", coefs)
 
         gamma = _integer(self.gamma, "gamma")
@@ -250,6 +264,25 @@ class NeuronSpec:
         if not 0.0 <= v_init < 1.0:
             raise NeuronSpecError(f"must be in [0, 1), got {v_init!r}", field="v_init")
         object.__setattr__(self, "v_init", v_init)
+
+        params = self.params
+        if model.params_type is None:
+            if params is not None:
+                raise NeuronSpecError(f"mode {mode!r} has no model parameters, got {params!r}", field="params")
+        else:
+            if isinstance(params, Mapping):
+                params = model.params_from_dict(params)
+            if params is None:
+                params = model.default_params()
+            if not isinstance(params, model.params_type):
+                raise NeuronSpecError(f"expected {model.params_type.__name__}, got {type(params).__name__}",
+                                      field="params")
+            for name, default in (("k_const", 1.0), ("coefs", None), ("units", "raw")):
+                if getattr(self, name) != default:
+                    raise NeuronSpecError(f"an MSAT-family field; mode {mode!r} needs the default {default!r}",
+                                          field=name)
+        object.__setattr__(self, "params", params)
+        model.check(self)
 
     # ---- derived integer constants (fixed point, DESIGN §4) ----
     @property
@@ -302,12 +335,13 @@ class NeuronSpec:
             "state_bits": self.state_bits,
             "units": self.units,
             "v_init": self.v_init,
+            "params": None if self.params is None else self.params.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "NeuronSpec":
-        """Inverse of :meth:`to_dict`; only ``mode`` and ``lam`` are required (a dict without ``units`` or
-        ``v_init``, as written before those fields existed, gives 'raw' / 0)."""
+        """Inverse of :meth:`to_dict`; only ``mode`` and ``lam`` are required (a dict without ``units``,
+        ``v_init`` or ``params``, as written before those fields existed, gives 'raw' / 0 / None)."""
         _check_keys(data, cls.FIELDS, ("mode", "lam"), "neuron")
         kwargs = dict(data)
         coefs = kwargs.get("coefs")

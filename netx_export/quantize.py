@@ -56,6 +56,8 @@ from netx_export.neuron import PRESETS, UNITS, MsatCoefs, NeuronSpec, NeuronSpec
 __all__ = [
     "FORMAT_VERSION",
     "METHODS",
+    "methods",
+    "bias_gain",
     "INPUT_FRAC_BITS",
     "READOUT_FRAC_BITS",
     "EXPONENT_MIN",
@@ -81,10 +83,28 @@ __all__ = [
 
 #: Version of the ConvertedNetwork schema (``to_dict`` and the file, docs/FORMAT.md): "major.minor".
 #: A reader accepts any minor of its own major and rejects other majors.
-FORMAT_VERSION = "1.3"
+FORMAT_VERSION = "1.4"
+#: The MSAT family's methods (formats ≤ 1.3). Every registered method: :func:`methods`.
 METHODS = ("const", "dtt", "det", "msat")
 INPUT_FRAC_BITS = 8
 READOUT_FRAC_BITS = 12
+
+
+def methods() -> tuple[str, ...]:
+    """Every registered neuron model / conversion method (:mod:`netx_export.neurons`)."""
+    from netx_export import neurons
+
+    return neurons.names()
+
+
+def bias_gain(neurons: Mapping[str, NeuronSpec], target: str) -> float:
+    """The factor on the per-step bias of ``target`` (a relu name or the readout): the target's neuron model's
+    :meth:`~netx_export.neurons.NeuronModel.bias_gain` (1 for every model but the phase-coded ones); 1 for the
+    readout. The quantizer, the reader's bias check and the float program all use it."""
+    from netx_export import neurons as registry
+
+    spec = neurons.get(target)
+    return 1.0 if spec is None else float(registry.get(spec.mode).bias_gain(spec))
 #: Allowed per-term exponents: right shifts up to 32 bits, left shifts up to 16 bits.
 EXPONENT_MIN, EXPONENT_MAX = -32, 16
 MANTISSA_MIN, MANTISSA_MAX = -128, 127
@@ -653,8 +673,8 @@ class Provenance:
     def __post_init__(self) -> None:
         for k in ("model_hash", "data_hash", "tool_version", "method", "format_version"):
             object.__setattr__(self, k, _str(getattr(self, k), layer=None, field=f"provenance.{k}"))
-        if self.method not in METHODS:
-            raise QuantizationError(f"must be one of {METHODS}, got {self.method!r}", field="provenance.method")
+        if self.method not in methods():
+            raise QuantizationError(f"must be one of {methods()}, got {self.method!r}", field="provenance.method")
         object.__setattr__(self, "seed", _int(self.seed, layer=None, field="provenance.seed"))
         if not isinstance(self.hyperparameters, Mapping):
             raise QuantizationError("must be a mapping", field="provenance.hyperparameters")
@@ -765,17 +785,14 @@ class ConvertedNetwork:
 
         if not isinstance(self.luts, Mapping) or list(self.luts) != relus:
             raise QuantizationError("luts must be keyed by the relu nodes in graph order", field="luts")
+        from netx_export import neurons as registry
+
         for name, lut in self.luts.items():
             spec = self.neurons[name]
-            if spec.mode == "const":
-                if lut is not None:
-                    raise QuantizationError("mode 'const' has no LUTs", layer=name, field="luts")
-            else:
-                if not isinstance(lut, ThresholdLuts):
-                    raise QuantizationError(f"mode {spec.mode!r} needs ThresholdLuts", layer=name, field="luts")
-                if lut.mode != spec.mode or lut.frac_bits != spec.frac_bits:
-                    raise QuantizationError("LUT mode/frac_bits differ from the neuron spec", layer=name,
-                                            field="luts.mode")
+            try:
+                registry.get(spec.mode).check_tables(spec, lut)
+            except NeuronSpecError as exc:
+                raise QuantizationError(_bare_spec_error(exc), layer=name, field=exc.field) from None
         object.__setattr__(self, "luts", MappingProxyType(dict(self.luts)))
 
         object.__setattr__(self, "input_scale", _positive(self.input_scale, layer=graph.input.name,
@@ -903,12 +920,18 @@ class ConvertedNetwork:
                 raise QuantizationError(str(exc), layer=name, field=f"neuron.{exc.field}") from None
             except (TypeError, ValueError) as exc:
                 raise QuantizationError(str(exc), layer=name, field="neuron") from None
-        luts: dict[str, ThresholdLuts | None] = {}
+        from netx_export import neurons as registry
+
+        luts: dict[str, Any] = {}
         if not isinstance(data["luts"], Mapping):
             raise QuantizationError("expected a mapping", field="luts")
         for name, lut in data["luts"].items():
             try:
-                luts[name] = None if lut is None or isinstance(lut, ThresholdLuts) else ThresholdLuts.from_dict(lut)
+                model = registry.get(neurons[name].mode) if name in neurons else None
+                if lut is None or not isinstance(lut, Mapping) or model is None or model.tables_type is None:
+                    luts[name] = lut if not isinstance(lut, Mapping) else ThresholdLuts.from_dict(lut)
+                else:
+                    luts[name] = model.tables_from_dict(lut)
             except NeuronSpecError as exc:
                 raise QuantizationError(str(exc), layer=name, field=exc.field or "luts") from None
             except (TypeError, ValueError) as exc:
@@ -988,8 +1011,24 @@ def _calibration_values(calibration: Any, graph: Graph, input_scale: float | Non
     return out, _positive(float(np.asarray(input_scale)), layer=graph.input.name, field="input_scale"), data_hash
 
 
+def _bare_spec_error(exc: NeuronSpecError) -> str:
+    text = str(exc)
+    prefix = f"field {exc.field!r}: "
+    return text[len(prefix):] if exc.field is not None and text.startswith(prefix) else text
+
+
+def _layer_params(model, params: Any, graph: Graph, name: str) -> Any:
+    """The parameter object of spiking layer ``name``: the model's per-layer derivation from the graph
+    (:meth:`~netx_export.neurons.NeuronModel.layer_params`, e.g. BSNN-R's stage depth), else ``params``."""
+    if model.params_type is None:
+        return None
+    return model.layer_params(params, graph, name)
+
+
 def _resolve_coefs(method: str, preset: str | None, coefs: Any) -> tuple[MsatCoefs | None, str | None]:
-    if method == "const":
+    from netx_export import neurons as registry
+
+    if method == "const" or registry.get(method).params_type is not None:
         return None, None
     if coefs is not None:
         if isinstance(coefs, MsatCoefs):
@@ -1011,12 +1050,16 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
              frac_bits: int = 12, state_bits: int = 24, input_scale: float | None = None,
              input_frac_bits: int = INPUT_FRAC_BITS, seed: int = 0, model_hash: Any = "",
              data_hash: str | None = None, hyperparameters: Mapping[str, Any] | None = None,
-             msat_units: str = "raw", v_init: float = 0.0) -> ConvertedNetwork:
+             msat_units: str = "raw", v_init: float = 0.0, params: Any = None) -> ConvertedNetwork:
     """Quantize a folded float graph to the fixed-point program (module docstring, DESIGN §4).
 
     * ``calibration``: a Calibration (``lambdas`` per relu name, ``input_scale``, ``data_hash``) or a mapping
       relu name → λ (raw units; may also hold the input node's name → λ^0).
-    * ``method``: 'const' (θ = k_const·λ; k_const = 1 is max-norm / percentile-norm), 'dtt', 'det', 'msat'.
+    * ``method``: a registered neuron model (:func:`methods`): 'const' (θ = k_const·λ; k_const = 1 is max-norm /
+      percentile-norm), 'dtt', 'det', 'msat', 'dtif-r', 'bsnn-r', ...
+    * ``params``: the model-specific parameters of a registry model with a ``params_type`` (its object, or a
+      mapping name → value over its defaults, :func:`netx_export.neurons.params_from_options`); None = defaults.
+      MSAT-family settings (preset/coefs, k_const, msat_units) are ignored for such a model.
     * ``preset``: MSAT coefficient preset (:data:`netx_export.neuron.PRESETS`), or explicit ``coefs``.
     * ``sc_p``: spike confidence p per relu name (others: gate off).
     * ``gamma``, ``sc_early``, ``sc_gate``, ``frac_bits`` (F = 12), ``state_bits`` (24): NeuronSpec options.
@@ -1033,9 +1076,20 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
     """
     if not isinstance(graph, Graph):
         raise QuantizationError(f"expected a Graph, got {type(graph).__name__}", field="graph")
+    from netx_export import neurons as registry
+
     method = str(method)
-    if method not in METHODS:
-        raise QuantizationError(f"unknown method {method!r}; expected one of {METHODS}", field="method")
+    if method not in methods():
+        raise QuantizationError(f"unknown method {method!r}; expected one of {methods()}", field="method")
+    model = registry.get(method)
+    if model.params_type is not None:
+        try:
+            params = params if isinstance(params, model.params_type) else registry.params_from_options(method, params)
+        except NeuronSpecError as exc:
+            raise QuantizationError(str(exc), field=f"params.{exc.field}") from None
+        preset, coefs, k_const, msat_units = None, None, 1.0, "raw"
+    elif params is not None:
+        raise QuantizationError(f"method {method!r} has no model parameters", field="params")
     if msat_units not in UNITS:
         raise QuantizationError(f"unknown msat_units {msat_units!r}; expected one of {UNITS}", field="msat_units")
     _check_graph(graph)
@@ -1067,9 +1121,10 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
         try:
             spec = NeuronSpec(mode=method, lam=lams[name], k_const=k_const, coefs=coef_obj, gamma=gamma,
                               sc_p=sc.get(name), sc_early=sc_early, sc_gate=sc_gate, frac_bits=frac_bits,
-                              state_bits=state_bits, units=msat_units, v_init=v_init)
+                              state_bits=state_bits, units=msat_units, v_init=v_init,
+                              params=_layer_params(model, params, graph, name))
             neurons[name] = spec
-            luts[name] = make_luts(spec)
+            luts[name] = model.make_tables(spec)
         except NeuronSpecError as exc:
             raise QuantizationError(str(exc), layer=name, field=exc.field) from None
 
@@ -1104,6 +1159,7 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
                                 f"{EXPONENT_MAX})")
         raw = zero_values.get(root)
         exact = (np.zeros(shapes[name]) if raw is None else raw) / lam_t * math.ldexp(1.0, f_t)
+        exact = exact * bias_gain(neurons, name)
         rounded = _round_half_up(exact)
         saturated = int(np.count_nonzero(np.abs(rounded) > _INT32_MAX))
         bias = np.clip(rounded, -_INT32_MAX - 1, _INT32_MAX).astype(np.int32)
@@ -1130,6 +1186,7 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
 
     hp: dict[str, Any] = {
         "method": method,
+        "params": None if params is None else params.to_dict(),
         "preset": preset_used,
         "coefs": None if coef_obj is None else coef_obj.to_dict(),
         "k_const": float(k_const),

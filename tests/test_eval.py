@@ -263,6 +263,24 @@ def test_parse_methods():
             parse_methods(bad)
 
 
+def test_parse_methods_registry_models():
+    """Every registered model with parameters is an eval core (netx_export.neurons), with :key=value parameters
+    and the generic suffixes (+pQ, +h, +bN burst); bad parameters are refused at parse time."""
+    from msat_lava.cli_eval import _model_params_of
+    from msat_lava.data import DataError
+
+    assert parse_methods("dtif-r,dtif-r:beta=3+b2,dtif-r:variant=B:g_min=0.5+p99.9+h") == [
+        "dtif-r", "dtif-r:beta=3+b2", "dtif-r:variant=b:g_min=0.5+p99.9+h"]
+    s = method_settings("dtif-r:beta=3+b2")
+    assert (s["mode"], s["gamma"], s["percentile"]) == ("dtif-r", 2, None)
+    assert _model_params_of("dtif-r:beta=3+b2") == {"beta": "3"} and _model_params_of("msat+sc") is None
+    assert method_settings("dtif-r+p99.9+h")["percentile"] == 99.9
+    for bad in ("dtif-r:beta=x", "dtif-r:beta=100", "dtif-r:nope=1", "dtif-r:beta=1:beta=2", "dtif-r+sc",
+                "dtif-r-norm", "dtif-r:variant=d", "dtif-r:"):
+        with pytest.raises(DataError):
+            parse_methods(bad)
+
+
 @pytest.mark.parametrize("precision", ["float", "fixed"])
 def test_neuron_traces_replay(files, precision):
     conv = files["conv"]

@@ -193,6 +193,7 @@ def test_digest_only_from_1_3(tmp_path, good_files):
     path = tmp_path / "old.net"
     shutil.copyfile(good_files["zoo"], path)
     with h5py.File(path, "r+") as f:
+        downgrade(f, "1.3")
         _replace("msat/format_version", "1.2")(f)
     with pytest.raises(FormatError) as info:
         hdf5.read(path)
@@ -274,10 +275,19 @@ def _replace(path, data, dtype=None):
 
 
 def downgrade(f, version: str) -> None:
-    """Make an open file look like one written by format ``version`` (< 1.3): no content digest."""
+    """Make an open file of an MSAT-family network look like one written by format ``version`` (≤ 1.3): no
+    spec/params (added in 1.4), no content digest below 1.3 (else recomputed)."""
     _replace("msat/format_version", version)(f)
+    for g in f["msat/neurons"].values():
+        if "params" in g["spec"]:
+            del g["spec/params"]
     if "msat/digest" in f:
         del f["msat/digest"]
+    if tuple(int(p) for p in version.split(".")) >= (1, 3):
+        items = []
+        f.visititems(lambda name, obj: items.append((name, "dataset" if isinstance(obj, h5py.Dataset)
+                                                     else "group")))
+        f.create_dataset("msat/digest", data=hdf5._digest(f, dict(items)), dtype=h5py.string_dtype())
 
 
 def _delete(path):

@@ -19,6 +19,7 @@ import pytest
 
 from msat_lava import reference
 from msat_lava.lava.build import run_lava
+from netx_export import neurons
 
 from _nets import convert, random_inputs
 
@@ -29,7 +30,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 IDS = [7, 3, 11]
-MODES = ("const", "dtt", "det", "msat")
+# every registered neuron model (netx_export.neurons) whose output reaches the readout within STEPS; BSNN-R's
+# pipeline (first output after depth·K steps) is covered by tests/test_bsnn_r.py
+MODES = tuple(n for n in neurons.names() if n != "bsnn-r")
 # network → conversion options: ResMix gates relu index 1 (inside the identity block) and the last relu.
 NETS = {
     "resmix-sc": ("resmix", dict(sc=((1, 0.7), (-1, 0.6)), sc_early=6)),
@@ -86,7 +89,8 @@ def test_fixed_lava_bit_exact_with_reference(net_key, mode):
 
 
 @pytest.mark.lava
-@pytest.mark.parametrize("net_key, mode", [("resmix-sc", "msat"), ("poolmix", "dtt"), ("resmix-h", "msat")])
+@pytest.mark.parametrize("net_key, mode", [("resmix-sc", "msat"), ("poolmix", "dtt"), ("resmix-h", "msat"),
+                                           ("resmix-sc", "dtif-r"), ("poolmix-g3-keep", "dtif-r")])
 def test_float_lava_matches_reference(net_key, mode):
     conv, x, names = _setup(net_key, mode)
     prog = conv.program

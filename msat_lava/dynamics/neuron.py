@@ -45,13 +45,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from msat_lava.dynamics import fmath, prng, xp
+from msat_lava.dynamics import fmath, models, prng, xp
 from netx_export.lut import ThresholdLuts
 from netx_export.neuron import NeuronSpec
 
 __all__ = [
     "FloatState", "FixedState", "StepOut", "init_float_state", "init_fixed_state", "step_float", "step_fixed",
     "float_threshold", "fixed_threshold", "float_msat_theta", "fixed_msat_theta", "gate_mask",
+    "msat_float_threshold", "msat_fixed_threshold", "check_tables",
     "EXP_ARG_MAX", "DELTA_CLIP",
 ]
 
@@ -202,7 +203,18 @@ def fixed_msat_theta(luts: ThresholdLuts, delta: Any, x: Any) -> Any:
 
 
 def float_threshold(spec: NeuronSpec, state: FloatState, x: Any) -> Any:
-    """θ(t) of the float model for the current state and input (raw units, shaped like x)."""
+    """θ(t) of the float model for the current state and input (raw units, shaped like x): the registered
+    model's rule (:mod:`msat_lava.dynamics.models`)."""
+    return models.get(spec.mode).float_threshold(spec, state, x)
+
+
+def fixed_threshold(spec: NeuronSpec, luts: Any, state: FixedState, x: Any) -> Any:
+    """θ̂(t) of the fixed model (int64, shaped like x): the registered model's rule."""
+    return models.get(spec.mode).fixed_threshold(spec, luts, state, x)
+
+
+def msat_float_threshold(spec: NeuronSpec, state: FloatState, x: Any) -> Any:
+    """θ(t) of the MSAT family's float model (const: k·λ; dtt/det/msat: λ at t = 0, §2.2 after)."""
     if spec.mode == "const":
         return xp.full(x.shape, spec.k_const * spec.lam, x, "float")
     if state.t == 0:
@@ -211,8 +223,8 @@ def float_threshold(spec: NeuronSpec, state: FloatState, x: Any) -> Any:
     return float_msat_theta(spec, delta, x)
 
 
-def fixed_threshold(spec: NeuronSpec, luts: ThresholdLuts | None, state: FixedState, x: Any) -> Any:
-    """θ̂(t) of the fixed model (int64, shaped like x)."""
+def msat_fixed_threshold(spec: NeuronSpec, luts: ThresholdLuts | None, state: FixedState, x: Any) -> Any:
+    """θ̂(t) of the MSAT family's fixed model (int64, shaped like x)."""
     if spec.mode == "const":
         return xp.full(x.shape, spec.theta_const_fixed, x, "int")
     if state.t == 0:
@@ -247,73 +259,97 @@ def _check(state, x):
         raise TypeError("input and state must use the same array backend")
 
 
-def _fire(spec: NeuronSpec, m: Any, theta: Any, integer: bool) -> Any:
+def _fire(spec: NeuronSpec, m: Any, theta: Any, integer: bool, reset: Any = None) -> Any:
+    """s = [m ≥ θ] (Γ = 1); Γ > 1: min(Γ, max(0, ⌊m/θ⌋)) when each spike removes θ (``reset`` None or θ),
+    else min(Γ, max(0, ⌊(m − θ)/r⌋ + 1)) for a reset amount r ≠ θ (spike k fires while m − (k−1)·r ≥ θ)."""
     if spec.gamma == 1:
         return xp.as_int64(m >= theta)
+    if reset is None or reset is theta:
+        if integer:
+            return xp.clip(xp.floor_divide(m, theta), 0, spec.gamma)
+        return xp.as_int64(xp.clip(xp.floor(m / theta), 0, spec.gamma))
     if integer:
-        return xp.clip(xp.floor_divide(m, theta), 0, spec.gamma)
-    return xp.as_int64(xp.clip(xp.floor(m / theta), 0, spec.gamma))
+        return xp.clip(xp.floor_divide(m - theta, reset) + 1, 0, spec.gamma)
+    return xp.as_int64(xp.clip(xp.floor((m - theta) / reset) + 1, 0, spec.gamma))
 
 
 def step_float(spec: NeuronSpec, state: FloatState, x: Any, sample_ids: Any = None, layer_id: int = 0,
                seed: int = 0) -> tuple[FloatState, StepOut]:
-    """One step of the float model (raw units). See the module docstring for the equations."""
+    """One step of the float model (raw units). See the module docstring for the equations; the threshold, the
+    reset/payload quanta and the integrate/fire schedule are the registered model's
+    (:mod:`msat_lava.dynamics.models`)."""
     if xp.is_torch(x) != xp.is_torch(state.v):
         raise TypeError("input and state must use the same array backend")
     x = xp.as_float(x, state.v)
     _check(state, x)
     t = state.t
-    theta = float_threshold(spec, state, x)
-    m = state.v + x
-    s = _fire(spec, m, theta, integer=False)
-    keep = gate_mask(spec, t, x.shape, sample_ids, layer_id, seed, x)
+    model = models.get(spec.mode)
+    integrate, fire = model.schedule(spec, t)
+    theta = model.float_threshold(spec, state, x)
+    reset, quantum = model.float_quanta(spec, theta)
+    m = state.v + x if integrate else state.v + xp.zeros_like(x)
+    s = _fire(spec, m, theta, integer=False, reset=reset) if fire else xp.as_int64(xp.zeros_like(x))
+    keep = gate_mask(spec, t, x.shape, sample_ids, layer_id, seed, x) if fire else None
     sf = xp.as_float(s, theta)
     if keep is None:
         sg, sgf = s, sf
-        v = m - sf * theta
+        v = m - sf * reset
         suppressed = xp.zeros_like(theta)
     else:
         sg = xp.where(keep, s, 0)
         sgf = xp.as_float(sg, theta)
         if spec.sc_gate == "code":
-            v = m - sf * theta
-            suppressed = (sf - sgf) * theta
+            v = m - sf * reset
+            suppressed = (sf - sgf) * reset
         else:
-            v = m - sgf * theta
+            v = m - sgf * reset
             suppressed = xp.zeros_like(theta)
-    out = StepOut(payload=sgf * theta, spikes=sg, suppressed=suppressed, theta=theta)
+    out = StepOut(payload=sgf * quantum, spikes=sg, suppressed=suppressed, theta=theta)
     new = FloatState(v=v, vsum=state.vsum + v, count=state.count + sg, t=t + 1)
     return new, out
 
 
-def step_fixed(spec: NeuronSpec, luts: ThresholdLuts | None, state: FixedState, x_int: Any,
+def check_tables(spec: NeuronSpec, luts: Any) -> None:
+    """``luts`` must be the tables the spec's model needs (ValueError otherwise)."""
+    from netx_export import neurons
+    from netx_export.neuron import NeuronSpecError
+
+    try:
+        neurons.get(spec.mode).check_tables(spec, luts)
+    except NeuronSpecError as exc:
+        raise ValueError(f"tables do not match the spec (mode {spec.mode!r}, F={spec.frac_bits}): {exc}") from None
+
+
+def step_fixed(spec: NeuronSpec, luts: Any, state: FixedState, x_int: Any,
                sample_ids: Any = None, layer_id: int = 0, seed: int = 0) -> tuple[FixedState, StepOut]:
-    """One step of the fixed model (§9.4; int64 in, int64 out). See the module docstring for the equations."""
+    """One step of the fixed model (§9.4; int64 in, int64 out). See the module docstring for the equations; the
+    threshold, quanta and schedule are the registered model's."""
     if not xp.is_integer_dtype(x_int):
         raise TypeError("step_fixed needs an integer input array")
     if spec.mode != "const":
-        if not isinstance(luts, ThresholdLuts):
+        if spec.mode in ("dtt", "det", "msat") and not isinstance(luts, ThresholdLuts):
             raise ValueError(f"mode {spec.mode!r} needs ThresholdLuts (netx_export.lut.make_luts)")
-        if luts.mode != spec.mode or luts.frac_bits != spec.frac_bits:
-            raise ValueError(f"LUTs (mode {luts.mode!r}, F={luts.frac_bits}) do not match the spec "
-                             f"(mode {spec.mode!r}, F={spec.frac_bits})")
+        check_tables(spec, luts)
     x = xp.as_int64(x_int)
     _check(state, x)
     t = state.t
-    theta = fixed_threshold(spec, luts, state, x)
-    m = state.v + x
-    s = _fire(spec, m, theta, integer=True)
-    keep = gate_mask(spec, t, x.shape, sample_ids, layer_id, seed, x)
+    model = models.get(spec.mode)
+    integrate, fire = model.schedule(spec, t)
+    theta = model.fixed_threshold(spec, luts, state, x)
+    reset, quantum = model.fixed_quanta(spec, theta)
+    m = state.v + x if integrate else state.v + xp.zeros_like(x)
+    s = _fire(spec, m, theta, integer=True, reset=reset) if fire else xp.zeros_like(x)
+    keep = gate_mask(spec, t, x.shape, sample_ids, layer_id, seed, x) if fire else None
     if keep is None:
         sg, s_eff = s, s
         suppressed = xp.zeros_like(theta)
     else:
         sg = xp.where(keep, s, 0)
         if spec.sc_gate == "code":
-            s_eff, suppressed = s, (s - sg) * theta
+            s_eff, suppressed = s, (s - sg) * reset
         else:
             s_eff, suppressed = sg, xp.zeros_like(theta)
-    v = xp.clip(m - s_eff * theta, -spec.v_max, spec.v_max)
-    out = StepOut(payload=sg * theta, spikes=sg, suppressed=suppressed, theta=theta)
+    v = xp.clip(m - s_eff * reset, -spec.v_max, spec.v_max)
+    out = StepOut(payload=sg * quantum, spikes=sg, suppressed=suppressed, theta=theta)
     new = FixedState(v=v, vsum=state.vsum + v, count=state.count + sg, t=t + 1)
     return new, out
