@@ -23,6 +23,7 @@ import traceback
 from msat_lava import __version__
 from msat_lava.cli_common import EXIT_BAD_INPUT, bad_input_errors, debug_on, error_line
 from msat_lava.cli_convert import add_convert_parser, add_info_parser
+from msat_lava.cli_deploy import add_deploy_parser
 from msat_lava.cli_eval import add_eval_parser
 from msat_lava.cli_run import add_demo_parser, add_run_parser, add_verify_parser
 
@@ -66,6 +67,7 @@ SUBCOMMANDS = [
     add_verify_parser,
     add_demo_parser,
     add_eval_parser,
+    add_deploy_parser,
 ]
 
 

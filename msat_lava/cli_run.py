@@ -38,7 +38,9 @@ __all__ = ["add_run_parser", "add_verify_parser", "add_demo_parser", "run_demo",
 
 #: backend name → (simulator, precision)
 BACKENDS = {"lava-fixed": ("lava", "fixed"), "lava-float": ("lava", "float"),
-            "ref-fixed": ("ref", "fixed"), "ref-float": ("ref", "float")}
+            "ref-fixed": ("ref", "fixed"), "ref-float": ("ref", "float"), "loihi2": ("loihi2", "fixed")}
+#: simulator → :mod:`msat_lava.backends` name (each backend's ``check`` runs before anything is built)
+BACKEND_OF = {"lava": "lava-cpu", "ref": "reference", "loihi2": "loihi2"}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -162,6 +164,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     net, program, data = _load_inputs(args)
     rsteps = _report_steps(args.report_steps, args.steps)
     sim, precision = BACKENDS[args.backend]
+    from msat_lava.backends import get_backend
+
+    get_backend(BACKEND_OF[sim]).check(program, precision=precision, net=net)  # typed refusal, nothing built
     n = len(data.indices)
     if not args.json:
         print(f"network {args.net} (method {net.method}, input {tuple(program.input_shape)}, "
@@ -173,6 +178,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from msat_lava.lava.build import run_lava
 
         result = run_lava(program, data.x, args.steps, precision=precision, sample_ids=data.indices)
+    elif sim == "loihi2":
+        result = get_backend("loihi2").run(program, data.x, args.steps, net=net, path=args.net,
+                                           sample_ids=data.indices)
     else:
         from msat_lava.reference import simulate
 
@@ -222,8 +230,9 @@ def add_run_parser(subparsers) -> None:
     p.add_argument("--steps", type=steps_arg, required=True, metavar="T",
                    help=f"time steps per sample (1..{MAX_STEPS})")
     p.add_argument("--backend", choices=tuple(BACKENDS), default="ref-fixed",
-                   help="lava-fixed / lava-float (Lava CPU simulator) or ref-fixed / ref-float (batched torch "
-                        "reference); default ref-fixed")
+                   help="lava-fixed / lava-float (Lava CPU simulator), ref-fixed / ref-float (batched torch "
+                        "reference) or loihi2 (Loihi 2 via lava-loihi: constant-threshold netx exports; "
+                        "msat-lava deploy checks first); default ref-fixed")
     p.add_argument("--predictions", metavar="OUT.npz",
                    help="write predictions (T, N), dataset indices, labels and accuracy (T,) to OUT.npz (an existing "
                         "file is refused unless --overwrite)")
@@ -236,11 +245,16 @@ def add_run_parser(subparsers) -> None:
 # ----------------------------------------------------------------------------------------------------------
 @_exit_codes("verify")
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from msat_lava.backends import LavaCpuBackend, ReferenceBackend
     from msat_lava.verify import verify
 
     if args.report:  # before any work
         check_destination(args.report, "--report", overwrite=args.overwrite)
+    if args.against:
+        return _verify_against(args)
     _, program, data = _load_inputs(args)
+    for backend in (LavaCpuBackend(), ReferenceBackend()):  # typed refusal before anything is built
+        backend.check(program, precision="fixed")
     rsteps = _report_steps(args.report_steps, args.steps)
     n = len(data.indices)
     if not args.json:
@@ -264,6 +278,43 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _verify_against(args: argparse.Namespace) -> int:
+    """``verify NET --data D.npz --against RECORDED.npz``: the recorded run vs the fixed-point reference on the
+    recorded dataset indices (:func:`msat_lava.verify.verify_against`)."""
+    from netx_export.api import load
+
+    from msat_lava.data import DataError, load_npz, parse_floats
+    from msat_lava.program import from_converted
+    from msat_lava.verify import atomic_write_json, load_recorded, verify_against
+
+    program = from_converted(load(args.net))
+    recorded = load_recorded(args.against, program)
+    data = load_npz(args.data, split=args.split, samples=None, input_scale=args.input_scale,
+                    mean=parse_floats(args.norm_mean, "--norm-mean"), std=parse_floats(args.norm_std, "--norm-std"),
+                    input_shape=program.input_shape, num_classes=int(np.prod(program.readout.shape)))
+    total = int(data.x.shape[0])
+    bad = recorded.indices[recorded.indices >= total]
+    if bad.size:
+        raise DataError(f"recorded dataset index {int(bad[0])} is beyond the {total} samples of --data "
+                        f"({args.split} split)", path=args.against, key="indices")
+    if not args.json:
+        print(f"verifying {args.against} against the reference: {len(recorded.indices)} sample(s) x "
+              f"{recorded.steps} steps ...", flush=True)
+    report = verify_against(program, data.x[recorded.indices], recorded)
+    if args.report:
+        atomic_write_json(report.to_dict(), args.report, overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.format())
+    if not report.bit_exact:
+        if args.json and report.divergence is not None:
+            print(f"msat-lava verify: MISMATCH: {report.divergence.describe().replace(': lava ', ': recorded ')}",
+                  file=sys.stderr)
+        return EXIT_MISMATCH
+    return EXIT_OK
+
+
 def add_verify_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "verify",
@@ -279,6 +330,11 @@ def add_verify_parser(subparsers) -> None:
                    "unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --report file")
     p.add_argument("--no-float", action="store_true", help="skip the fixed vs float comparison")
+    p.add_argument("--against", metavar="RECORDED_OUTPUT.npz",
+                   help="compare a recorded run (e.g. Loihi 2 on INRC, written by deploy --run --predictions or "
+                        "run --predictions: predictions, indices [, readout, trace_<stage>]) with the fixed-point "
+                        "reference on the recorded dataset indices and report the first divergence "
+                        "(--samples/--steps are taken from the recording)")
     p.set_defaults(func=_cmd_verify)
 
 

@@ -28,6 +28,11 @@ quiescent θ is a fraction of λ), so a maximum of that order says that the two 
 the mean says how much of the layer that is.
 
 :meth:`VerifyReport.to_json` writes the report atomically (temporary file + ``os.replace``).
+
+**Against a recorded output** (:func:`verify_against`, ``msat-lava verify NET --against RECORDED.npz``): a run
+made elsewhere (Loihi 2 on an INRC system, or any backend) saved with :func:`save_recorded` is compared with
+the fixed-point reference on the same dataset indices: whatever it recorded (stage traces, the readout, the
+predictions) bit for bit, reporting the first divergence in the same causal order.
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,7 +51,8 @@ from netx_export.fileio import atomic_target
 from msat_lava.program import Program, from_converted
 
 __all__ = ["Divergence", "StageComparison", "FloatComparison", "VerifyReport", "verify", "as_program",
-           "compare_outputs", "compare_fixed_float", "default_report_steps", "atomic_write_json"]
+           "compare_outputs", "compare_fixed_float", "default_report_steps", "atomic_write_json", "Recorded",
+           "save_recorded", "load_recorded", "verify_against", "AgainstReport"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -479,3 +485,181 @@ def verify(net_or_program: Any, x: Any, steps: int, sample_ids: Sequence[int] | 
         lava_accuracy=None if labels is None else _accuracy_at(lava.predictions, labels, rsteps),
         reference_accuracy=None if labels is None else _accuracy_at(ref.predictions, labels, rsteps),
         float_comparison=float_cmp, network=network)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# verify --against RECORDED_OUTPUT (a hardware run, or any earlier run)
+# ----------------------------------------------------------------------------------------------------------
+#: Keys of a recorded output (.npz). Required: ``predictions`` (T, N) integers, ``indices`` (N,) dataset
+#: indices. Optional: ``readout`` (T, N, K) accumulated fixed-point readout, ``trace_<stage>`` (T, N, *shape)
+#: payloads of a stage, ``steps``. Ignored (written by ``msat-lava run --predictions``): ``labels``,
+#: ``accuracy``, ``report_steps``, ``backend``. Anything else is refused.
+RECORDED_IGNORED = ("labels", "accuracy", "report_steps", "backend")
+TRACE_PREFIX = "trace_"
+
+
+@dataclass
+class Recorded:
+    """A recorded output (see :data:`RECORDED_IGNORED` for the file layout)."""
+
+    predictions: np.ndarray
+    indices: np.ndarray
+    readout: np.ndarray | None = None
+    traces: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return int(self.predictions.shape[0])
+
+
+def save_recorded(path: str | os.PathLike, *, predictions: Any, indices: Any, readout: Any = None,
+                  traces: dict[str, Any] | None = None, steps: int | None = None, backend: str | None = None,
+                  overwrite: bool = False) -> Path:
+    """Write a recorded output atomically (``np.savez_compressed``; ``backend`` is not stored: only numeric
+    arrays are ever read back)."""
+    arrays: dict[str, Any] = {"predictions": np.asarray(predictions, dtype=np.int64),
+                              "indices": np.asarray(indices, dtype=np.int64)}
+    if steps is not None:
+        arrays["steps"] = np.int64(steps)
+    if readout is not None:
+        arrays["readout"] = np.asarray(readout)
+    for name, value in (traces or {}).items():
+        arrays[TRACE_PREFIX + name] = np.asarray(value)
+    path = Path(path)
+    with atomic_target(path, make_parents=True, suffix=".npz", overwrite=overwrite) as tmp:
+        np.savez_compressed(tmp, **arrays)
+    return path
+
+
+def load_recorded(path: str | os.PathLike, program: Program) -> Recorded:
+    """Read and check a recorded output against ``program`` (every problem a DataError naming the file and
+    key): shapes are checked from the ``.npy`` headers before anything is read."""
+    from msat_lava.cli_common import MAX_STEPS
+    from msat_lava.data import DataError, member_header, npz_members, read_member
+
+    spath = str(path)
+    members = npz_members(spath)
+    known = {s.name for s in program.stages}
+    headers = {}
+    for key, info in members.items():
+        if key in RECORDED_IGNORED:
+            continue
+        if key in ("predictions", "indices", "readout", "steps") or (
+                key.startswith(TRACE_PREFIX) and key[len(TRACE_PREFIX):] in known):
+            headers[key] = member_header(spath, info)
+        elif key.startswith(TRACE_PREFIX):
+            raise DataError(f"no stage {key[len(TRACE_PREFIX):]!r} in the network", path=spath, key=key)
+        else:
+            raise DataError("unexpected member (expected predictions, indices, readout, steps, trace_<stage>)",
+                            path=spath, key=key)
+    for key in ("predictions", "indices"):
+        if key not in headers:
+            raise DataError("missing", path=spath, key=key)
+    ph, ih = headers["predictions"], headers["indices"]
+    if len(ph.shape) != 2 or ph.dtype.kind not in "iu":
+        raise DataError(f"expected (T, N) integers, got {ph.shape} {ph.dtype}", path=spath, key="predictions")
+    steps, n = ph.shape
+    if not (1 <= steps <= MAX_STEPS and n >= 1):
+        raise DataError(f"T = {steps}, N = {n}: need 1 ≤ T ≤ {MAX_STEPS} and N ≥ 1", path=spath, key="predictions")
+    if ih.shape != (n,) or ih.dtype.kind not in "iu":
+        raise DataError(f"expected ({n},) integers, got {ih.shape} {ih.dtype}", path=spath, key="indices")
+    k = int(np.prod(program.readout.shape))
+    want = {"readout": (steps, n, k)}
+    for key in headers:
+        if key.startswith(TRACE_PREFIX):
+            want[key] = (steps, n) + tuple(program.stage(key[len(TRACE_PREFIX):]).shape)
+    for key, shape in want.items():
+        if key in headers and headers[key].shape != shape:
+            raise DataError(f"expected shape {shape}, got {headers[key].shape}", path=spath, key=key)
+    preds = np.asarray(read_member(spath, ph), dtype=np.int64)
+    if preds.size and (preds.min() < 0 or preds.max() >= k):
+        raise DataError(f"predictions must be class indices in [0, {k})", path=spath, key="predictions")
+    indices = np.asarray(read_member(spath, ih), dtype=np.int64)
+    if indices.size and indices.min() < 0:
+        raise DataError("negative dataset index", path=spath, key="indices")
+    if "steps" in headers:
+        st = read_member(spath, headers["steps"])
+        if st.shape != () or int(st) != steps:
+            raise DataError(f"steps {st} does not match predictions' T = {steps}", path=spath, key="steps")
+    readout = None
+    if "readout" in headers:
+        readout = np.asarray(read_member(spath, headers["readout"]))
+        if readout.dtype.kind == "f" and not np.all(np.isfinite(readout)):
+            raise DataError("non-finite values", path=spath, key="readout")
+    traces = {key[len(TRACE_PREFIX):]: np.asarray(read_member(spath, h)) for key, h in headers.items()
+              if key.startswith(TRACE_PREFIX)}
+    return Recorded(preds, indices, readout, traces)
+
+
+@dataclass
+class AgainstReport:
+    """Outcome of :func:`verify_against`: the recorded run vs the fixed-point reference on the same inputs."""
+
+    bit_exact: bool
+    steps: int
+    n_samples: int
+    sample_ids: list[int]
+    compared: list[str]                      # stages / 'readout' / 'predictions' present in the recording
+    stages: list[StageComparison]
+    divergence: Divergence | None
+    predictions_equal: bool
+    readout_equal: bool | None               # None: no readout recorded
+    reference_wall_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable({"bit_exact": self.bit_exact, "steps": self.steps, "n_samples": self.n_samples,
+                          "sample_ids": self.sample_ids, "compared": self.compared,
+                          "stages": [s.to_dict() for s in self.stages],
+                          "divergence": None if self.divergence is None else self.divergence.to_dict(),
+                          "predictions_equal": self.predictions_equal, "readout_equal": self.readout_equal,
+                          "reference_wall_s": self.reference_wall_s})
+
+    def format(self) -> str:
+        lines = [f"{'BIT-EXACT' if self.bit_exact else 'MISMATCH'}: recorded output vs reference (fixed point), "
+                 f"{self.n_samples} sample(s) x {self.steps} steps; compared: {', '.join(self.compared)}"]
+        if self.divergence is not None:
+            lines.append("first divergence: " + self.divergence.describe().replace(": lava ", ": recorded "))
+        return "\n".join(lines)
+
+
+def verify_against(program: Program, x: Any, recorded: Recorded, *, seed: int | None = None,
+                   progress: bool = False) -> AgainstReport:
+    """Run the reference (fixed point) on ``x`` (the inputs of ``recorded.indices``, in that order) for the
+    recorded T and compare what was recorded: every recorded stage trace, the readout if recorded, and the
+    predictions. The first divergence follows the causal order of :func:`compare_outputs` (step, then stage
+    in topological order, then sample, then neuron); predictions are compared last."""
+    from types import SimpleNamespace
+
+    from msat_lava.reference import simulate
+
+    ids = np.asarray(recorded.indices, dtype=np.int64)
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape[0] != ids.shape[0]:
+        raise ValueError(f"{x.shape[0]} input(s) for {ids.shape[0]} recorded sample(s)")
+    t0 = time.perf_counter()
+    ref = simulate(program, x, recorded.steps, precision="fixed", seed=seed, sample_ids=ids,
+                   record=tuple(recorded.traces), record_readout=True, progress=progress)
+    wall = time.perf_counter() - t0
+    stages = tuple(s for s in program.stages
+                   if s.name in recorded.traces or (s.kind == "readout" and recorded.readout is not None))
+    sub = replace(program, stages=stages) if stages else None
+    fake = SimpleNamespace(predictions=recorded.predictions,
+                           readout=recorded.readout if recorded.readout is not None else ref.readout,
+                           traces=recorded.traces)
+    if sub is not None:
+        divergence, comps, preds_equal, readout_equal = compare_outputs(sub, fake, ref, ids)
+    else:  # predictions only
+        pa, pb = np.asarray(recorded.predictions), np.asarray(ref.predictions)
+        comps, preds_equal, readout_equal, divergence = [], bool(np.array_equal(pa, pb)), True, None
+        if not preds_equal:
+            diff = pa != pb
+            t = int(np.argmax(diff.any(axis=1)))
+            i = int(np.argmax(diff[t]))
+            divergence = Divergence("predictions", "predictions", t, i, int(ids[i]), 0, (), _scalar(pa[t, i]),
+                                    _scalar(pb[t, i]), int(diff.sum()))
+    compared = [s.name for s in stages if s.kind != "readout"] + (
+        ["readout"] if recorded.readout is not None else []) + ["predictions"]
+    ro = readout_equal if recorded.readout is not None else None
+    bit_exact = divergence is None and preds_equal and (ro is None or ro)
+    return AgainstReport(bit_exact, recorded.steps, int(ids.shape[0]), [int(i) for i in ids], compared, comps,
+                         divergence, preds_equal, ro, wall)
