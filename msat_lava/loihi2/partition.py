@@ -229,7 +229,10 @@ def tile_resources(layer: LayerDesc, tile: tuple[int, int, int], c: Loihi2Constr
             words += a * math.ceil(n_t * b / W)
             syn += a * n_t
         elif kind == "conv":
-            one = _rf(conn, tuple(range(r.start, r.start + 1) for r in box))  # type: ignore[arg-type]
+            # one interior neuron (the layer's centre, first channel of the tile): its full kernel
+            centre = (range(box[0].start, box[0].start + 1),) + tuple(
+                range(d // 2, d // 2 + 1) for d in shape3[1:])
+            one = _rf(conn, centre)  # type: ignore[arg-type]
             per = _count(one)
             s = n_t * per
             syn += s
@@ -302,12 +305,17 @@ def _grid_search(layer: LayerDesc, c: Loihi2Constraints, net: NetDesc, grids, wi
             n *= math.ceil(d / tt)
         combos.append((n, t))
     combos.sort(key=lambda x: (x[0], -x[1][0]))
-    for n, t in combos:  # fewest tiles first; only grids whose neurons fit can fit
+    found = None
+    for n, t in combos:  # fewest tiles first; only grids whose neurons fit can fit; ties: fewest axons in
+        if found is not None and n > found[0]:
+            break
         if t[0] * t[1] * t[2] * slots > c.neuron_slots_per_core:
             continue
         res, over = _evaluate(layer, t, c, net, grids, with_fanout)
-        if over <= 1:
-            return t, res
+        if over <= 1 and (found is None or res["axons_in"] < found[2]["axons_in"]):
+            found = (n, t, res)
+    if found is not None:
+        return found[1], found[2]
     best = None
     for n, t in combos:  # nothing fits: the smallest worst overshoot, then the fewest tiles
         res, over = _evaluate(layer, t, c, net, grids, with_fanout)
