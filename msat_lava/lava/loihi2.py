@@ -66,6 +66,7 @@ class NetxRunResult:
     wall_s: float = 0.0
     input_clipped: int = 0
     traces: dict = field(default_factory=dict)
+    readout_units: str = "netx"   # the netx readout layer's v, not the reference's accumulated readout
 
 
 def _execute(net: Any, source: Any, steps: int, run_cfg: Any) -> np.ndarray:
