@@ -87,7 +87,8 @@ def format_report(report: DeployReport) -> str:
                  f"{c.chips} available); partitioning converged after {p.iterations} iteration(s)")
     lines.append(f"per-core limits: {c.neuron_slots_per_core} neuron slots, {c.synmem_words_per_core} synaptic "
                  f"memory words of {c.synmem_word_bits} bits, {c.axons_in_per_core} axons in, "
-                 f"{c.axons_out_per_core} axons out, {c.lut_entries_per_core} LUT entries")
+                 f"{c.axons_out_per_core} axons out, {c.lut_entries_per_core} LUT entries; one neuron group per core "
+                 f"(of {c.neuron_groups_per_core})")
     w = report.widths
     pay = max((r.payload_bits for r in w.rows), default=0)
     acc = max((r.accum_worst_bits for r in w.rows), default=0)

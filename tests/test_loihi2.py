@@ -27,8 +27,7 @@ def test_every_constraint_has_a_source_and_defaults_match_the_public_numbers():
     # public values (LOIHI2_FACTS.md §2.1)
     assert (c.cores_per_chip, c.neuron_slots_per_core, c.neuron_groups_per_core, c.synmem_words_per_core) == \
         (128, 4096, 8, 12000)
-    assert (c.weight_bits, c.delay_bits, c.payload_bits, c.state_bits, c.bias_mant_bits, c.bias_exp_max) == \
-        (8, 6, 24, 24, 13, 7)
+    assert (c.weight_bits, c.delay_bits, c.payload_bits, c.state_bits, c.bias_mant_bits) == (8, 6, 24, 24, 13)
     assert c.max_delay == 63
     assert c.chips_needed(128) == 1 and c.chips_needed(129) == 2
 
@@ -180,3 +179,33 @@ def test_pilotnet_lif_file_agrees_when_present(shared_data_dir):
     # the file stores (C, H, W) for conv/input and (N, 1, 1) for dense; the flatten layer has no neurons
     netx = [s for s, i in zip(shapes, range(len(shapes))) if i != 6]
     assert [s if len(o) == 3 else (s[0],) for s, o in zip(netx, ours)] == ours
+
+
+# ------------------------------------------------------------------------------------------- docs agree
+def _doc() -> str:
+    from pathlib import Path
+
+    return (Path(__file__).resolve().parents[1] / "docs" / "LOIHI2.md").read_text(encoding="utf-8")
+
+
+def test_docs_table_lists_every_constraint_with_its_default():
+    doc = _doc()
+    c = Loihi2Constraints().to_dict()
+    for key, value in c.items():
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{key}` |")), None)
+        assert row is not None, key
+        cell = row.split("|")[2].strip()
+        if isinstance(value, dict):
+            assert cell == ", ".join(f"{k} {v}" for k, v in value.items()), key
+        else:
+            assert cell == (str(value).lower() if isinstance(value, bool) else str(value)), key
+        assert row.split("|")[3].strip().split(" ")[0] == SOURCES[key][0].split(" ")[0], key
+
+
+def test_docs_quote_the_refusal_and_the_program_verbatim():
+    from msat_lava.loihi2.microcode import MSAT_ON_HARDWARE, PROGRAM
+
+    doc = _doc()
+    quoted = " ".join(line[2:] for line in doc.splitlines() if line.startswith("> "))
+    assert " ".join(MSAT_ON_HARDWARE.format(layers="*names*").split()) == " ".join(quoted.split())
+    assert PROGRAM in doc

@@ -49,7 +49,7 @@ class Loihi2Constraints:
     * ``weight_bits``: signed weight mantissa width; ``delay_bits``: synaptic delay width (0..2^bits − 1 steps).
     * ``payload_bits``: graded spike payload width (signed); ``state_bits``: neuron state word (u, v);
       ``accum_bits``: dendritic accumulator width a neuron reads its input from (signed).
-    * ``bias_mant_bits`` / ``bias_exp_max``: bias = mant·2^exp, signed mant of that width, 0 ≤ exp ≤ max.
+    * ``bias_mant_bits``: Lava LIF bias = bias_mant·2^bias_exp, signed mantissa of that width (netx: exp 6).
     * ``lut_entries_per_core``: 32-bit table entries a core can hold for a microcoded neuron (MSAT's LUTs).
     * ``input_on_chip``: the input layer is a neuron group on the chip (netx's ``input`` layer).
     * ``conv_weight_sharing``: a conv tile stores its kernel slice once (else every synapse explicitly).
@@ -69,7 +69,6 @@ class Loihi2Constraints:
     state_bits: int = 24
     accum_bits: int = 24
     bias_mant_bits: int = 13
-    bias_exp_max: int = 7
     lut_entries_per_core: int = 16384
     input_on_chip: bool = True
     conv_weight_sharing: bool = True
@@ -96,7 +95,7 @@ class Loihi2Constraints:
             else:
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise ConstraintsError(f"field {f.name!r}: expected an integer, got {value!r}")
-                low = 0 if f.name in ("delay_bits", "bias_exp_max") else 1
+                low = 0 if f.name == "delay_bits" else 1
                 if value < low:
                     raise ConstraintsError(f"field {f.name!r}: must be >= {low}, got {value}")
                 if value > 1 << 40:
@@ -207,8 +206,7 @@ SOURCES: dict[str, tuple[str, str]] = {
     "state_bits": ("P", "lava/proc/lif/models.py bit-accurate LIF: u, v 24-bit"),
     "accum_bits": ("assumed", "dendritic accumulator width not public; PyDenseModelBitAcc a_out is 16-bit for "
                               "binary spikes, graded payloads are 24-bit: 24 assumed"),
-    "bias_mant_bits": ("P", "lava/proc/lif/models.py: bias_mant 13-bit signed"),
-    "bias_exp_max": ("P", "lava/proc/lif/models.py: bias_exp 3-bit (0..7)"),
+    "bias_mant_bits": ("P", "lava/proc/lif/models.py: bias_mant 13-bit signed (netx loads bias with bias_exp 6)"),
     "lut_entries_per_core": ("assumed", "not public; 16384 × 32-bit = 64 KB of the 192 KB core SRAM"),
     "input_on_chip": ("P", "netx 'input' layer is a neuron group (PilotNet LIF network.net layer 0)"),
     "conv_weight_sharing": ("assumed", "not public; the public PilotNet counts are far below explicit conv "

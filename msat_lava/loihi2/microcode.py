@@ -101,7 +101,7 @@ def layer_requirements(program: Any, steps: int = 256) -> list[dict[str, Any]]:
 def _ops(mode: str) -> dict[str, int]:
     """Operation count of one step for t ≥ 1 (step 2 of :data:`PROGRAM`, without the K term shifts and the gate):
     divisions, multiplies, table reads, and add/sub/compare/shift/clip."""
-    div, mul, reads, alu = 1, 1, 4, 12          # V̄, sigmoid interpolation, Δ̂, clips, m̂, s, v̂, Ŝ
+    div, mul, reads, alu = 1, 1, 2, 12          # V̄, sigmoid interpolation (2 entries), clips, m̂, s, v̂, Ŝ
     if mode in ("dtt", "msat"):
         mul, reads, alu = mul + 2, reads + 2, alu + 9
     if mode in ("det", "msat"):
