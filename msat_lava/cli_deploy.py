@@ -96,10 +96,7 @@ def _deploy(args: argparse.Namespace) -> int:
         if args.predictions:
             from msat_lava.verify import save_recorded
 
-            # a netx run's readout is in netx units, not the reference's fixed-point readout: not recorded
-            same_units = getattr(res, "readout_units", "reference") == "reference"
-            save_recorded(args.predictions, predictions=preds, readout=res.readout if same_units else None,
-                          indices=data.indices,
+            save_recorded(args.predictions, predictions=preds, readout=run.recordable_readout, indices=data.indices,
                           steps=args.steps, backend=run.backend, overwrite=args.overwrite)
         if not args.json:
             print(f"ran on {run.backend}{' (' + run.run_config + ')' if run.run_config else ''}: "

@@ -123,6 +123,13 @@ class HardwareRun:
     hardware_refusal: str | None = None
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def recordable_readout(self) -> Any:
+        """The readout to record for ``verify --against``: the reference's integers, or None for a netx run
+        (its readout is the netx layer's v in netx units, not comparable)."""
+        same = getattr(self.result, "readout_units", "reference") == "reference"
+        return self.result.readout if same else None
+
 
 def run_on_hardware(net: Any, program: Any, path: Any, x: Any, steps: int, *, sample_ids: Any = None,
                     sim: bool = False) -> HardwareRun:
