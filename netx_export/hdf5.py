@@ -666,13 +666,17 @@ def _read_spec(r: _Reader, g, layer: str) -> NeuronSpec:
             else:
                 raise r.fail("expected a group or a null dataset", layer, where)
     base = g.name.lstrip('/')
-    if "params" not in data and "mode" in data:
+    if data.get("params") is None and "mode" in data:
         try:
             needs = _model(data["mode"]).params_type is not None
         except NeuronSpecError as exc:
             raise r.fail(_bare(exc), layer, f"{base}/mode") from None
-        if needs:
+        if needs and "params" not in data and r.version >= _ADDED_IN["params"]:
             raise r.fail("missing", layer, f"{base}/params")
+        if needs:  # a model's parameters are never defaulted from a file
+            raise r.fail(f"mode {data['mode']!r} needs its model parameters (a group), got a null dataset"
+                         if "params" in data else f"mode {data['mode']!r} needs its model parameters",
+                         layer, f"{base}/params")
     if "mode" in data:
         try:
             since = _model(data["mode"]).since

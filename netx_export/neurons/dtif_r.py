@@ -19,11 +19,14 @@ the clamped input, linear interpolation (round half up), G = 8 guard bits:
 
     θ̂ = 2^F                                                     x̂ ≤ 0
     θ̂ = clip((L[i]·2^s + (L[i+1] − L[i])·ρ + 2^(s+G−1)) >> (s+G), θ̂_min, 2^F)   x̂ > 0,
-         a = min(x̂, (n−1)·2^s), i = a >> s, ρ = a mod 2^s,
-         L[k] = floor(g(k·2^s·2^−F)·2^(F+G) + 0.5) (int32),   θ̂_min = max(1, floor(g_min·2^F + 0.5))
+         a = min(x̂, x̂_max) + o, i = a >> s, ρ = a mod 2^s,
+         L[k] = floor(g((k·2^s − o)·2^−F)·2^(F+G) + 0.5) (int32; g's smooth branch for the one point below 0,
+         which may exceed 2^(F+G) by < 2^(F+G−1)/2^F),   θ̂_min = max(1, floor(g_min·2^F + 0.5)),
+         x̂_max = ⌈û_max·2^F⌉, o = (n−1)·2^s − x̂_max ∈ [0, 2^s): the last grid point is the corner at û_max
 
 The table covers û ∈ [0, û_max] with û_max = (1/g_min − 1)/β (hyperbolic) or ln(1/g_min)/β (exp), beyond which
-g = g_min exactly; s is the smallest shift giving at most 4097 entries. Reset/payload: r̂ = q̂ = 2^F (variant a),
+g = g_min exactly; s is the largest shift keeping the interpolation error ≤ 1/4 LSB (:func:`table_geometry`;
+at most 8193 entries, which needs g_min ≳ 1/64 for the hyperbolic shape). Reset/payload: r̂ = q̂ = 2^F (variant a),
 θ̂ (b), r̂ = θ̂ and q̂ = 2^F (c). State v̂ saturates at state_bits as every model's (§9.2).
 """
 from __future__ import annotations
@@ -42,7 +45,7 @@ __all__ = ["DtifParams", "DtifTables", "DtifR", "SHAPES", "VARIANTS", "GUARD_BIT
 SHAPES = ("hyperbolic", "exp")
 VARIANTS = ("a", "b", "c")
 GUARD_BITS = 8
-MAX_ENTRIES = 4097
+MAX_ENTRIES = 8193
 BETA_MAX = 64.0
 BETA_MIN = 1e-3  # β is 0 (plain IF) or at least this (bounds the table's domain)
 
@@ -110,19 +113,21 @@ def g_float64(params: DtifParams, u: np.ndarray) -> np.ndarray:
     return np.where(u > 0, np.maximum(params.g_min, core), 1.0)
 
 
-_T_SCALARS = ("frac_bits", "shift", "guard", "x_max", "theta_min")
+_T_SCALARS = ("frac_bits", "shift", "guard", "x_max", "offset", "theta_min")
 
 
 @dataclass(frozen=True, eq=False)
 class DtifTables:
     """The fixed-point threshold table of one DTIF-R layer (module docstring): ``g_lut`` (1-D int32, F + G
-    fractional bits), ``shift`` s, ``guard`` G, ``x_max`` = (len − 1)·2^s (input clamp), ``theta_min``."""
+    fractional bits), ``shift`` s, ``guard`` G, ``x_max`` = ⌈û_max·2^F⌉ (input clamp), ``offset`` o ∈ [0, 2^s)
+    with x_max + o = (len − 1)·2^s (the grid ends on the corner where g reaches g_min), ``theta_min``."""
 
     mode: str
     frac_bits: int
     shift: int
     guard: int
     x_max: int
+    offset: int
     theta_min: int
     g_lut: np.ndarray
 
@@ -144,13 +149,15 @@ class DtifTables:
             raise NeuronSpecError(f"must be a 1-D integer array of 1..{MAX_ENTRIES} entries", field="luts.g_lut")
         wide = raw.astype(np.int64)
         one_g = 1 << (self.frac_bits + self.guard)
-        if wide.min() < 1 or wide.max() > one_g:
-            raise NeuronSpecError(f"entries must be in [1, 2^(F+G)] = [1, {one_g}]", field="luts.g_lut")
+        if wide.min() < 1 or wide.max() > 2 * one_g:
+            raise NeuronSpecError(f"entries must be in [1, 2^(F+G+1)] = [1, {2 * one_g}]", field="luts.g_lut")
         arr = wide.astype(np.int32)
         arr.setflags(write=False)
         object.__setattr__(self, "g_lut", arr)
-        if self.x_max != (arr.size - 1) << self.shift:
-            raise NeuronSpecError("must be (len(g_lut) − 1)·2^shift", field="luts.x_max")
+        if not 0 <= self.offset < 1 << self.shift or (self.shift == 0 and self.offset):
+            raise NeuronSpecError("must be in [0, 2^shift)", field="luts.offset")
+        if self.x_max < 0 or self.x_max + self.offset != (arr.size - 1) << self.shift:
+            raise NeuronSpecError("x_max + offset must be (len(g_lut) − 1)·2^shift", field="luts.x_max")
         if not 1 <= self.theta_min <= 1 << self.frac_bits:
             raise NeuronSpecError("must be in [1, 2^F]", field="luts.theta_min")
 
@@ -187,20 +194,39 @@ class DtifTables:
         return cls(**{n: data[n] for n in names})
 
 
+def table_geometry(params: DtifParams, frac_bits: int) -> tuple[int, int]:
+    """(s, n): the index shift and the number of entries. s is the largest shift whose linear-interpolation error
+    stays ≤ 1/4 LSB: the step h = 2^s·2^−F in u has h²·max|g''|/8 ≤ 2^−F/4, with max|g''| = 2β² (hyperbolic) or
+    β² (exp), i.e. (2^s·β)² ≤ c·2^F with c = 1 or 2; n = ⌈x̂_max/2^s⌉ + 1 for x̂_max = ⌈û_max·2^F⌉. More than
+    MAX_ENTRIES entries (g_min too small for the hyperbolic shape, below ≈ 1/64) is refused."""
+    F = frac_bits
+    x_hi = int(math.ceil(u_max(params) * (1 << F)))
+    shift = 0
+    if params.beta > 0:
+        c = 1.0 if params.shape == "hyperbolic" else 2.0
+        while shift < 40 and (2.0 ** (shift + 1) * params.beta) ** 2 <= c * (1 << F):
+            shift += 1
+    n = -(-x_hi // (1 << shift)) + 1
+    if n > MAX_ENTRIES:
+        raise NeuronSpecError(f"the threshold table would need {n} entries (at most {MAX_ENTRIES}): raise g_min "
+                              f"(got {params.g_min!r}) or use shape 'exp'", field="params/g_min")
+    return shift, n
+
+
 def make_tables(spec) -> DtifTables:
-    """The layer's table from its spec (float64, module docstring); refuses a table over MAX_ENTRIES."""
+    """The layer's table from its spec (float64, module docstring)."""
     p: DtifParams = spec.params
     F, G = spec.frac_bits, GUARD_BITS
+    shift, n = table_geometry(p, F)
     x_hi = int(math.ceil(u_max(p) * (1 << F)))
-    shift = 0
-    while -(-x_hi // (1 << shift)) + 1 > MAX_ENTRIES:
-        shift += 1
-    n = -(-x_hi // (1 << shift)) + 1
-    u = np.arange(n, dtype=np.float64) * float(1 << shift) / float(1 << F)
-    lut = np.floor(g_float64(p, u) * float(1 << (F + G)) + 0.5)
-    lut[0] = float(1 << (F + G))  # g(0) = 1 on both sides
+    offset = ((n - 1) << shift) - x_hi
+    # grid point k sits at x̂ = k·2^s − offset; the first may lie just below 0 (within one step), where the smooth
+    # branch of g is used (the runtime only interpolates there for x̂ > 0 and clips θ̂ ≤ 2^F)
+    u = (np.arange(n, dtype=np.float64) * float(1 << shift) - offset) / float(1 << F)
+    core = 1.0 / (1.0 + p.beta * u) if p.shape == "hyperbolic" else np.exp(-p.beta * u)
+    lut = np.floor(np.maximum(p.g_min, core) * float(1 << (F + G)) + 0.5)  # ≤ 2^(F+G)·(1 + 2^−F/2)
     theta_min = max(1, int(math.floor(p.g_min * (1 << F) + 0.5)))
-    return DtifTables(mode=DtifR.name, frac_bits=F, shift=shift, guard=G, x_max=(n - 1) << shift,
+    return DtifTables(mode=DtifR.name, frac_bits=F, shift=shift, guard=G, x_max=x_hi, offset=offset,
                       theta_min=theta_min, g_lut=lut.astype(np.int32))
 
 
@@ -224,6 +250,7 @@ class DtifR(NeuronModel):
         if math.floor(spec.params.g_min * (1 << spec.frac_bits) + 0.5) < 1:
             raise NeuronSpecError(f"g_min·2^frac_bits rounds to 0 (g_min={spec.params.g_min!r})",
                                   field="params/g_min")
+        table_geometry(spec.params, spec.frac_bits)
 
     def make_tables(self, spec) -> DtifTables:
         return make_tables(spec)

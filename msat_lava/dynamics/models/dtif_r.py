@@ -30,7 +30,7 @@ class DtifR(DynamicsModel):
         return lam * g
 
     def fixed_threshold(self, spec, tables, state, x):
-        a = xp.clip(x, 0, tables.x_max)
+        a = xp.clip(x, 0, tables.x_max) + tables.offset
         theta = _interp(tables.g_lut, a, tables.shift, tables.guard)
         theta = xp.clip(theta, tables.theta_min, tables.one)
         return xp.where(x > 0, theta, xp.full(x.shape, tables.one, x, "int"))
