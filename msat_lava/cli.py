@@ -25,6 +25,7 @@ from msat_lava.cli_common import EXIT_BAD_INPUT, bad_input_errors, debug_on, err
 from msat_lava.cli_convert import add_convert_parser, add_info_parser
 from msat_lava.cli_deploy import add_deploy_parser
 from msat_lava.cli_eval import add_eval_parser
+from msat_lava.cli_nir import add_export_nir_parser
 from msat_lava.cli_run import add_demo_parser, add_run_parser, add_verify_parser
 
 __all__ = ["SUBCOMMANDS", "add_doctor_parser", "build_parser", "main"]
@@ -68,6 +69,7 @@ SUBCOMMANDS = [
     add_demo_parser,
     add_eval_parser,
     add_deploy_parser,
+    add_export_nir_parser,
 ]
 
 

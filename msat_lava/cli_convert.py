@@ -293,7 +293,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         clock = PhaseClock(timings)
         # the destination is checked before any work: its directory exists and is writable, no silent overwrite
         out = check_destination(args.out, "--out", overwrite=args.overwrite)
-        model = load_model(args.model, args.weights, args.exported)
+        if args.nir is not None:
+            if args.weights is not None:
+                raise BadInput("--weights cannot be combined with --nir")
+            from netx_export.nir_io import read_nir
+
+            model = read_nir(args.nir)
+        else:
+            model = load_model(args.model, args.weights, args.exported)
         clock.lap("load_model")
         x = load_data(args.data, norm_mean=_floats(args.norm_mean, "--norm-mean"),
                       norm_std=_floats(args.norm_std, "--norm-std"), input_scale=args.input_scale,
@@ -346,6 +353,8 @@ def add_convert_parser(subparsers) -> None:
     src.add_argument("--model", metavar="MODULE:CALLABLE",
                      help="import MODULE (dotted name or path/to/file.py) and call CALLABLE() for the nn.Module")
     src.add_argument("--exported", metavar="FILE.pt2", help="a torch.export archive (torch.export.save)")
+    src.add_argument("--nir", metavar="FILE.nir", help="a NIR graph of an ANN-equivalent network (IF layers read "
+                     "as ReLUs; netx_export.nir_io documents what is accepted)")
     p.add_argument("--weights", metavar="FILE", help="state_dict (.pt/.th) for --model; loaded with "
                    "torch.load(weights_only=True); {'state_dict': ...} and a 'module.' prefix are accepted")
     p.add_argument("--data", required=True, metavar="FILE.npz",

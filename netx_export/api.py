@@ -83,7 +83,17 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
         input_shape = inferred
     input_shape = tuple(int(s) for s in input_shape)
     clock = PhaseClock(timings)
-    graph = trace(model, input_shape)
+    from netx_export.ir import Graph
+
+    if isinstance(model, Graph):  # an already typed float graph (e.g. netx_export.nir_io.read_nir)
+        graph = model
+        if tuple(graph.input.shape) != input_shape:
+            raise CalibrationError(f"calibration samples have shape {input_shape}, the graph's input is "
+                                   f"{tuple(graph.input.shape)}")
+        model = {f"{n.name}.{k}": getattr(n, k) for n in graph for k in ("weight", "bias")
+                 if getattr(n, k, None) is not None}  # what state_hash absorbs below
+    else:
+        graph = trace(model, input_shape)
     clock.lap("trace")
     rule = dict(method=lambda_method, percentile=percentile, nonzero_only=nonzero_only, progress=progress)
     balanced: list[str] = []
