@@ -635,6 +635,8 @@ def _method_net(graph, lams, input_scale, method: str, settings: dict, *, sc_p=N
     elif mode != "const":
         extra["msat_units"] = _units_of(method, settings["units"])
     units = extra
+    graph, aliases = neurons.get(mode).prepare_graph(graph)  # BSNN-R: synchronous neurons take their source's λ
+    lams = dict(lams, **{sn: lams[src] for sn, src in aliases.items()})
     return quantize(graph, dict(lams), method=mode, preset=None, coefs=None if mode == "const" else settings["coefs"],
                     k_const=1.0, sc_p=sc_p, gamma=_gamma_of(method, settings["gamma"]), sc_early=sc_window,
                     sc_gate=settings["sc_gate"], frac_bits=settings["frac_bits"], state_bits=settings["state_bits"],

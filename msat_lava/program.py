@@ -74,6 +74,9 @@ class Stage:
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
+    # readout: None (bias every step) or a function of the layer-local step t → whether the bias is added at t
+    # (the neuron model's :meth:`~msat_lava.dynamics.models.DynamicsModel.readout_bias_gate`; BSNN-R)
+    bias_gate: Any = None
 
 
 @dataclass(frozen=True)
@@ -393,7 +396,8 @@ def from_converted(net: Any, *, float_weights: str = "exact") -> Program:
     LSB), the float bias b_q = bias_int·λ_tgt·2^−F_tgt and the float input x_q = p_in·λ^0·2^−F_in. The fixed
     model is unchanged.
     """
-    from netx_export.quantize import target_root, zero_source_values
+    from msat_lava.dynamics import models
+    from netx_export.quantize import bias_gain, input_gain, target_root, zero_source_values
 
     if float_weights not in FLOAT_WEIGHTS:
         raise ValueError(f"float_weights must be one of {FLOAT_WEIGHTS}, got {float_weights!r}")
@@ -430,13 +434,13 @@ def from_converted(net: Any, *, float_weights: str = "exact") -> Program:
 
     def quantized_weight(target: Any, t: Any, scale: float) -> np.ndarray:
         lam_s, f_s = net.source_scale(t.source)
-        gain = (lam_s / target.lam) * math.ldexp(1.0, target.frac_bits - f_s) * scale
+        gain = (lam_s / target.lam) * math.ldexp(1.0, target.frac_bits - f_s) * scale  # scale has input_gain
         return np.asarray(t.mantissa, dtype=np.float64) * math.ldexp(1.0, int(t.exponent)) / gain
 
     def make_terms(target: Any) -> tuple[Term, ...]:
         terms = []
         for t in target.terms:
-            ops, scale = [], 1.0
+            ops, scale = [], input_gain(net.neurons, target.name, t.source, graph)  # 1 but BSNN-R's image term
             for name in t.path:
                 op, s = make_op(name, t.mantissa)
                 ops.append(op)
@@ -460,7 +464,8 @@ def from_converted(net: Any, *, float_weights: str = "exact") -> Program:
         root = roots[name]
         value = zero.get(root)
         shape = graph.shape(root)
-        return np.zeros(shape) if value is None else np.asarray(value, dtype=np.float64).reshape(shape)
+        gain = bias_gain(net.neurons, name if name in net.neurons else "")  # the neuron model's (1 but BSNN-R's readout)
+        return np.zeros(shape) if value is None else np.asarray(value, dtype=np.float64).reshape(shape) * gain
 
     stages: list[Stage] = []
     for node in graph:
@@ -474,8 +479,11 @@ def from_converted(net: Any, *, float_weights: str = "exact") -> Program:
                                 kernel=node.kernel, stride=node.stride, padding=node.padding))
     out = graph.output
     tgt = targets[out.name]
+    specs = list(net.neurons.values())
+    gate = models.get(specs[0].mode).readout_bias_gate(specs) if specs else None
     stages.append(Stage(out.name, "readout", graph.shape(out.name), len(stages), terms=make_terms(tgt),
-                        bias_float=float_bias(out.name), bias_fixed=np.asarray(tgt.bias, np.int64)))
+                        bias_float=float_bias(out.name), bias_fixed=np.asarray(tgt.bias, np.int64),
+                        bias_gate=gate))
     frac = {t.frac_bits for t in net.targets}
     if len(frac) != 1:
         raise ValueError(f"targets use different fractional bit widths {sorted(frac)}")

@@ -301,6 +301,9 @@ def _run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, c
             else:
                 xin = stage_input(s, const_x[s.name], payload, fixed, cache, synapse_dtype)
                 if s.kind == "readout":
+                    if s.bias_gate is not None and not s.bias_gate(t):  # the model adds the bias only at some t
+                        xin = xin - torch.as_tensor(np.asarray(s.bias_fixed if fixed else s.bias_float,
+                                                               dtype=np.float64), device=xin.device)
                     acc = acc + xin
                     payload[s.name] = acc
                 else:

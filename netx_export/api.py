@@ -94,6 +94,9 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
                  if getattr(n, k, None) is not None}  # what state_hash absorbs below
     else:
         graph = trace(model, input_shape)
+    from netx_export import neurons
+
+    graph, _ = neurons.get(method).prepare_graph(graph)  # e.g. BSNN-R's synchronous neurons (ANN-identical)
     clock.lap("trace")
     rule = dict(method=lambda_method, percentile=percentile, nonzero_only=nonzero_only, progress=progress)
     balanced: list[str] = []

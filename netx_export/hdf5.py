@@ -924,7 +924,8 @@ def _check_program(r: _Reader, net: ConvertedNetwork) -> None:
     """Recompute every target's terms (exponent, mantissas) and bias, and the quantization report, from the
     float graph, λ and the input scale (netx_export.quantize, docs/FORMAT.md §5) and refuse any difference:
     the float graph (float model) and the fixed-point program (fixed model) of one file must agree."""
-    from netx_export.quantize import (EXPONENT_MAX, READOUT_FRAC_BITS, bias_gain, quantize_weight, target_root,
+    from netx_export.quantize import (EXPONENT_MAX, READOUT_FRAC_BITS, bias_gain, input_gain, quantize_weight,
+                                      target_root,
                                       term_scale, zero_source_values)
 
     graph = net.graph
@@ -948,7 +949,8 @@ def _check_program(r: _Reader, net: ConvertedNetwork) -> None:
         for j, (term, trep) in enumerate(zip(tgt.terms, rep.terms)):
             where = f"{base}/terms/{j}"
             lam_s, f_s = term_scale(net, term.source)
-            gain = (lam_s / lam_t) * math.ldexp(1.0, f_t - f_s)
+            gain = (lam_s / lam_t) * math.ldexp(1.0, f_t - f_s) * input_gain(net.neurons, tgt.name, term.source,
+                                                                               net.graph)
             for p in term.path:
                 node = graph[p]
                 if node.kind == "avgpool":
@@ -988,7 +990,7 @@ def _check_program(r: _Reader, net: ConvertedNetwork) -> None:
         raw = zero_values.get(roots[tgt.name])
         with np.errstate(all="ignore"):
             exact = (np.zeros(shapes[tgt.name]) if raw is None else raw) / lam_t * math.ldexp(1.0, f_t)
-            exact = exact * bias_gain(net.neurons, tgt.name)
+            exact = exact * bias_gain(net.neurons, tgt.name if tgt.kind == "relu" else "")
         if not np.all(np.isfinite(exact)):
             raise r.fail("the bias derived from the float graph is not finite", tgt.name, f"{base}/bias")
         stored = tgt.bias.astype(np.int64)
@@ -1057,8 +1059,14 @@ def _check_hyperparameters(r: _Reader, net: ConvertedNetwork) -> None:
             if (want is None) != (spec.sc_p is None) or (want is not None and float(want) != spec.sc_p):
                 raise r.fail(f"{spec.sc_p!r} differs from the recorded setting sc_p[{name!r}] = {want!r} "
                              f"({where_hp})", name, f"{base}/sc_p")
+        model = _model(spec.mode)
+        if model.layer_fields and spec.params is not None:
+            derived = model.layer_params(spec.params, net.graph, name)
+            if derived != spec.params:
+                bad = next(k for k in model.layer_fields if getattr(derived, k) != getattr(spec.params, k))
+                raise r.fail(f"{getattr(spec.params, bad)!r} differs from {getattr(derived, bad)!r}, derived from "
+                             "the graph", name, f"{base}/params/{bad}")
         if hp.get("params") is not None:
-            model = _model(spec.mode)
             got = None if spec.params is None else spec.params.to_dict()
             want = hp["params"]
             keys = None if got is None else set(got) - set(model.layer_fields)

@@ -58,6 +58,7 @@ __all__ = [
     "METHODS",
     "methods",
     "bias_gain",
+    "input_gain",
     "INPUT_FRAC_BITS",
     "READOUT_FRAC_BITS",
     "EXPONENT_MIN",
@@ -97,6 +98,18 @@ def methods() -> tuple[str, ...]:
     return neurons.names()
 
 
+def input_gain(neurons: Mapping[str, NeuronSpec], target: str, source: str, graph: Graph) -> float:
+    """Extra factor on a term fed by the graph's input (the analog image current) into spiking layer ``target``:
+    the neuron model's :meth:`~netx_export.neurons.NeuronModel.input_gain` (1 but for BSNN-R: 1/K, §6.4); 1 for
+    other sources and for the readout. The quantizer, the reader's check and the float program use it."""
+    from netx_export import neurons as registry
+
+    spec = neurons.get(target)
+    if spec is None or source != graph.input.name:
+        return 1.0
+    return float(registry.get(spec.mode).input_gain(spec))
+
+
 def bias_gain(neurons: Mapping[str, NeuronSpec], target: str) -> float:
     """The factor on the per-step bias of ``target`` (a relu name or the readout): the target's neuron model's
     :meth:`~netx_export.neurons.NeuronModel.bias_gain` (1 for every model but the phase-coded ones); 1 for the
@@ -104,7 +117,10 @@ def bias_gain(neurons: Mapping[str, NeuronSpec], target: str) -> float:
     from netx_export import neurons as registry
 
     spec = neurons.get(target)
-    return 1.0 if spec is None else float(registry.get(spec.mode).bias_gain(spec))
+    if spec is not None:
+        return float(registry.get(spec.mode).bias_gain(spec))
+    first = next(iter(neurons.values()), None)  # the readout: the network's model decides
+    return 1.0 if first is None else float(registry.get(first.mode).readout_bias_gain(first))
 #: Allowed per-term exponents: right shifts up to 32 bits, left shifts up to 16 bits.
 EXPONENT_MIN, EXPONENT_MAX = -32, 16
 MANTISSA_MIN, MANTISSA_MAX = -128, 127
@@ -1140,7 +1156,7 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
         for src, path, op in expansions[name]:
             lam_s, f_s = term_scale(graph, src, lambdas=lams, input_scale=lam0, input_frac_bits=input_frac_bits,
                                     frac_bits={n: s[1] for n, s in scale_of.items()})
-            gain = (lam_s / lam_t) * math.ldexp(1.0, f_t - f_s)
+            gain = (lam_s / lam_t) * math.ldexp(1.0, f_t - f_s) * input_gain(neurons, name, src, graph)
             for p in path:
                 node = graph[p]
                 if node.kind == "avgpool":
@@ -1159,7 +1175,7 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
                                 f"{EXPONENT_MAX})")
         raw = zero_values.get(root)
         exact = (np.zeros(shapes[name]) if raw is None else raw) / lam_t * math.ldexp(1.0, f_t)
-        exact = exact * bias_gain(neurons, name)
+        exact = exact * bias_gain(neurons, name if kind == "relu" else "")
         rounded = _round_half_up(exact)
         saturated = int(np.count_nonzero(np.abs(rounded) > _INT32_MAX))
         bias = np.clip(rounded, -_INT32_MAX - 1, _INT32_MAX).astype(np.int32)

@@ -168,7 +168,11 @@ def _traced(name: str, seed: int, n_calib: int) -> tuple[nn.Module, Graph, np.nd
 def convert(name: str, method: str, *, sc: tuple[tuple[str, float], ...] = (), seed: int = 0,
             n_calib: int = 16, gate_seed: int = 5, **kw: Any) -> Converted:
     """Trace, calibrate (λ = max) and quantize model ``name``; ``sc`` = ((relu index or name, p), ...)."""
+    from netx_export import neurons
+
     model, graph, calib, lams = _traced(name, seed, n_calib)
+    graph, aliases = neurons.get(method).prepare_graph(graph)  # BSNN-R: synchronous neurons (λ of their source)
+    lams = tuple(lams) + tuple((sn, dict(lams)[src]) for sn, src in aliases.items())
     relus = [n.name for n in graph if n.kind == "relu"]
     sc_p = {(relus[k] if isinstance(k, int) else k): p for k, p in sc}
     net = quantize(graph, dict(lams), method=method, preset="resnet20", sc_p=sc_p,

@@ -79,6 +79,8 @@ class StageRunner:
             self.state = (geom, st)
             return y[0]
         x = self.bias
+        if s.kind == "readout" and s.bias_gate is not None and not s.bias_gate(local):
+            x = np.zeros_like(self.bias)  # the neuron model adds the readout bias only at some steps (BSNN-R)
         for kern in self.kernels:
             x = x + kern(received[kern.source])
         if s.kind == "readout":

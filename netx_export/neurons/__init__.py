@@ -140,6 +140,19 @@ class NeuronModel:
         """Factor applied to the layer's per-step bias by the quantizer (1: the bias every step, §1.7)."""
         return 1.0
 
+    def input_gain(self, spec: Any) -> float:
+        """Factor on the terms fed by the graph's input (the analog image current) into a layer (1)."""
+        return 1.0
+
+    def readout_bias_gain(self, spec: Any) -> float:
+        """Factor on the readout's bias in a network of this model (``spec``: its first spiking layer)."""
+        return 1.0
+
+    def prepare_graph(self, graph: Any) -> tuple[Any, dict[str, str]]:
+        """The float graph this model converts (e.g. BSNN-R's synchronous neurons on shortcuts: ANN-identical
+        extra relu nodes) and {new relu: the relu whose λ it takes}; default: unchanged, {}."""
+        return graph, {}
+
     def __repr__(self) -> str:
         return f"<neuron model {self.name!r}>"
 

@@ -54,6 +54,11 @@ class DynamicsModel:
     def schedule(self, spec: Any, t: int) -> tuple[bool, bool]:
         return True, True
 
+    def readout_bias_gate(self, specs: Any) -> Any:
+        """None (the readout adds its bias every step), or a function t → bool of the layer-local step telling
+        whether the readout adds its bias at t, for a network whose spiking layers have ``specs``."""
+        return None
+
 
 _REGISTRY: dict[str, DynamicsModel] = {}
 _LOADED = False
