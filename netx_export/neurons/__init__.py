@@ -236,3 +236,15 @@ def describe() -> list[dict[str, Any]]:
 
 
 Factory = Callable[..., Any]
+
+
+def markdown_table() -> str:
+    """The registry as the Markdown table of docs/DESIGN.md §8 (``python -m netx_export.neurons`` prints it; a test
+    keeps the docs equal to it)."""
+    lines = ["| model | since | parameters (default) | tables | graded | what it is |", "|---|---|---|---|---|---|"]
+    for row in describe():
+        ps = ", ".join(f"`{p['name']}`={p['default']}" for p in row["params"]) or "— (MSAT-family fields)"
+        lines.append(f"| `{row['name']}` | {row['since']} | {ps} | {row['tables'] or '—'} | "
+                     f"{'yes' if row['graded'] else 'no'} | {row['summary']} |")
+    return "\n".join(lines)
+
