@@ -371,12 +371,13 @@ def fixed_chunk_plain(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, m
         cb = count[j0:j1]
         tb = sat[j0:j1]
         bb = base[j0:j1]
-        xb = np.empty(n, np.int64)   # x̂ of the block's neurons
-        thb = np.empty(n, np.int64)  # θ̂ of the block's neurons
-        dc = np.empty(n, np.int64)   # Δ̂, x̂, index and θ̂ of the neurons with m̂ > 0
-        xc = np.empty(n, np.int64)
-        ic = np.empty(n, np.int64)
-        thc = np.empty(n, np.int64)
+        nb = n if mode != 0 else 0   # scratch for the LUT path only (a const layer allocates nothing)
+        xb = np.empty(nb, np.int64)   # x̂ of the block's neurons
+        thb = np.empty(nb, np.int64)  # θ̂ of the block's neurons
+        dc = np.empty(nb, np.int64)   # Δ̂, x̂, index and θ̂ of the neurons with m̂ > 0
+        xc = np.empty(nb, np.int64)
+        ic = np.empty(nb, np.int64)
+        thc = np.empty(nb, np.int64)
         top = np.int64(0)
         for k in range(tc):
             t = t0 + k
@@ -526,12 +527,13 @@ def float_chunk_plain(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam
         sb = vsum[j0:j1]
         cb = count[j0:j1]
         bb = base[j0:j1]
-        xb = np.empty(n)   # x of the block's neurons
-        thb = np.empty(n)  # θ of the block's neurons
-        dc = np.empty(n)   # Δ/u, x, index and θ of the neurons with m ≥ λ·2^−F
-        xc = np.empty(n)
-        ic = np.empty(n, np.int64)
-        thc = np.empty(n)
+        nb = n if mode != 0 else 0  # scratch for the threshold path only
+        xb = np.empty(nb)   # x of the block's neurons
+        thb = np.empty(nb)  # θ of the block's neurons
+        dc = np.empty(nb)   # Δ/u, x, index and θ of the neurons with m ≥ λ·2^−F
+        xc = np.empty(nb)
+        ic = np.empty(nb, np.int64)
+        thc = np.empty(nb)
         for k in range(tc):
             t = t0 + k
             x0 = a0[k, j0:j1]
