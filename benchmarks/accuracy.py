@@ -205,9 +205,15 @@ def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
         g_m, cal_m = cals[q, cw]
 
         def convert(g, cal_q=cal_m, opt=opt):
+            from netx_export import neurons
+
+            g, aliases = neurons.get(opt["mode"]).prepare_graph(g)  # BSNN-R: synchronous neurons (source's λ)
+            if aliases:
+                lams = dict(cal_q.lambdas)
+                cal_q = {**lams, **{sn: lams[src] for sn, src in aliases.items()}, g.input.name: cal_q.input_scale}
             return quantize(g, cal_q, method=opt["mode"], preset=None if opt["mode"] == "const" else args.preset,
                             msat_units=opt["units"], v_init=opt["v_init"], gamma=opt["gamma"],
-                            model_hash=model_hash, seed=23, **input_bits)
+                            model_hash=model_hash, seed=23, params=opt.get("params"), **input_bits)
 
         bc_info = None
         if opt["bias_correction_steps"]:

@@ -264,10 +264,17 @@ def _units_of(method: str, default: str) -> str:
 def method_settings(method: str, default_units: str = "raw", default_gamma: int = 1) -> dict[str, Any]:
     """What a (parsed) method name means: quantize ``mode``, MSAT formula ``units``, ``v_init``, ``gamma``, the λ
     ``percentile`` (None = max), ``channelwise`` λ (channel balancing), ``bias_correction_steps`` (None = no bias
-    correction) and whether spike confidence is calibrated (``sc``)."""
-    return {"mode": _mode_of(method), "units": _units_of(method, default_units), "v_init": _v_init_of(method),
-            "gamma": _gamma_of(method, default_gamma), "percentile": _percentile_of(method),
-            "channelwise": _opts(method)["cw"], "bias_correction_steps": _bc_of(method), "sc": _has_sc(method)}
+    correction) and whether spike confidence is calibrated (``sc``); for a registry model with parameters also
+    ``params`` (its parameter object)."""
+    out = {"mode": _mode_of(method), "units": _units_of(method, default_units), "v_init": _v_init_of(method),
+           "gamma": _gamma_of(method, default_gamma), "percentile": _percentile_of(method),
+           "channelwise": _opts(method)["cw"], "bias_correction_steps": _bc_of(method), "sc": _has_sc(method)}
+    params = _model_params_of(method)
+    if params is not None:  # a registry model with parameters: its parameter object (defaults + :key=value)
+        from netx_export import neurons
+
+        out["params"] = neurons.params_from_options(out["mode"], params, parse=True)
+    return out
 
 
 def _needs_data(method: str) -> bool:
