@@ -218,6 +218,9 @@ def test_params_validation():
     with pytest.raises(NeuronSpecError) as info:
         NeuronSpec(mode="bsnn-r", lam=1.0, frac_bits=6, params=BsnnParams(k=8))
     assert info.value.field == "params/k"
+    with pytest.raises(NeuronSpecError) as info:  # "+h" does not apply to the cycle code
+        NeuronSpec(mode="bsnn-r", lam=1.0, v_init=0.5, params=BsnnParams())
+    assert info.value.field == "v_init"
 
 
 @pytest.fixture(scope="module")

@@ -161,6 +161,9 @@ class BsnnR(NeuronModel):
     reconstruction = True
 
     def check(self, spec) -> None:
+        if spec.v_init != 0.0:
+            raise NeuronSpecError("bsnn-r starts empty (a start of v_init·λ would enter the first cycle's code as "
+                                  f"charge, not as a rounding offset), got {spec.v_init!r}", field="v_init")
         if spec.params.k > spec.frac_bits:
             raise NeuronSpecError(f"K = {spec.params.k} phases need frac_bits >= K (got {spec.frac_bits})",
                                   field="params/k")
