@@ -212,3 +212,28 @@ def test_fake_lava_loihi_builds_netx_with_loihi2hwcfg(files, monkeypatch, capsys
     z = np.load(rec)
     np.testing.assert_array_equal(z["predictions"], np.tile(np.array([1, 2, 0, 1]), (5, 1)))
     assert "readout" not in z.files  # netx units are not the reference's readout
+
+
+@pytest.mark.lava
+@pytest.mark.timeout(180)
+def test_run_netx_plumbing_on_the_cpu_simulator(files):
+    """The code the hardware branch runs, under Loihi2SimCfg here: per-sample netx network, graded input,
+    readout v read after every step; the last step's v equals the independent numpy model of the netx view
+    (tests/test_netx_interop.py), and predictions are its argmax."""
+    from test_netx_interop import _numpy_netx, _p_in, _read_layers
+
+    from msat_lava.lava import loihi2 as hw
+
+    net = hdf5.read(files / "dense.net")
+    x = np.load(files / "dense.npz")["x"][:2].astype(np.float64)
+    layers, bits = _read_layers(files / "dense.net")
+    from msat_lava.program import quantize_input_np
+
+    p_in, _ = quantize_input_np(x, net.input_scale, net.input_frac_bits)
+    res = hw.run_netx(str(files / "dense.net"), p_in, 6, input_message_bits=bits, run_cfg=hw.sim_run_config(),
+                      frac_bits=net.input_frac_bits)
+    assert res.readout.shape == (6, 2, 3) and res.run_config == "Loihi2SimCfg"
+    for i in range(2):
+        want = _numpy_netx(layers, _p_in(net, x[i]), 6)
+        np.testing.assert_array_equal(res.readout[-1, i], want[-1][1])
+    np.testing.assert_array_equal(res.predictions, np.argmax(res.readout, axis=2))
