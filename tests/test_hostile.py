@@ -2,7 +2,8 @@
 
 * **Network files**: two valid files (``zoo``: every node kind, MSAT with spike confidence, not netx-loadable;
   ``chain``: const, netx-loadable) are mutated over their datasets — every dataset of ``chain``, every third one
-  of ``zoo`` — with a rotating mutator (delete, change dtype, change shape, negate, scale, NaN/extreme, huge
+  of ``zoo``, and every model-parameter and table dataset of the zoo graph converted with ``dtif-r`` and
+  ``bsnn-r`` — with a rotating mutator (delete, change dtype, change shape, negate, scale, NaN/extreme, huge
   declared shape, +1, zero, null, other string, extra attribute), plus structural mutants (external / soft links,
   virtual datasets, external storage, foreign filters, hard-link aliases and cycles, extra / missing groups,
   truncation, byte corruption in a subprocess). Each mutant goes through ``msat-lava run`` (and every eighth
@@ -55,7 +56,16 @@ def corpus(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("hostile")
     bases = {}
-    for name, net, shape in (("zoo", zoo_net(), (3, 8, 8)), ("chain", chain_net(), (2, 6, 5))):
+    from test_hdf5 import LAMS, zoo_graph
+
+    from netx_export.quantize import quantize
+
+    # the registry models beyond the MSAT family: their parameters and tables are mutated below (BSNN-R with one
+    # phase per cycle so that its readout moves within the STEPS of the run)
+    extra = {m: quantize(zoo_graph(), LAMS, input_scale=2.0, method=m, params=p, seed=5)
+             for m, p in (("dtif-r", {"beta": 2.0}), ("bsnn-r", {"k": 1}))}
+    for name, net, shape in (("zoo", zoo_net(), (3, 8, 8)), ("chain", chain_net(), (2, 6, 5)),
+                             ("dtif", extra["dtif-r"], (3, 8, 8)), ("bsnn", extra["bsnn-r"], (3, 8, 8))):
         path = hdf5.write(net, root / f"{name}.net")
         data = root / f"{name}_data.npz"
         rng = np.random.default_rng(7)
@@ -353,8 +363,11 @@ def _datasets(path: Path) -> list[str]:
 def _mutants(bases) -> list[tuple[str, str, str, object]]:
     """(base, label, target path, mutate callable)."""
     out = []
-    for base, stride in (("chain", 1), ("zoo", 3)):
-        for k, path in enumerate(_datasets(bases[base]["path"])[::stride]):
+    for base, stride in (("chain", 1), ("zoo", 3), ("dtif", 1), ("bsnn", 1)):
+        paths = _datasets(bases[base]["path"])
+        if base in ("dtif", "bsnn"):  # every dataset of the models' own parameters and tables
+            paths = [p for p in paths if p.startswith("msat/neurons/") and ("/spec/params" in p or "/lut" in p)]
+        for k, path in enumerate(paths[::stride]):
             for j in range(len(MUTATORS)):
                 m = MUTATORS[(k + j + (5 if base == "zoo" else 0)) % len(MUTATORS)]
                 out.append((base, m.__name__[2:], path, m))
