@@ -11,4 +11,18 @@ _compat.install()
 
 from msat_lava._version import __version__  # noqa: E402
 
-__all__ = ["__version__"]
+#: the library surface (msat_lava.api), imported on first use so that ``import msat_lava`` stays cheap
+_API = ("load", "to_program", "simulate", "verify", "run_lava")
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from msat_lava import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'msat_lava' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_API))

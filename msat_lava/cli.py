@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="msat-lava",
         description="Convert PyTorch ANNs to MSAT spiking networks and run them in Intel Lava.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true",
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add_parser in SUBCOMMANDS:
         add_parser(subparsers)
+    for sub in subparsers.choices.values():  # no prefix matching: `--calib f.npz` must not mean --calib-samples
+        sub.allow_abbrev = False
     return parser
 
 

@@ -663,3 +663,14 @@ def verify_against(program: Program, x: Any, recorded: Recorded, *, seed: int | 
     bit_exact = divergence is None and preds_equal and (ro is None or ro)
     return AgainstReport(bit_exact, recorded.steps, int(ids.shape[0]), [int(i) for i in ids], compared, comps,
                          divergence, preds_equal, ro, wall)
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """``msat_lava.verify`` is both this module and the library call ``msat_lava.verify(net, x, steps)``: importing
+    the submodule binds it to the package attribute, so the module itself calls :func:`verify`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> VerifyReport:
+        return verify(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule
