@@ -183,8 +183,9 @@ def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
     convert_s = time.perf_counter() - t0
     ann_acc = float("nan")
     if ctx.is_main:  # only the aggregates (rank 0) need the ANN
-        with torch.no_grad():
-            ann_pred = ann.evaluate(graph, x).argmax(1).numpy()
+        with torch.no_grad():  # in batches: the whole test set at once holds GBs of float64 activations
+            ann_pred = np.concatenate([ann.evaluate(graph, x[i:i + 500]).argmax(1).numpy()
+                                       for i in range(0, len(x), 500)])
         ann_acc = float((ann_pred == y).mean())
 
     report_steps = [int(s) for s in args.report_steps.split(",") if int(s) <= args.steps]
