@@ -237,3 +237,24 @@ def test_run_netx_plumbing_on_the_cpu_simulator(files):
         want = _numpy_netx(layers, _p_in(net, x[i]), 6)
         np.testing.assert_array_equal(res.readout[-1, i], want[-1][1])
     np.testing.assert_array_equal(res.predictions, np.argmax(res.readout, axis=2))
+
+
+@pytest.mark.parametrize("model", ["dtif-r", "bsnn-r"])
+def test_registry_models_are_planned_and_refused_on_hardware(model, monkeypatch):
+    """Neuron models other than MSAT are planned like any microcoded layer (their tables counted) and the
+    Loihi 2 backend refuses them as it refuses MSAT."""
+    from msat_lava.lava import loihi2 as hw
+    from msat_lava.loihi2.microcode import format_requirements
+    from msat_lava.loihi2.topology import from_program
+
+    conv = _nets.convert("resmix", model)
+    rep = preflight(conv.net, conv.program, name=model)
+    assert rep.ok and rep.plan.cores >= len(conv.program.stages)
+    desc = from_program(conv.program)
+    assert {l.model for l in desc.layers if l.name in {s.name for s in conv.program.neuron_stages}} == {"msat"}
+    assert set(rep.msat_layers) >= {s.name for s in conv.program.neuron_stages}
+    text = format_requirements(rep.requirements)
+    assert f"mode {model}" in text and "Ŝ" not in text
+    monkeypatch.setattr(hw, "is_installed", lambda: True)
+    with pytest.raises(UnsupportedProgram, match="non-const neuron model"):
+        Loihi2Backend().check(conv.program, net=conv.net)

@@ -14,7 +14,7 @@ __all__ = ["MSAT_ON_HARDWARE", "NO_LAVA_LOIHI", "msat_layers", "layer_requiremen
 #: The refusal, word for word (docs/LOIHI2.md §5 quotes it; tests check it). {layers}: the MSAT layer names.
 MSAT_ON_HARDWARE = (
     "MSAT/LIPool layers ({layers}) need a microcoded Loihi 2 NeuroCore model (LUT-driven adaptive threshold, "
-    "soft reset, graded payload; LIPool window accumulators) that only lava-loihi can provide and msat-lava does not ship: the integer program "
+    "soft reset, graded payload; LIPool window accumulators; likewise every non-const neuron model) that only lava-loihi can provide and msat-lava does not ship: the integer program "
     "to implement is docs/LOIHI2.md §5 (msat-lava deploy NET --check --json lists each layer's widths and LUT "
     "sizes). Nothing was run. Use --sim for the CPU fixed-point simulation, or convert with --method const to "
     "run Lava's own Dense/Conv/LIF on the chip.")
@@ -51,8 +51,8 @@ state  : v̂ (state_bits, saturating), Ŝ (state_bits + ceil(log2 T) bits), t (p
 
 
 def msat_layers(program: Any) -> list[str]:
-    """Names of the stages that need the MSAT microcode (neuron stages whose mode is not 'const'), and the
-    LIPool stages (stateful max-pooling has no Lava hardware model either)."""
+    """Names of the stages that need microcode: neuron stages whose mode is not 'const' (MSAT and every other
+    registry model) and LIPool stages (stateful max-pooling has no Lava hardware model either)."""
     return [s.name for s in program.stages
             if (s.kind == "neuron" and s.spec.mode != "const") or s.kind == "lipool"]
 
@@ -77,7 +77,8 @@ def layer_requirements(program: Any, steps: int = 256) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "layer": s.name, "kind": "neuron", "mode": spec.mode, "neurons": int(math.prod(s.shape)),
             "frac_bits": int(spec.frac_bits), "state_bits": int(spec.state_bits),
-            "sum_bits": int(spec.state_bits) + max(1, math.ceil(math.log2(max(2, steps)))),
+            "sum_bits": (int(spec.state_bits) + max(1, math.ceil(math.log2(max(2, steps)))))
+            if spec.mode in ("dtt", "det", "msat") else None,
             "gamma": int(spec.gamma), "payload_max": int(spec.gamma) << int(spec.frac_bits),
             "terms": [{"source": t.source, "shift": int(t.exp)} for t in s.terms],
             "bias_max": int(abs(s.bias_fixed).max()) if s.bias_fixed is not None and s.bias_fixed.size else 0,
@@ -86,6 +87,12 @@ def layer_requirements(program: Any, steps: int = 256) -> list[dict[str, Any]]:
         }
         if spec.mode == "const":
             row["theta"] = int(spec.theta_const_fixed)
+        elif luts is None or not hasattr(luts, "sig_lut"):   # a registry model (its own tables, or none)
+            from msat_lava.loihi2.topology import table_entries
+
+            row["tables"] = type(luts).__name__ if luts is not None else "none"
+            row["lut_total"] = table_entries(luts)
+            row["program"] = f"the {spec.mode} rule (docs/DESIGN.md §8), not §5's MSAT program"
         elif luts is not None:
             row["lut_entries"] = {"sig": int(luts.sig_lut.size), "sp": int(luts.sp_lut.size),
                                   "det": int(luts.det_lut.size)}
@@ -116,9 +123,15 @@ def format_requirements(rows: list[dict[str, Any]]) -> str:
             lines.append(f"  {r['layer']}: LIPool, {r['neurons']} outputs × {r['accumulators_per_neuron']} "
                          "accumulators")
             continue
-        extra = (f"LUTs {r['lut_total']} int32 (sig {r['lut_entries']['sig']}, sp {r['lut_entries']['sp']}, "
-                 f"det {r['lut_entries']['det']})") if "lut_total" in r else f"θ̂ = {r.get('theta')}"
+        if "lut_entries" in r:
+            extra = (f"LUTs {r['lut_total']} int32 (sig {r['lut_entries']['sig']}, sp {r['lut_entries']['sp']}, "
+                     f"det {r['lut_entries']['det']})")
+        elif "lut_total" in r:
+            extra = f"tables {r['lut_total']} entries ({r['tables']})"
+        else:
+            extra = f"θ̂ = {r.get('theta')}"
         shifts = sorted({t["shift"] for t in r["terms"]})
+        sums = f"Ŝ {r['sum_bits']} bits, " if r["sum_bits"] else ""
         lines.append(f"  {r['layer']}: mode {r['mode']}, {r['neurons']} neurons, v̂ {r['state_bits']} bits, "
-                     f"Ŝ {r['sum_bits']} bits, {len(r['terms'])} term(s) shifts {shifts}, {extra}")
+                     f"{sums}{len(r['terms'])} term(s) shifts {shifts}, {extra}")
     return "\n".join(lines)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-__all__ = ["PathOp", "Conn", "LayerDesc", "NetDesc", "from_program", "conv_out", "chain"]
+__all__ = ["PathOp", "Conn", "LayerDesc", "NetDesc", "from_program", "conv_out", "chain", "table_entries"]
 
 Shape = tuple[int, ...]
 MODELS = ("input", "cuba", "sdn", "msat", "const", "lipool", "readout")
@@ -150,10 +150,24 @@ def _op_from_program(op: Any) -> PathOp:
     raise ValueError(f"op {op.node!r}: kind {k!r} has no hardware mapping")
 
 
+def table_entries(tables: Any) -> int:
+    """Entries of a layer's tables (MSAT's ThresholdLuts, or a registry model's tables): the total size of
+    its array attributes (0 for None)."""
+    if tables is None:
+        return 0
+    import numpy as np
+
+    fields = getattr(tables, "__dataclass_fields__", None)
+    names = list(fields) if fields else [k for k in vars(tables)]
+    return int(sum(np.asarray(getattr(tables, k)).size for k in names
+                   if isinstance(getattr(tables, k), np.ndarray)))
+
+
 def from_program(program: Any, name: str = "network") -> NetDesc:
     """The network description of a :class:`msat_lava.program.Program` (one layer per stage, plus the input).
 
-    Neuron stages get model 'msat' (modes dtt/det/msat: a microcoded neuron with LUTs) or 'const'; LIPool
+    Neuron stages get model 'const' or 'msat' (every other mode: a microcoded neuron with tables — the MSAT
+    family dtt/det/msat and the registry's other models, which share MSAT's slot count); LIPool
     stages 'lipool' with one accumulator slot per window element (C·Ho·Wo neurons × kH·kW slots); the readout
     'readout'. Terms become :class:`Conn` paths (their structural ops kept, the weighted op last)."""
     layers = [LayerDesc("input", "input", tuple(program.input_shape))]
@@ -170,9 +184,7 @@ def from_program(program: Any, name: str = "network") -> NetDesc:
             layers.append(LayerDesc(s.name, "readout", tuple(s.shape), conns))
         else:
             mode = s.spec.mode
-            lut = 0
-            if mode != "const" and s.luts is not None:
-                lut = int(s.luts.sig_lut.size + s.luts.sp_lut.size + s.luts.det_lut.size)
+            lut = table_entries(s.luts) if mode != "const" else 0
             layers.append(LayerDesc(s.name, "const" if mode == "const" else "msat", tuple(s.shape), conns,
                                     lut_entries=lut))
     return NetDesc(name, tuple(layers), tuple(program.input_shape))
