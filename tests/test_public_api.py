@@ -76,3 +76,27 @@ def test_cli_refuses_abbreviated_options(capsys):
         cli.main(["eval", "x.net", "--data", "d.npz", "--steps", "4", "--calib", "f.npz"])
     assert info.value.code == 2
     assert "unrecognized arguments: --calib" in capsys.readouterr().err
+
+
+def test_convert_warns_when_raw_msat_thresholds_are_tiny():
+    """The README's ResNet20 example reads 10 % at T = 64 with raw-unit MSAT; the summary says why, from the
+    closed form θ_q/λ = σ(τ_mp(k_a ln 2 − λ) + τ_rd) — large λ warns, λ ≈ 1 and normalized units do not."""
+    import math
+
+    import numpy as np
+
+    from netx_export import api, ir
+    from netx_export.quantize import quantize
+
+    rng = np.random.default_rng(0)
+    g = ir.Graph((ir.Input("x", shape=(4,)), ir.Linear("l0", ("x",), weight=rng.normal(size=(3, 4)), bias=None),
+                  ir.Relu("r0", ("l0",)), ir.Linear("out", ("r0",), weight=rng.normal(size=(2, 3)), bias=None)))
+    big = quantize(g, {"r0": 20.0}, input_scale=1.0, method="msat", preset="resnet20")
+    want = 1 / (1 + math.exp(-(0.5 * (math.log(2) - 20.0) + 0.5)))
+    assert abs(api.quiescent_theta_ratio(big.neurons["r0"]) - want) < 1e-15
+    warned = [w for w in api.summary(big)["warnings"] if "quiescent MSAT threshold" in w]
+    assert len(warned) == 1 and "r0" in warned[0] and "--msat-units normalized" in warned[0]
+    for net in (quantize(g, {"r0": 1.0}, input_scale=1.0, method="msat", preset="resnet20"),
+                quantize(g, {"r0": 20.0}, input_scale=1.0, method="msat", preset="resnet20", msat_units="normalized"),
+                quantize(g, {"r0": 20.0}, input_scale=1.0, method="const")):
+        assert not [w for w in api.summary(net)["warnings"] if "quiescent" in w]
