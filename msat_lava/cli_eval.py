@@ -1043,6 +1043,9 @@ def _format(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+DEFAULT_OUT = "msat-lava-eval"
+
+
 @_exit_codes("eval")
 def _cmd_eval(args: argparse.Namespace) -> int:
     from msat_lava import distributed
@@ -1052,14 +1055,35 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             print(message, flush=True)
 
     # under torchrun: data-parallel over the ranks (msat_lava.distributed); otherwise exactly one process
-    with distributed.session() as ctx:
-        manifest = run_eval(args, log, ctx)
-        if manifest is None:  # not rank 0
-            return EXIT_OK
-        if args.json:  # exactly the manifest written to disk
-            print(Path(manifest["files"]["manifest"]).read_text(encoding="utf-8"), end="")
+    scratch = None
+    if args.out is None:
+        if args.json:  # --json alone: the manifest on stdout, nothing left on disk
+            import tempfile
+
+            scratch = tempfile.TemporaryDirectory(prefix="msat-lava-eval-")
+            args.out = str(Path(scratch.name) / "eval")
         else:
-            print(_format(manifest))
+            args.out = DEFAULT_OUT
+    try:
+        with distributed.session() as ctx:
+            manifest = run_eval(args, log, ctx)
+            if manifest is None:  # not rank 0
+                return EXIT_OK
+            if args.json:  # exactly the manifest written to disk (files: none when --out was not given)
+                import json
+
+                text = Path(manifest["files"]["manifest"]).read_text(encoding="utf-8")
+                if scratch is not None:
+                    data = json.loads(text)
+                    data["files"] = {}
+                    data["arguments"]["out"] = None
+                    text = json.dumps(data, indent=2) + "\n"
+                print(text, end="")
+            else:
+                print(_format(manifest))
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
     return EXIT_OK
 
 
@@ -1084,8 +1108,9 @@ def add_eval_parser(subparsers) -> None:
                         "percentile")
     p.add_argument("--precision", choices=("fixed", "float", "both"), default="fixed",
                    help="reference precision (default fixed; both = fixed and float)")
-    p.add_argument("--out", default="msat-lava-eval", metavar="DIR",
-                   help="output directory (default ./msat-lava-eval), replaced whole: the results are written into a "
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help=f"output directory (default ./{DEFAULT_OUT}; with --json and no --out nothing is written, "
+                        "the manifest goes to stdout), replaced whole: the results are written into a "
                         "temporary sibling directory that is then renamed into place; an existing DIR holding other "
                         "files than eval's is refused")
     p.add_argument("--calib-data", default=None, metavar="C.npz",

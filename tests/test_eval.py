@@ -294,3 +294,15 @@ def test_neuron_traces_replay(files, precision):
     np.testing.assert_allclose(tr["v"], tr["m"] - tr["spikes"] * tr["theta"], atol=1e-9 * lam)  # soft reset
     np.testing.assert_allclose(tr["payload"], tr["spikes"] * tr["theta"])
     np.testing.assert_allclose(tr["m"][1:], tr["v"][:-1] + tr["x"][1:], atol=1e-9 * lam)
+
+
+def test_eval_json_without_out_writes_nothing(files, tmp_path, capsys, monkeypatch):
+    """--json alone prints the manifest and leaves no directory behind (before, ./msat-lava-eval appeared)."""
+    monkeypatch.chdir(tmp_path)
+    code = main(["eval", files["net"], "--data", files["data"], "--steps", "3", "--methods", "const",
+                 "--calib-samples", "8", "--json", "--no-html"])
+    assert code == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["files"] == {} and manifest["arguments"]["out"] is None
+    assert "runs" in manifest
+    assert list(tmp_path.iterdir()) == []
