@@ -302,39 +302,52 @@ def _sha256_arrays(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _has_train_split(path: str) -> bool:
+def _calib_key(path: str, explicit: bool = False) -> str | None:
+    """The calibration images' key of ``path``: ``x_train``; for an explicit ``--calib-data`` file also ``x``
+    (convert's rule for ``--data``: x_train preferred, else x). In ``--data`` (the test file) an ``x`` key means
+    evaluation data, never calibration. None when there is none."""
     from msat_lava.data import DataError, npz_members
 
     try:
         files = set(npz_members(path))
     except DataError:  # unreadable files are reported by load_npz
-        return False
-    return "x_train" in files and "x" not in files
+        return None
+    if "x_train" in files and (explicit or "x" not in files):
+        return "x_train"
+    if explicit and "x" in files:
+        return "x"
+    return None
 
 
-def _load_calibration(path: str, n: int, seed: int, *, input_scale, mean, std, input_shape) -> tuple[np.ndarray,
-                                                                                                    np.ndarray]:
-    """Seeded random subset (sorted indices) of ``x_train`` of ``path``, normalized like the test data."""
+def _has_train_split(path: str, explicit: bool = False) -> bool:
+    return _calib_key(path, explicit) is not None
+
+
+def _load_calibration(path: str, n: int, seed: int, *, input_scale, mean, std, input_shape,
+                      explicit: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random subset (sorted indices) of the calibration images of ``path`` (:func:`_calib_key`),
+    normalized like the test data."""
     from msat_lava.data import DataError, member_header, normalize, npz_members, read_member, to_nchw
 
-    if not _has_train_split(path):
-        raise DataError("no training split: a calibration file needs the key 'x_train' (and no 'x')", path=path,
-                        key="x_train")
-    member = member_header(path, npz_members(path)["x_train"])  # header only: bounded, never unpickles
+    key = _calib_key(path, explicit)
+    if key is None:
+        raise DataError("no training split: a calibration file needs the key 'x_train' (or, for --calib-data, 'x')",
+                        path=path, key="x_train")
+    member = member_header(path, npz_members(path)[key])  # header only: bounded, never unpickles
     if member.dtype.kind not in "uif" or len(member.shape) < 2 or member.shape[0] == 0:
         raise DataError(f"expected a non-empty numeric array (N, ...), got {member.dtype} {member.shape}",
-                        path=path, key="x_train")
+                        path=path, key=key)
     total = member.shape[0]
     k = min(int(n), total)
     idx = np.sort(np.random.default_rng(seed).choice(total, k, replace=False)).astype(np.int64)
     raw = read_member(path, member, idx)
     if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
-        raise DataError("inputs contain NaN or infinity", path=path, key="x_train")
-    arranged = to_nchw(raw, input_shape, path=path, key="x_train")
+        raise DataError("inputs contain NaN or infinity", path=path, key=key)
+    arranged = to_nchw(raw, input_shape, path=path, key=key)
     try:
         x = normalize(arranged, input_scale=input_scale, mean=mean, std=std, raw_dtype=member.dtype)
     except DataError as exc:
-        raise DataError(str(exc), path=path, key="x_train") from None
+        raise DataError(str(exc), path=path, key=key) from None
     return np.ascontiguousarray(x), idx
 
 
@@ -737,9 +750,10 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
 
     # ---- calibration data and λ
     calib_path = args.calib_data or args.data
-    have_calib = _has_train_split(calib_path)
+    explicit_calib = bool(args.calib_data)
+    have_calib = _has_train_split(calib_path, explicit_calib)
     if args.calib_data and not have_calib:
-        raise DataError("no training split: --calib-data needs the key 'x_train' (and no 'x')", path=calib_path)
+        raise DataError("no calibration images: --calib-data needs the key 'x_train' or 'x'", path=calib_path)
     lambda_from = args.lambda_from or ("data" if have_calib else "file")
     if lambda_from == "data" and not have_calib:
         raise DataError("--lambda-from data needs a training split (x_train) in --data or --calib-data",
@@ -758,9 +772,9 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     if have_calib and (lambda_from == "data" or any(_needs_data(m) for m in methods)):
         x_cal, cal_idx = _load_calibration(calib_path, args.calib_samples, args.calib_seed,
                                            input_scale=args.input_scale, mean=mean, std=std,
-                                           input_shape=program0.input_shape)
+                                           input_shape=program0.input_shape, explicit=explicit_calib)
         calibration_info.update({
-            "source": f"{calib_path}:x_train", "file_sha256": _sha256_file(calib_path), "samples": int(len(cal_idx)),
+            "source": f"{calib_path}:{_calib_key(calib_path, explicit_calib)}", "file_sha256": _sha256_file(calib_path), "samples": int(len(cal_idx)),
             "seed": int(args.calib_seed), "indices_sha256": _sha256_arrays(cal_idx),
             "overlaps_evaluated_split": bool(args.split == "train" and os.path.abspath(calib_path)
                                              == os.path.abspath(args.data))})

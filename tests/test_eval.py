@@ -219,10 +219,12 @@ def test_eval_without_training_split_uses_file_lambda(files, tmp_path, capsys):
     (["--sc-layers", "nope"], "data", "--sc-layers"),
     (["--sc-window", "300"], "data", "--sc-window"),
     (["--lambda-from", "data"], "plain", "training split"),
-    (["--calib-data", "PLAIN"], "data", "x_train"),
+    (["--calib-data", "NOX"], "data", "'x_train' or 'x'"),
 ])
 def test_eval_bad_input_exit_2(files, tmp_path, capsys, argv_tail, data_key, message):
-    tail = [files["plain"] if a == "PLAIN" else a for a in argv_tail]
+    nox = tmp_path / "nox.npz"
+    np.savez(nox, z=np.zeros((4, 3)))
+    tail = [str(nox) if a == "NOX" else a for a in argv_tail]
     code = main(["eval", files["net"], "--data", files[data_key], "--steps", "3", "--out", str(tmp_path / "o"),
                  *tail])
     err = capsys.readouterr().err
@@ -306,3 +308,14 @@ def test_eval_json_without_out_writes_nothing(files, tmp_path, capsys, monkeypat
     assert manifest["files"] == {} and manifest["arguments"]["out"] is None
     assert "runs" in manifest
     assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_calib_data_takes_x_like_convert(files, tmp_path, capsys):
+    """--calib-data accepts the keys convert's --data accepts (x_train, else x); before, a file with x was
+    refused by eval and taken by convert."""
+    out = tmp_path / "o"
+    code = main(["eval", files["net"], "--data", files["data"], "--steps", "3", "--methods", "const",
+                 "--calib-data", files["plain"], "--calib-samples", "5", "--out", str(out), "--no-html"])
+    assert code == 0, capsys.readouterr().err
+    info = json.loads((out / FILES["manifest"]).read_text())
+    assert info["calibration"]["source"] == f"{files['plain']}:x" and info["calibration"]["samples"] == 5
