@@ -106,7 +106,9 @@ class _CoreMatcher:
 _CORE = _CoreMatcher()
 _BURST = re.compile(r"^b(\d+)$")
 _BC = re.compile(r"^bc(\d+)?$")
+_WC = re.compile(r"^wc(\d+)?$")
 BC_STEPS = 32     # T of the bias-correction runs of "+bc" (override: "+bcN")
+WC_STEPS = 16     # T of the weight-calibration runs of "+wc" (override: "+wcN")
 HALF = 0.5  # v_init of the "+h" methods (half-threshold start)
 
 
@@ -120,10 +122,12 @@ def _split(method: str) -> tuple[str, dict[str, Any]] | None:
     core, *tokens = method.split("+")
     if not _CORE.match(core):
         return None
-    opts: dict[str, Any] = {"pct": None, "cw": False, "h": False, "gamma": None, "bc": None, "sc": False}
-    order = ["p", "cw", "h", "b", "bc", "sc"]
+    opts: dict[str, Any] = {"pct": None, "cw": False, "h": False, "gamma": None, "wc": None, "bc": None,
+                            "sc": False}
+    order = ["p", "cw", "h", "b", "wc", "bc", "sc"]
     for tok in tokens:
-        kind = "b" if _BURST.match(tok) else ("bc" if _BC.match(tok) else ("p" if _PCT.match(tok) else tok))
+        kind = "b" if _BURST.match(tok) else ("bc" if _BC.match(tok) else ("wc" if _WC.match(tok) else
+                                                                           ("p" if _PCT.match(tok) else tok)))
         if kind not in order or tok == "b":
             return None
         order = order[order.index(kind) + 1:]
@@ -137,6 +141,8 @@ def _split(method: str) -> tuple[str, dict[str, Any]] | None:
             opts["gamma"] = int(_BURST.match(tok).group(1))
         elif kind == "bc":
             opts["bc"] = int(_BC.match(tok).group(1) or BC_STEPS)
+        elif kind == "wc":
+            opts["wc"] = int(_WC.match(tok).group(1) or WC_STEPS)
         else:
             opts["sc"] = True
     if opts["sc"] and not core.startswith("msat"):
@@ -152,7 +158,8 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     suffixes, in this order: ``+pQ`` (λ = Q-th percentile for dtt/det/msat cores), ``+cw`` (channel-wise λ where
     the graph allows it, :mod:`netx_export.balance`),
     ``+h`` (v_init = 0.5, half-threshold start), ``+bN`` (burst: up to Γ = N spikes per
-    step, ALGORITHMS §7), ``+bc`` / ``+bcT`` (bias correction from the SNN's own rates after T = 32 / T steps on
+    step, ALGORITHMS §7), ``+wc`` / ``+wcT`` (weight calibration from the SNN's own rates after T = 16 / T steps,
+    :mod:`msat_lava.weight_calibration`), ``+bc`` / ``+bcT`` (bias correction from the SNN's own rates after T = 32 / T steps on
     the calibration images, :mod:`msat_lava.bias_correction`), ``+sc`` (spike confidence; msat / msat-norm only).
     E.g. const+h, p99.9+cw+h+bc, msat-norm+p99.9+bc, msat-norm+h+b4+sc.
     Every registered neuron model with parameters (:mod:`netx_export.neurons`: dtif-r, bsnn-r, ...) is a core
@@ -174,7 +181,7 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
             raise DataError(f"--methods: unknown method {raw!r} (cores: const, pQ e.g. p99.9, dtt, det, msat, and "
                             f"dtt/det/msat with -norm; {others} with optional :key=value parameters; optional "
                             "suffixes in this order: +pQ (not after const/pQ), +cw, +h, "
-                            "+bN (N ≥ 1), +bc[T], +sc (msat only), e.g. const+h, p99.9+cw+h+bc, msat-norm+p99.9, "
+                            "+bN (N ≥ 1), +wc[T], +bc[T], +sc (msat only), e.g. const+h, p99.9+cw+h+bc, msat-norm+p99.9, "
                             "msat-norm+h+b4+sc, dtif-r:beta=3+b2)")
         params = _model_params_of(m)
         if params is not None:
@@ -191,6 +198,9 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
         bc = split[1]["bc"]
         if bc is not None and not 1 <= bc <= 4096:
             raise DataError(f"--methods: bias-correction steps of {raw!r} must be in 1..4096")
+        wc = split[1]["wc"]
+        if wc is not None and not 1 <= wc <= 4096:
+            raise DataError(f"--methods: weight-calibration steps of {raw!r} must be in 1..4096")
         if m not in out:
             out.append(m)
     if not out:
@@ -268,7 +278,8 @@ def method_settings(method: str, default_units: str = "raw", default_gamma: int 
     ``params`` (its parameter object)."""
     out = {"mode": _mode_of(method), "units": _units_of(method, default_units), "v_init": _v_init_of(method),
            "gamma": _gamma_of(method, default_gamma), "percentile": _percentile_of(method),
-           "channelwise": _opts(method)["cw"], "bias_correction_steps": _bc_of(method), "sc": _has_sc(method)}
+           "channelwise": _opts(method)["cw"], "bias_correction_steps": _bc_of(method),
+           "weight_calibration_steps": _opts(method)["wc"], "sc": _has_sc(method)}
     params = _model_params_of(method)
     if params is not None:  # a registry model with parameters: its parameter object (defaults + :key=value)
         from netx_export import neurons
@@ -880,15 +891,19 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     log(f"ANN accuracy {100 * ann_acc:.2f} %")
 
     # ---- SNN runs
-    pre_fns: dict[int, Any] = {}
+    pre_fns: dict[tuple, Any] = {}
 
     def pre_fn_for(method: str):
         """ANN pre-activations in the units of the method's λ: the graph it was calibrated on (the channel-
         balanced graph for "+cw"; the original ANN for everything else, bias correction included)."""
+        from netx_export import neurons
+
         g_m = lambdas_for(method.removesuffix("+sc"))[4]
-        if id(g_m) not in pre_fns:
-            pre_fns[id(g_m)] = preactivation_fn(g_m)
-        return pre_fns[id(g_m)]
+        model = neurons.get(_mode_of(method))
+        key = (id(g_m), type(model).prepare_graph is not neurons.NeuronModel.prepare_graph)
+        if key not in pre_fns:  # a model's prepared graph (BSNN-R: + synchronous neurons, ANN-identical)
+            pre_fns[key] = preactivation_fn(model.prepare_graph(g_m)[0] if key[1] else g_m)
+        return pre_fns[key]
 
     lipool_size = sum(int(np.prod(s.shape)) for s in program0.stages if s.kind == "lipool")
     record_lipool = lipool_size > 0 and steps * min(args.batch_size, n) * lipool_size * 8 <= LIPOOL_RECORD_BYTES
