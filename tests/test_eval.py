@@ -319,3 +319,25 @@ def test_eval_calib_data_takes_x_like_convert(files, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     info = json.loads((out / FILES["manifest"]).read_text())
     assert info["calibration"]["source"] == f"{files['plain']}:x" and info["calibration"]["samples"] == 5
+
+
+def test_eval_registry_models_on_a_residual_network(files, tmp_path):
+    """dtif-r and bsnn-r (with synchronous neurons on ResMix's shortcuts) go through eval, with burst (+b2)
+    composing with both; every run reports accuracy at every step and its layers (the SNs included)."""
+    out = tmp_path / "ev"
+    steps = 40
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["eval", files["net"], "--data", files["data"], "--steps", str(steps), "--methods",
+                     "dtif-r,dtif-r:beta=3+b2,bsnn-r:k=2,bsnn-r:k=2+b2", "--precision", "fixed", "--out", str(out),
+                     "--json", "--no-html", "--calib-samples", "16"])
+    assert code == 0
+    manifest = json.loads(buf.getvalue())
+    runs = {r["method"]: r for r in manifest["runs"]}
+    assert set(runs) == {"dtif-r", "dtif-r:beta=3+b2", "bsnn-r:k=2", "bsnn-r:k=2+b2"}
+    for r in runs.values():
+        assert len(r["accuracy_curve"]) == steps
+    assert any(".sn" in layer for layer in runs["bsnn-r:k=2"]["firing_rates"])
