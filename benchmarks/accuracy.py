@@ -216,7 +216,17 @@ def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
                             msat_units=opt["units"], v_init=opt["v_init"], gamma=opt["gamma"],
                             model_hash=model_hash, seed=23, params=opt.get("params"), **input_bits)
 
-        bc_info = None
+        bc_info = wc_info = None
+        if opt.get("weight_calibration_steps"):
+            from msat_lava.weight_calibration import calibrate_weights
+
+            t1 = time.perf_counter()
+            wc_precision = precisions[0].split("-")[0]
+            wc = calibrate_weights(g_m, x_cal[:args.bc_samples], steps=opt["weight_calibration_steps"],
+                                   convert=convert, precision=wc_precision, batch_size=args.bc_samples,
+                                   threads=args.threads)
+            wc_info = {**wc.to_dict(), "precision": wc_precision, "wall_s": round(time.perf_counter() - t1, 1)}
+            g_m = wc.graph
         if opt["bias_correction_steps"]:
             from msat_lava.bias_correction import correct_biases
 
@@ -251,7 +261,7 @@ def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
                 **reach_fields(curve, ann_acc),
                 "curve": [round(float(a), 5) for a in curve],
                 "correct": [int(c) for c in (run.predictions == y.reshape(1, -1)).sum(axis=1)],
-                "input_clipped": run.input_clipped, "bias_correction": bc_info,
+                "input_clipped": run.input_clipped, "bias_correction": bc_info, "weight_calibration": wc_info,
                 "synapse_dtype": args.synapse_dtype if precision != "fixed" else None,
                 "saturated": run.saturated,
             }

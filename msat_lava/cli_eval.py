@@ -290,7 +290,7 @@ def method_settings(method: str, default_units: str = "raw", default_gamma: int 
 
 def _needs_data(method: str) -> bool:
     return (_has_sc(method) or _percentile_of(method) is not None or _bc_of(method) is not None
-            or _opts(method)["cw"])
+            or _opts(method)["wc"] is not None or _opts(method)["cw"])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -843,10 +843,24 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
                            model_hash=model_hash, data_hash=dhash, lambda_info=info)
 
     def graph_for(method: str):
-        """The graph a method converts: the original (channel-balanced for "+cw"), bias-corrected for "+bc"."""
+        """The graph a method converts: the original (channel-balanced for "+cw"), weight-calibrated for "+wc",
+        bias-corrected for "+bc" (in that order)."""
         plain = method.removesuffix("+sc")
         bc_steps = _bc_of(plain)
+        wc_steps = _opts(plain)["wc"]
         base = lambdas_for(plain)[4]
+        if wc_steps is not None:
+            key = ("wc", plain)
+            if key not in graphs:
+                from msat_lava.weight_calibration import calibrate_weights
+
+                xb = x_cal[:args.bc_samples]
+                log(f"weight calibration: {plain} on {len(xb)} calibration images, T = {wc_steps} ({primary}) ...")
+                res_w = calibrate_weights(base, xb, steps=wc_steps, precision=primary, batch_size=args.batch_size,
+                                          convert=lambda g: build(g, plain))
+                graphs[key] = res_w.graph
+                bc_results[plain + " (weights)"] = res_w.to_dict()
+            base = graphs[key]
         if bc_steps is None:
             return base
         if plain not in graphs:

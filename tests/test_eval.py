@@ -245,10 +245,13 @@ def test_parse_methods():
     assert parse_methods("const+b2,msat-norm+h+b4+sc") == ["const+b2", "msat-norm+h+b4+sc"]
     s = method_settings("msat-norm+h+b4+sc")
     assert s == {"mode": "msat", "units": "normalized", "v_init": 0.5, "gamma": 4, "percentile": None,
-                 "channelwise": False, "bias_correction_steps": None, "sc": True}
+                 "channelwise": False, "bias_correction_steps": None, "weight_calibration_steps": None, "sc": True}
     assert method_settings("p99.9+bc", default_gamma=3) == {
         "mode": "const", "units": "raw", "v_init": 0.0, "gamma": 3, "percentile": 99.9, "channelwise": False,
-        "bias_correction_steps": 32, "sc": False}
+        "bias_correction_steps": 32, "weight_calibration_steps": None, "sc": False}
+    assert parse_methods("p99.9+h+wc,p99.9+h+b2+wc8+bc16") == ["p99.9+h+wc", "p99.9+h+b2+wc8+bc16"]
+    assert method_settings("p99.9+h+wc")["weight_calibration_steps"] == 16
+    assert method_settings("p99.9+h+b2+wc8+bc16")["weight_calibration_steps"] == 8
     assert parse_methods("p99.9+cw+h+bc,msat+cw+sc") == ["p99.9+cw+h+bc", "msat+cw+sc"]
     assert method_settings("p99.9+cw+h")["channelwise"] is True
     assert parse_methods("msat-norm+p99.9+bc,dtt+p99") == ["msat-norm+p99.9+bc", "dtt+p99"]
@@ -260,7 +263,7 @@ def test_parse_methods():
     for bad in ("p0", "p101", "", "lif", "dtt+sc", "const-norm", "msat+sc-norm", "msat+sc+h", "const+h+h",
                 "p101+h", "h", "const+b", "const+b0", "msat+b2+h", "msat+sc+b2", "const+x", "dtt+b2+sc", "const+bc0",
                 "const+bc+h", "const+bc+b2", "const+h+cw", "const+cw+cw", "cw", "const+p99", "p99+p99",
-                "msat+cw+p99", "msat+p0", "msat+p101", "msat+p99+p98"):
+                "msat+cw+p99", "msat+p0", "msat+p101", "msat+p99+p98", "const+bc+wc", "const+wc0", "const+wc+wc"):
         with pytest.raises(DataError):
             parse_methods(bad)
 
@@ -341,3 +344,17 @@ def test_eval_registry_models_on_a_residual_network(files, tmp_path):
     for r in runs.values():
         assert len(r["accuracy_curve"]) == steps
     assert any(".sn" in layer for layer in runs["bsnn-r:k=2"]["firing_rates"])
+
+
+def test_eval_weight_calibrated_method(files, tmp_path, capsys):
+    """+wcT refits the weights from the SNN's own rates (msat_lava.weight_calibration) before converting; the
+    manifest records the per-node errors, which never grow."""
+    out = tmp_path / "o"
+    code = main(["eval", files["net"], "--data", files["data"], "--steps", "4", "--methods", "p99+h,p99+h+wc4",
+                 "--calib-samples", "16", "--bc-samples", "16", "--out", str(out), "--no-html"])
+    assert code == 0, capsys.readouterr().err
+    info = json.loads((out / FILES["manifest"]).read_text())
+    wc = info["bias_correction"]["p99+h+wc4 (weights)"]
+    assert wc["steps"] == 4 and wc["samples"] == 16 and wc["rel_rms_error_after"]
+    assert all(wc["rel_rms_error_after"][k] <= wc["rel_rms_error_before"][k] for k in wc["rel_rms_error_after"])
+    assert {r["method"] for r in info["runs"]} >= {"p99+h", "p99+h+wc4"}
