@@ -70,6 +70,7 @@ SUBCOMMANDS = [
     add_eval_parser,
     add_deploy_parser,
     add_export_nir_parser,
+    __import__("msat_lava.cli_netx", fromlist=["add_netx_run_parser"]).add_netx_run_parser,
 ]
 
 

@@ -543,3 +543,43 @@ def test_tinynet_equals_lava_cpu():
     assert lava_out.shape == rec.spikes[2][0].shape
     assert int((lava_out != rec.spikes[2][0]).sum()) == 0 and lava_out.sum() > 50
     assert all(np.array_equal(lava_u[k], rec.u[k][0][..., -1]) for k in range(3))
+
+
+# =========================================================================================================
+# msat-lava netx-run
+# =========================================================================================================
+
+def test_cli_netx_run(tmp_path, capsys):
+    import json
+
+    from msat_lava.cli import main
+
+    rng = np.random.default_rng(8)
+    path = write_small_net(tmp_path / "small.net", rng)
+    assert main(["netx-run", str(path)]) == 0
+    assert "dense 80->24 (flatten)" in capsys.readouterr().out
+    bias = rng.integers(0, 60, size=(2, 8, 9, 2))
+    np.save(tmp_path / "bias.npy", bias)
+    out = tmp_path / "rec.npz"
+    argv = ["netx-run", str(path), "--bias", str(tmp_path / "bias.npy"), "--steps", "12", "--reset-interval", "5",
+            "--record", "1", "4", "--state", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rec = NetxSimulator(read_netx(path), reset_interval=5).run(bias, 12, record_layers=[1, 4], record_state=True)
+    assert summary["spike_counts"]["1"] == [int(x) for x in rec.spikes[1].reshape(2, -1).sum(axis=1)]
+    with np.load(out) as z:
+        assert np.array_equal(z["spikes_1"], rec.spikes[1]) and np.array_equal(z["v_4"], rec.v[4])
+    assert main(argv) == 2  # --out exists
+    assert "exists" in capsys.readouterr().err
+    np.save(tmp_path / "wrong.npy", np.zeros((9, 8, 2), np.int64))
+    assert main(["netx-run", str(path), "--bias", str(tmp_path / "wrong.npy")]) == 2
+    assert "expected shape (8, 9, 2)" in capsys.readouterr().err
+    np.save(tmp_path / "big.npy", np.full((8, 9, 2), 9000, np.int64))
+    assert main(["netx-run", str(path), "--bias", str(tmp_path / "big.npy")]) == 2
+    assert "13-bit" in capsys.readouterr().err
+    assert main(["netx-run", str(path), "--bias", str(tmp_path / "bias.npy"), "--record", "9"]) == 2
+    assert "--record 9" in capsys.readouterr().err
+    bad = write_small_net(tmp_path / "bad.net", rng, mutate=_set("layer/2/neuron/refDelay", np.int64(3)))
+    assert main(["netx-run", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refractory delay 3" in err and "layer 2" in err
