@@ -317,6 +317,11 @@ def _soft_link(f):
     f["layer/4"]["alias"] = h5py.SoftLink("/layer/4/weight")
 
 
+def _huge_declared(f):
+    del f["layer/4/weight"]
+    f["layer/4"].create_dataset("weight", shape=(1 << 14, 1 << 14), dtype=np.float32, chunks=(64, 64))
+
+
 def _external_link(f):
     f["layer/1"]["ext"] = h5py.ExternalLink("other.h5", "/x")
 
@@ -324,6 +329,7 @@ def _external_link(f):
 @pytest.mark.parametrize("mutate, match", [
     (_soft_link, "soft link refused"),
     (_external_link, "external link refused"),
+    (_huge_declared, "refused before reading"),
     (_add("layer/4/delay", np.ones(24)), "synaptic delays are not supported"),
     (_add("layer/1/extra", np.ones(2)), "unsupported member 'extra'"),
     (_add("layer/2/neuron/messageBits", np.int64(3)), "graded spikes"),
