@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     ap.add_argument("--input-frac-bits", type=int, default=None, metavar="F_IN",
                     help="fractional bits of the quantized input p_in = round(x/λ0·2^F_in) (default: quantize's, 8)")
     ap.add_argument("--calib", type=int, default=256)
+    ap.add_argument("--save-nets", default=None, metavar="DIR",
+                    help="also write each method's converted network to DIR/<method>.net (for msat-lava verify)")
     ap.add_argument("--bc-samples", type=int, default=64,
                     help="calibration images used by +bc bias correction (its runs use the first --precision)")
     ap.add_argument("--batch-size", type=int, default=25,
@@ -241,6 +243,9 @@ def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
             net = convert(g_m)
         # every rank converted the network itself: it must be the same before the ranks split the images
         ctx.check_same(net, f"the converted networks of {method}")
+        if args.save_nets and ctx.is_main:
+            Path(args.save_nets).mkdir(parents=True, exist_ok=True)
+            net.save(Path(args.save_nets) / f"{method}.net", overwrite=True)
         program = from_converted(net)
         for precision in precisions:
             t1 = time.perf_counter()
