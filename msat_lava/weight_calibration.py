@@ -14,7 +14,9 @@ the same image, M the number of rows. One ridge regression per output channel (c
 equations; ρ keeps W' near W where the rates carry little information). Nodes fed by the input image (the input
 is exact) or through a max pooling are left as they are. λ^l stays the original calibration, so thresholds and
 fixed-point scales do not move; the file holds the calibrated weights and nothing else changes, so the fixed-point
-and Lava runs are bit-exact as for any network. This is an addition (named ``+wc``), not the paper's method.
+and Lava runs are bit-exact as for any network. This is an addition (named ``+wc``), not the paper's method. The
+calibrated graph is no longer the original ANN (it is fitted to the SNN's rates, not to exact activations): compare
+accuracies and per-layer errors against the original model, not against the calibrated graph evaluated as an ANN.
 Calibration images must not be the test set. Cost: one reference run of N images × T steps per weighted node.
 """
 from __future__ import annotations
