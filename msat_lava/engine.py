@@ -41,11 +41,21 @@ from msat_lava.dynamics import prng
 from msat_lava.program import (Program, _exact_f32_chunks, _round_shift_torch, _row_l1_max, _weight_tensor,
                                _weighted, _weighted_f32_exact, apply_op_torch, apply_term_torch)
 
-__all__ = ["run_batch", "DEFAULT_CHUNK", "chunk_bounds"]
+__all__ = ["run_batch", "DEFAULT_CHUNK", "default_chunk", "chunk_bounds"]
 
 #: Time steps per chunk. Larger chunks batch more samples per convolution but move the chunk's payloads out of
 #: cache; 8 measured fastest for ResNet20 at batch 25 on a 2-core CPU (benchmarks/sim_speed.py --chunk).
 DEFAULT_CHUNK = 8
+#: Rows (chunk × batch) of a chunk's convolutions that :func:`default_chunk` aims at: ResNet20 at batch 100 ran
+#: const float 1.63× / msat fixed 4.67× an ANN forward with chunk 8, 1.24× / 3.58× with chunk 2 (AVX-512 machine,
+#: 1 thread, T = 64); batch 25 stays best at 8.
+CHUNK_ROWS = 200
+
+
+def default_chunk(batch: int) -> int:
+    """Chunk length for a batch of ``batch`` samples: round(CHUNK_ROWS / batch) clamped to [2, DEFAULT_CHUNK]
+    (results do not depend on it; only speed does)."""
+    return max(2, min(DEFAULT_CHUNK, round(CHUNK_ROWS / max(1, int(batch)))))
 _F32_LIMIT = float(1 << 24)
 
 
