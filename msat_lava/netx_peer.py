@@ -628,31 +628,16 @@ def read_netx(path: str | os.PathLike) -> NetxNetwork:
     and every member of the file must be one the reader understood."""
     from netx_export import hdf5
 
-    h5py = _h5py()
-    spath = str(path)
-    if not os.path.exists(spath):
-        raise FormatError("no such file", path=spath)
-    if not os.path.isfile(spath):
-        raise FormatError("not a regular file", path=spath)
-    try:
-        f = h5py.File(spath, "r")
-    except Exception as exc:
-        raise FormatError(f"not a readable HDF5 file ({type(exc).__name__}: {exc})", path=spath) from None
-    try:
-        with f:
-            r = hdf5._Reader(f, spath)
-            found = hdf5._scan(r, os.path.getsize(spath))
-            net = _read_layers(_NetxReader(r))
-            # groups whose keys were all checked count as read; datasets must have been opened one by one
-            for name, kind in found.items():
-                if kind == "group":
-                    r.visited.add(name)
-            hdf5._check_unexpected(r, found)
-            return net
-    except FormatError:
-        raise
-    except Exception as exc:  # anything unforeseen is still a format problem
-        raise FormatError(f"unreadable ({type(exc).__name__}: {exc})", path=spath) from None
+    def body(r, found):
+        net = _read_layers(_NetxReader(r))
+        # groups whose keys were all checked count as read; datasets must have been opened one by one
+        for name, kind in found.items():
+            if kind == "group":
+                r.visited.add(name)
+        hdf5._check_unexpected(r, found)
+        return net
+
+    return hdf5.read_scanned(path, body)
 
 
 # =========================================================================================================

@@ -1261,6 +1261,19 @@ def read(path: str | os.PathLike) -> ConvertedNetwork:
     Raises :class:`FormatError` (path, layer, field) for every problem, including a missing file, a file
     that is not HDF5 and a truncated file.
     """
+    def body(r: _Reader, found: dict[str, str]) -> ConvertedNetwork:
+        net = _read_network(r)
+        _check_digest(r, found, before=lambda: _check_unexpected(r, found))
+        return net
+
+    return read_scanned(path, body)
+
+
+def read_scanned(path: str | os.PathLike, body: Callable[[Any, dict[str, str]], Any]) -> Any:
+    """Open the untrusted HDF5 file ``path``, walk its metadata with :func:`_scan` (links, virtual / external
+    storage, filters, declared sizes) before any data is read, then return ``body(reader, found)`` (found: member
+    path → 'group' | 'dataset'). Every failure — missing file, not HDF5, truncated, anything unforeseen — is a
+    FormatError naming the file. Shared by this reader, the netx peer reader and the NIR reader."""
     h5py = _h5py()
     spath = str(path)
     if not os.path.exists(spath):
@@ -1274,10 +1287,7 @@ def read(path: str | os.PathLike) -> ConvertedNetwork:
     try:
         with f:
             r = _Reader(f, spath)
-            found = _scan(r, os.path.getsize(spath))
-            net = _read_network(r)
-            _check_digest(r, found, before=lambda: _check_unexpected(r, found))
-            return net
+            return body(r, _scan(r, os.path.getsize(spath)))
     except FormatError:
         raise
     except Exception as exc:  # anything unforeseen is still a format problem

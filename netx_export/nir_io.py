@@ -426,18 +426,10 @@ def graph_from_nir(g: Any) -> ir.Graph:
 
 def read_nir(path: str | os.PathLike) -> ir.Graph:
     """:func:`graph_from_nir` of a NIR file, after the HDF5 metadata scan of the network-file reader."""
-    import h5py
-
     from netx_export import hdf5
 
     spath = os.fspath(path)
-    try:
-        size = os.path.getsize(spath)
-        f = h5py.File(spath, "r")
-    except OSError as exc:
-        raise FormatError(f"cannot open as HDF5: {exc}", path=spath) from None
-    with f:
-        hdf5._scan(hdf5._Reader(f, spath), size)
+    hdf5.read_scanned(spath, lambda r, found: None)  # the metadata scan, before nir reads any data
     nir = _nir()
     try:
         g = nir.read(spath)
