@@ -18,10 +18,11 @@ from netx_export.quantize import ConvertedNetwork, _deep_equal, quantize
 LAMS = {"r0": 1.5, "r1": 2.5, "r2": 3.0, "r3": 4.0}
 
 
-def zoo_graph(seed: int = 0) -> ir.Graph:
+def zoo_graph(seed: int = 0, maxpool: bool = True) -> ir.Graph:
     """Every ir node kind: conv (with/without bias, groups), relu, subsample, chanpad, add (option-A and
-    identity shortcuts), maxpool (LIPool), avgpool, flatten, linear."""
+    identity shortcuts), maxpool (LIPool; left out with ``maxpool=False``), avgpool, flatten, linear."""
     rng = np.random.default_rng(seed)
+    pool = (ir.MaxPool("mp", ("r3",), kernel=(2, 2), stride=(2, 2)),) if maxpool else ()
     return ir.Graph((
         ir.Input("x", shape=(3, 8, 8)),
         ir.Conv("c0", ("x",), weight=rng.normal(size=(4, 3, 3, 3)) * 0.3, bias=rng.normal(size=4) * 0.1,
@@ -40,10 +41,10 @@ def zoo_graph(seed: int = 0) -> ir.Graph:
                 padding=(1, 1)),
         ir.Add("a2", ("c3", "r2")),
         ir.Relu("r3", ("a2",)),
-        ir.MaxPool("mp", ("r3",), kernel=(2, 2), stride=(2, 2)),
-        ir.AvgPool("gap", ("mp",), kernel=(2, 2), stride=(2, 2), padding=(1, 1)),
+        *pool,
+        ir.AvgPool("gap", ("mp" if maxpool else "r3",), kernel=(2, 2), stride=(2, 2), padding=(1, 1)),
         ir.Flatten("fl", ("gap",)),
-        ir.Linear("fc", ("fl",), weight=rng.normal(size=(5, 32)), bias=rng.normal(size=5) * 0.1),
+        ir.Linear("fc", ("fl",), weight=rng.normal(size=(5, 32 if maxpool else 72)), bias=rng.normal(size=5) * 0.1),
     ))
 
 

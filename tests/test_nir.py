@@ -21,36 +21,12 @@ from netx_export import ann, ir, nir_io
 from netx_export.errors import FormatError
 from netx_export.nir_io import NirError
 from netx_export.quantize import quantize
+from test_hdf5 import zoo_graph
 
 
 def _graph(seed: int = 0, maxpool: bool = False) -> ir.Graph:
-    """Every node kind NIR can take (conv with groups / without bias, subsample, chanpad, option-A and identity
-    residual sums, padded avgpool, flatten, linear); ``maxpool`` adds the one it cannot."""
-    rng = np.random.default_rng(seed)
-    pool = (ir.MaxPool("mp", ("r3",), kernel=(2, 2), stride=(2, 2)),) if maxpool else ()
-    return ir.Graph((
-        ir.Input("x", shape=(3, 8, 8)),
-        ir.Conv("c0", ("x",), weight=rng.normal(size=(4, 3, 3, 3)) * 0.3, bias=rng.normal(size=4) * 0.1,
-                padding=(1, 1)),
-        ir.Relu("r0", ("c0",)),
-        ir.Conv("c1", ("r0",), weight=rng.normal(size=(8, 2, 3, 3)) * 0.3, bias=None, stride=(2, 2),
-                padding=(1, 1), groups=2),
-        ir.Relu("r1", ("c1",)),
-        ir.Conv("c2", ("r1",), weight=rng.normal(size=(8, 8, 3, 3)) * 0.3, bias=rng.normal(size=8) * 0.1,
-                padding=(1, 1)),
-        ir.Subsample("ss", ("r0",), step=(2, 2)),
-        ir.ChanPad("cp", ("ss",), before=2, after=2),
-        ir.Add("a1", ("c2", "cp")),
-        ir.Relu("r2", ("a1",)),
-        ir.Conv("c3", ("r2",), weight=rng.normal(size=(8, 8, 3, 3)) * 0.3, bias=rng.normal(size=8) * 0.1,
-                padding=(1, 1)),
-        ir.Add("a2", ("c3", "r2")),
-        ir.Relu("r3", ("a2",)),
-        *pool,
-        ir.AvgPool("gap", ("mp" if maxpool else "r3",), kernel=(2, 2), stride=(2, 2), padding=(1, 1)),
-        ir.Flatten("fl", ("gap",)),
-        ir.Linear("fc", ("fl",), weight=rng.normal(size=(5, 32 if maxpool else 72)), bias=rng.normal(size=5) * 0.1),
-    ))
+    """Every node kind NIR can take (test_hdf5's zoo without its max pooling); ``maxpool`` adds the one it cannot."""
+    return zoo_graph(seed, maxpool=maxpool)
 
 
 LAMS = {"r0": 1.5, "r1": 2.5, "r2": 3.0, "r3": 4.0}
