@@ -443,10 +443,9 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
     m_n = payload.shape[1]
     g_end, sids, nidx, kseed, kthr = gate
     n_per = nidx.shape[0]
-    inv_u, lam_f, inv_ki, tau_mp, alpha, k_a, tau_rd, kx, exp_max, lsb = \
-        fp[0], fp[1], fp[2], fp[3], fp[4], fp[5], fp[6], fp[7], fp[8], fp[9]
-    dtt = mode == 1 or mode == 3
-    det = mode == 2 or mode == 3
+    inv_u, lsb = fp[0], fp[9]
+    dtt = 1.0 if mode == 1 or mode == 3 else 0.0
+    det = 1.0 if mode == 2 or mode == 3 else 0.0
     nblocks = (m_n + BLOCK - 1) // BLOCK
     for blk in numba.prange(nblocks):
         j0 = blk * BLOCK
@@ -473,14 +472,7 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
                     x = x + np.float64(x1[i])
                 theta = th0
                 if lut and vj + x >= lsb:  # below λ·2^−F ≤ θ, m neither fires nor resets, whatever θ is
-                    delta = vj - sb[i] * inv_t
-                    z = 0.0
-                    if dtt:
-                        d = delta * inv_u
-                        z = tau_mp * (alpha * d - lam_f + k_a * fmath.softplus(d * inv_ki))
-                    if det:
-                        z = z + tau_rd * fmath.exp(fmath._minimum(x * kx, exp_max))
-                    theta = fmath._maximum(lam * fmath.sigmoid(z), lsb)
+                    theta = _float_theta(dtt, det, (vj - sb[i] * inv_t) * inv_u, x, fp, lam)
                 m = vj + x
                 if gamma == 1:
                     s = np.int64(m >= theta)
@@ -495,17 +487,21 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
                 cb[i] += sg
 
 
+@numba.njit(inline="always", cache=_CACHE, error_model="numpy")
+def _float_theta(dtt, det, d, x, fp, lam):
+    """θ for t ≥ 1 from d = Δ/u and x (neuron.float_msat_theta, the same operations; dtt, det 1.0 or 0.0 by mode:
+    the unused part is multiplied by 0, no branch)."""
+    z = dtt * (fp[3] * (fp[4] * d - fp[1] + fp[5] * fmath.softplus(d * fp[2])))
+    z = z + det * (fp[6] * fmath.exp(fmath._minimum(x * fp[7], fp[8])))
+    return fmath._maximum(lam * fmath.sigmoid(z), fp[9])
+
+
 @_njit_noalias
 def _float_theta_list(cnt, dc, xc, thc, dtt, det, fp, lam):
-    """thc[c] = θ(d = Δ/u = dc[c], x = xc[c]) for c < cnt (neuron.float_msat_theta, the same operations; dtt, det
-    1.0 or 0.0 by mode): a loop over dense arrays that do not alias, which the compiler vectorizes."""
-    inv_ki, lam_f, tau_mp, alpha, k_a, tau_rd, kx, exp_max, lsb = fp[2], fp[1], fp[3], fp[4], fp[5], fp[6], fp[7], \
-        fp[8], fp[9]
+    """thc[c] = θ(d = Δ/u = dc[c], x = xc[c]) for c < cnt (:func:`_float_theta`): a loop over dense arrays that
+    do not alias, which the compiler vectorizes."""
     for c in range(cnt):
-        d = dc[c]
-        z = dtt * (tau_mp * (alpha * d - lam_f + k_a * fmath.softplus(d * inv_ki)))
-        z = z + det * (tau_rd * fmath.exp(fmath._minimum(xc[c] * kx, exp_max)))
-        thc[c] = fmath._maximum(lam * fmath.sigmoid(z), lsb)
+        thc[c] = _float_theta(dtt, det, dc[c], xc[c], fp, lam)
 
 
 @numba.njit(parallel=True, cache=_CACHE, error_model="numpy")
@@ -513,8 +509,7 @@ def float_chunk_plain(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam
     """:func:`float_chunk` for Γ = 1 with no gate in the chunk, with those branches out of the neuron loop."""
     tc = payload.shape[0]
     m_n = payload.shape[1]
-    inv_u, lam_f, inv_ki, tau_mp, alpha, k_a, tau_rd, kx, exp_max, lsb = \
-        fp[0], fp[1], fp[2], fp[3], fp[4], fp[5], fp[6], fp[7], fp[8], fp[9]
+    inv_u, lsb = fp[0], fp[9]
     dtt = 1.0 if mode == 1 or mode == 3 else 0.0
     det = 1.0 if mode == 2 or mode == 3 else 0.0
     two = 1.0 if nterms > 1 else 0.0
