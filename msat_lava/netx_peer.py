@@ -42,6 +42,12 @@ delays, refractory delays other than 1 and weight exponents other than 0 (lava-d
 and networks whose worst-case synaptic input could leave Lava's 32-bit arithmetic (where this module and Lava
 would no longer agree bit for bit).
 
+For the command line (``msat-lava info / run / verify``, :mod:`msat_lava.cli_netx`): :func:`network_file_kind` is
+the rule that tells a plain netx file from an msat-lava network file (any ``/msat`` trace → ours; docs/FORMAT.md
+§2.1), :func:`read_network_file` reads either kind in one scan, :func:`summary` is the layer table, and
+:func:`compare_runs` compares a Lava run (:mod:`msat_lava.lava.netx_peer_lava`) with ours as a
+:class:`msat_lava.verify.VerifyReport`.
+
 Layouts: the simulator works in (B, C, H, W) internally; :class:`Recording` hands arrays back in Lava's order
 ((W, H, C) for conv/input layers, (N,) for dense ones) with time last, like the golden files lava-dl ships.
 """
@@ -50,7 +56,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -59,7 +65,7 @@ from netx_export.errors import FormatError
 __all__ = [
     "BIAS_MAX", "BIAS_MIN", "VTH_MAX", "CubaNeuron", "InputLayer", "ConvLayer", "DenseLayer", "NetxNetwork",
     "Recording", "NetxSimulator", "read_netx", "cuba_step", "trunc_decay", "lava_dense_weights",
-    "reset_steps",
+    "reset_steps", "MSAT_FILE", "NETX_FILE", "network_file_kind", "read_network_file", "summary", "compare_runs",
 ]
 
 #: bias_mant: 13-bit signed.
@@ -620,24 +626,167 @@ def _read_layers(x: _NetxReader) -> NetxNetwork:
     return NetxNetwork(path=r.path, layers=tuple(layers), ts=ts, t_sample=t_sample)
 
 
+def _read_netx_scanned(r, found: Mapping[str, str]) -> NetxNetwork:
+    """The netx reader on a file :func:`netx_export.hdf5.read_scanned` has opened and scanned."""
+    from netx_export import hdf5
+
+    net = _read_layers(_NetxReader(r))
+    # groups whose keys were all checked count as read; datasets must have been opened one by one
+    for name, kind in found.items():
+        if kind == "group":
+            r.visited.add(name)
+    hdf5._check_unexpected(r, found)
+    return net
+
+
 def read_netx(path: str | os.PathLike) -> NetxNetwork:
     """Read and validate a standard netx (lava-dl) CUBA network file.
 
     Raises :class:`FormatError` (file, layer, field) for every problem; the HDF5 metadata scan of
     :mod:`netx_export.hdf5` (links, virtual/external storage, filters, sizes) runs before any data is read,
-    and every member of the file must be one the reader understood."""
+    and every member of the file must be one the reader understood. A file that :func:`network_file_kind` calls
+    an msat-lava network file is refused (naming ``msat``): it is never read as a plain netx file."""
     from netx_export import hdf5
 
     def body(r, found):
-        net = _read_layers(_NetxReader(r))
-        # groups whose keys were all checked count as read; datasets must have been opened one by one
-        for name, kind in found.items():
-            if kind == "group":
-                r.visited.add(name)
-        hdf5._check_unexpected(r, found)
-        return net
+        if network_file_kind(found, r.path) == MSAT_FILE:
+            raise FormatError("an msat-lava network file (it has /msat), not a plain netx file: read it with "
+                              "netx_export.load (msat-lava info/run/verify detect the kind)", path=r.path,
+                              field="msat")
+        return _read_netx_scanned(r, found)
 
     return hdf5.read_scanned(path, body)
+
+
+# =========================================================================================================
+# which reader: an msat-lava network file or a plain netx file
+# =========================================================================================================
+
+#: The two kinds of network file ``msat-lava info/run/verify`` accept (:func:`network_file_kind`).
+MSAT_FILE, NETX_FILE = "msat-lava", "netx"
+
+
+def network_file_kind(found: Mapping[str, str], path: str | None = None) -> str:
+    """Which reader must read a file, decided from its metadata scan alone (``found``: member path → 'group' |
+    'dataset', what :func:`netx_export.hdf5.read_scanned` hands its body). The rule (docs/FORMAT.md §2.1):
+
+    1. A root member named ``msat`` (a group, or anything else) → :data:`MSAT_FILE`. Any trace of the extension
+       makes the file ours, and an msat-lava file must be complete: :func:`netx_export.hdf5.read` validates all
+       of it (and its content digest) and refuses any damage, a partly emptied ``/msat`` included.
+    2. No ``/msat`` and no ``/layer`` → refused: neither kind.
+    3. No ``/msat``, and ``layer/0`` has no ``neuron`` group → refused (field ``msat``). msat-lava's writer
+       stores the input layer exactly so (FORMAT.md §3: "No ``neuron``"), while lava-dl's input layers carry
+       neurons: this is an msat-lava file that lost its ``/msat`` group. Its ``/layer`` is only the max-norm IF
+       view of the network, so running it as netx would simulate another network. (A netx input layer without
+       neurons could not be run here either: :func:`read_netx` needs its neuron parameters.)
+    4. Otherwise → :data:`NETX_FILE`: a plain netx file, which :func:`read_netx` then validates in full
+       (members it does not know — a renamed ``/msat`` too — are refused there).
+
+    No marker is added to our files for this: the rule uses what the writer already stores (format 1.x).
+    """
+    if "msat" in found:
+        return MSAT_FILE
+    if "layer" not in found:
+        raise FormatError("not a network file: no /msat group (msat-lava network file) and no /layer group "
+                          "(netx file)", path=path, field="layer")
+    if "layer/0" in found and "layer/0/neuron" not in found:
+        raise FormatError("no /msat group, and the input layer has no neurons, as msat-lava's writer stores it: "
+                          "a damaged msat-lava network file (its /layer is only a netx view of the network; it is "
+                          "not run as a plain netx file), or a netx file whose input layer cannot be simulated",
+                          path=path, field="msat")
+    return NETX_FILE
+
+
+def read_network_file(path: str | os.PathLike):
+    """``(kind, network)``: (:data:`MSAT_FILE`, a :class:`netx_export.quantize.ConvertedNetwork` read by
+    :func:`netx_export.hdf5.read`) or (:data:`NETX_FILE`, a :class:`NetxNetwork`), by :func:`network_file_kind`
+    on the one open-and-scan of :func:`netx_export.hdf5.read_scanned`; a netx file is read inside that scan,
+    an msat-lava file by its own reader (which opens and scans it again). Every problem is a
+    :class:`FormatError` naming the file and field."""
+    from netx_export import hdf5
+
+    def body(r, found):
+        kind = network_file_kind(found, r.path)
+        return kind, (_read_netx_scanned(r, found) if kind == NETX_FILE else None)
+
+    kind, net = hdf5.read_scanned(path, body)
+    if kind == MSAT_FILE:
+        net = hdf5.read(path)
+    return kind, net
+
+
+# =========================================================================================================
+# the layer table (msat-lava info)
+# =========================================================================================================
+
+def _signed_bits(lo: int, hi: int) -> int:
+    """Bits of the two's-complement integers that hold [lo, hi]."""
+    n = 1
+    while not (-(1 << (n - 1)) <= lo and hi <= (1 << (n - 1)) - 1):
+        n += 1
+    return n
+
+
+def summary(net: NetxNetwork) -> dict:
+    """A JSON-serialisable description of a netx network for ``msat-lava info``: one row per process (the
+    file's layers without the flatten layers, which are noted on the dense layer after them) and totals.
+
+    Row fields: ``process`` (index k used by ``--record``), ``layer`` (the file's ``layer/<i>``), ``kind``,
+    ``connection`` (conv geometry or dense fan-in), ``shape`` (C, H, W) / (N,), ``shape_lava`` (Lava's order),
+    ``neurons``, ``weight_shape``, ``weight_min``/``weight_max``, ``weight_bits`` (signed bits of the file's
+    integer weights), for dense layers ``lava_weight_exp``/``lava_num_weight_bits`` (netx's weight scaling),
+    ``bias_min``/``bias_max`` (mantissas; the input layer's bias is the run's input), ``neuron`` (type,
+    ``iDecay``, ``vDecay``, ``du``, ``dv``, ``vThMant``, threshold ``vThMant << 6``), ``a_bound`` (worst-case
+    synaptic input)."""
+    rows = []
+    neurons = weights = 0
+    for k, layer in enumerate(net.layers):
+        n = layer.neuron
+        row: dict = {"process": k, "layer": int(layer.name.split()[-1]), "name": layer.name}
+        if isinstance(layer, InputLayer):
+            row.update(kind="input", connection="input (bias_mant drive)", shape=list(layer.shape),
+                       shape_lava=list(net.input_shape_lava), weight_shape=None, weight_min=None, weight_max=None,
+                       weight_bits=None, bias_min=None, bias_max=None, a_bound=0)
+        else:
+            w = layer.weight
+            wmin, wmax = (int(w.min()), int(w.max())) if w.size else (0, 0)
+            if isinstance(layer, ConvLayer):
+                kh, kw = w.shape[2:]
+                conn = (f"conv {'x'.join(map(str, layer.in_shape))}->{'x'.join(map(str, layer.shape))} "
+                        f"k={kh}x{kw} s={layer.stride[0]},{layer.stride[1]} p={layer.padding[0]},{layer.padding[1]} "
+                        f"d={layer.dilation[0]},{layer.dilation[1]} g={layer.groups}")
+                c, h, wd = layer.shape
+                row.update(kind="conv", shape=list(layer.shape), shape_lava=[wd, h, c])
+            else:
+                conn = f"dense {layer.in_features}->{layer.out_features}{' (flatten)' if layer.flatten_before else ''}"
+                row.update(kind="dense", shape=[layer.out_features], shape_lava=[layer.out_features],
+                           lava_weight_exp=layer.weight_exp, lava_num_weight_bits=layer.num_weight_bits)
+            row.update(connection=conn, weight_shape=list(w.shape), weight_min=wmin, weight_max=wmax,
+                       weight_bits=_signed_bits(wmin, wmax), bias_min=int(layer.bias.min()),
+                       bias_max=int(layer.bias.max()), a_bound=layer.a_bound)
+            weights += int(w.size)
+        count = int(np.prod(row["shape"]))
+        neurons += count
+        row["neurons"] = count
+        row["neuron"] = {"type": n.kind, "iDecay": n.i_decay, "vDecay": n.v_decay, "du": n.du, "dv": n.dv,
+                         "vThMant": n.vth_mant, "threshold": n.vth}
+        rows.append(row)
+    return {
+        "file_kind": NETX_FILE,
+        "format": "plain netx file (lava-dl CUBA)",
+        "simulator": "msat_lava.netx_peer",
+        "lava_equivalent": "lava.lib.dl.netx.hdf5.Network under Loihi2SimCfg(select_tag='fixed_pt')",
+        "input": {"shape": list(net.input_shape), "shape_lava": list(net.input_shape_lava),
+                  "drive": "bias_mant of the input layer, 13-bit ints in Lava's (W, H, C) order",
+                  "bias_range": [BIAS_MIN, BIAS_MAX]},
+        "layers": rows,
+        "totals": {"processes": len(rows), "file_layers": rows[-1]["layer"] + 1, "neurons": neurons,
+                   "weights": weights},
+        "simulation": {"Ts": net.ts, "tSample": net.t_sample},
+        "reset_interval": None,
+        "reset_note": "netx files store no reset interval: netx's reset_interval / reset_offset are run options "
+                      "(--reset-interval, --reset-offset)",
+    }
 
 
 # =========================================================================================================
@@ -810,3 +959,80 @@ class NetxSimulator:
         return Recording(spikes={k: lava_order(f, k) for k, f in out_s.items()},
                          u={k: lava_order(f, k) for k, f in out_u.items()},
                          v={k: lava_order(f, k) for k, f in out_v.items()}, steps=steps)
+
+
+# =========================================================================================================
+# Lava vs this simulator (msat-lava verify on a netx file)
+# =========================================================================================================
+
+def compare_runs(net: NetxNetwork, lava, ours: Recording, *, sample_ids: Sequence[int] | None = None,
+                 lava_wall_s: float = 0.0, reference_wall_s: float = 0.0, reset_interval: int | None = None,
+                 reset_offset: int = 0):
+    """Compare a run of lava-dl's netx network in Lava (``lava``: ``spikes[k]`` (B, *shape, T) and final
+    ``u[k]``/``v[k]`` (B, *shape) for every process k, as :func:`msat_lava.lava.netx_peer_lava.run_netx_lava`
+    returns them) with :class:`Recording` ``ours`` of the same inputs (every process, ``record_state=True``)
+    exactly, and return a :class:`msat_lava.verify.VerifyReport` (``reference`` = this module's simulator).
+
+    Stages, in causal order: per process k its final u and v (kinds ``u (final)``, ``v (final)``, compared at
+    the last step) and its spikes at every step (kind ``spikes``); neuron indices are in Lava's order ((W, H, C)
+    or (N,)). The comparison is :func:`msat_lava.verify.compare_outputs` (first divergence: earliest step, then
+    earliest stage in that order, then sample, then neuron); its readout is the last process's cumulative spike
+    count and its prediction that count's argmax. ``network`` holds the totals (``mismatches``, ``compared``)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from msat_lava.verify import StageComparison, VerifyReport, compare_outputs
+
+    n_proc = len(net.layers)
+    steps = int(ours.steps)
+    first = np.asarray(ours.spikes[0])
+    batch = int(first.shape[0])
+    ids = np.arange(batch, dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
+
+    def run_obj(spikes, u, v):
+        last = np.moveaxis(np.asarray(spikes[n_proc - 1], dtype=np.int64).reshape(batch, -1, steps), -1, 0)
+        readout = np.cumsum(last, axis=0)                       # (T, B, K)
+        return (SimpleNamespace(traces={f"{net.layers[k].name} spikes": np.moveaxis(
+                    np.asarray(spikes[k], dtype=np.int64), -1, 0) for k in range(n_proc)},
+                    predictions=np.argmax(readout, axis=2), readout=readout),
+                SimpleNamespace(traces={**{f"{net.layers[k].name} u": np.asarray(u[k], dtype=np.int64)[None]
+                                           for k in range(n_proc)},
+                                        **{f"{net.layers[k].name} v": np.asarray(v[k], dtype=np.int64)[None]
+                                           for k in range(n_proc)}},
+                                predictions=np.zeros((1, batch), np.int64), readout=np.zeros((1, batch, 1))))
+
+    shapes = [tuple(np.asarray(ours.spikes[k]).shape[1:-1]) for k in range(n_proc)]
+    spike_prog = SimpleNamespace(stages=[SimpleNamespace(name=f"{net.layers[k].name} spikes", kind="spikes",
+                                                         shape=shapes[k]) for k in range(n_proc)])
+    state_prog = SimpleNamespace(stages=[SimpleNamespace(name=f"{net.layers[k].name} {x}", kind=f"{x} (final)",
+                                                         shape=shapes[k]) for k in range(n_proc) for x in "uv"])
+    missing = [k for k in range(n_proc) if k not in ours.u or k not in ours.v]
+    if missing:
+        raise ValueError(f"ours must record every process with record_state=True (missing {missing})")
+    lava_spk, lava_state = run_obj(lava.spikes, lava.u, lava.v)
+    ours_spk, ours_state = run_obj(ours.spikes, {k: ours.u[k][..., -1] for k in range(n_proc)},
+                                   {k: ours.v[k][..., -1] for k in range(n_proc)})
+    d_spk, c_spk, preds_equal, readout_equal = compare_outputs(spike_prog, lava_spk, ours_spk, ids)
+    d_state, c_state, _, _ = compare_outputs(state_prog, lava_state, ours_state, ids)
+    if d_state is not None and d_state.kind != "shape":
+        d_state = replace(d_state, step=steps - 1)
+    order = {s.name: i for i, s in enumerate(
+        [x for k in range(n_proc) for x in (state_prog.stages[2 * k], state_prog.stages[2 * k + 1],
+                                            spike_prog.stages[k])])}
+    candidates = [d for d in (d_spk, d_state) if d is not None]
+    divergence = min(candidates, key=lambda d: (d.kind != "shape", d.step, order.get(d.stage, -1)), default=None)
+    stages: list[StageComparison] = []
+    for k in range(n_proc):
+        stages += [c_state[2 * k], c_state[2 * k + 1], c_spk[k]]
+    mismatches = sum(s.mismatches for s in stages)
+    compared = sum(s.compared for s in stages)
+    return VerifyReport(
+        bit_exact=divergence is None and mismatches == 0, precision="fixed", steps=steps, n_samples=batch,
+        sample_ids=[int(i) for i in ids], stages=stages, divergence=divergence, predictions_equal=preds_equal,
+        readout_equal=readout_equal, lava_wall_s=float(lava_wall_s),
+        lava_wall_per_sample_s=float(lava_wall_s) / max(batch, 1), reference_wall_s=float(reference_wall_s),
+        input_clipped=0, report_steps=[steps],
+        network={"file_kind": NETX_FILE, "path": net.path, "processes": n_proc, "reset_interval": reset_interval,
+                 "reset_offset": reset_offset, "mismatches": mismatches, "compared": compared,
+                 "lava": "lava.lib.dl.netx.hdf5.Network under Loihi2SimCfg(select_tag='fixed_pt')",
+                 "reference": "msat_lava.netx_peer.NetxSimulator"})
