@@ -20,7 +20,7 @@ import types
 from pathlib import Path
 
 __all__ = ["add_convert_parser", "add_info_parser", "main", "load_model", "load_data", "format_summary",
-           "EXIT_OK", "EXIT_BAD_INPUT"]
+           "format_netx_summary", "EXIT_OK", "EXIT_BAD_INPUT"]
 
 from msat_lava.cli_common import EXIT_BAD_INPUT, EXIT_OK, BadInput, check_destination, debug_on, error_line, seed_arg
 from msat_lava.cli_common import bad_input_errors as _bad_input_errors
@@ -234,6 +234,50 @@ def format_summary(info: dict) -> str:
     return "\n".join(lines)
 
 
+def format_netx_summary(info: dict) -> str:
+    """The layer table of :func:`msat_lava.netx_peer.summary` (a plain netx file) as text."""
+    inp = info["input"]
+    tot = info["totals"]
+    name = os.path.basename(info.get("file", {}).get("path", "")) or "netx network"
+    lines = [f"plain netx file (lava-dl CUBA), simulated with msat_lava.netx_peer: {name}, {tot['processes']} "
+             f"processes in {tot['file_layers']} file layers",
+             f"input (C, H, W) {tuple(inp['shape'])}: the input layer's bias_mant, {tuple(inp['shape_lava'])} in "
+             f"Lava's (W, H, C) order, 13-bit ints"]
+    rows = []
+    for r in info["layers"]:
+        n = r["neuron"]
+        if r["weight_shape"] is None:
+            weight = bits = wrange = brange = "-"
+        else:
+            weight = "x".join(map(str, r["weight_shape"]))
+            bits = str(r["weight_bits"])
+            if r["kind"] == "dense":
+                bits += f" (Lava {r['lava_num_weight_bits']}b e{r['lava_weight_exp']})"
+            wrange = f"[{r['weight_min']}, {r['weight_max']}]"
+            brange = f"[{r['bias_min']}, {r['bias_max']}]"
+        rows.append([str(r["process"]), str(r["layer"]), r["connection"], "x".join(map(str, r["shape"])),
+                     str(r["neurons"]), weight, bits, wrange, brange, n["type"], f"{n['iDecay']} ({n['du']})",
+                     f"{n['vDecay']} ({n['dv']})", f"{n['vThMant']} ({n['threshold']})"])
+    head = ["proc", "layer", "kind", "shape", "neurons", "weight", "bits", "w range", "bias", "neuron",
+            "iDecay (du)", "vDecay (dv)", "vThMant (<<6)"]
+    widths = [max(len(head[j]), *(len(row[j]) for row in rows)) for j in range(len(head))]
+    right = {0, 1, 4}
+
+    def fmt(cells):
+        return "  ".join(c.rjust(w) if j in right else c.ljust(w) for j, (c, w) in enumerate(zip(cells, widths)))
+
+    lines += [fmt(head).rstrip(), "-" * len(fmt(head).rstrip())]
+    lines += [fmt(row).rstrip() for row in rows]
+    lines.append(f"{tot['neurons']} neurons, {tot['weights']} weights; CUBA: spike when v > vThMant << 6, v reset to "
+                 "0; per step u *= (4096 - iDecay)/4096, v *= (4096 - vDecay)/4096 (toward 0)")
+    sim = info["simulation"]
+    if sim["Ts"] is not None or sim["tSample"] is not None:
+        lines.append(f"simulation: Ts {sim['Ts']}, tSample {sim['tSample']}")
+    lines.append(f"reset interval: none stored in the file (netx's reset_interval / reset_offset are run options: "
+                 "--reset-interval I --reset-offset O)")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # subcommands
 # ---------------------------------------------------------------------------------------------------------
@@ -329,9 +373,15 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     try:
-        from netx_export.api import load, summary
+        from netx_export.api import summary
 
-        net = load(args.net)
+        from msat_lava.netx_peer import NETX_FILE, read_network_file
+
+        kind, net = read_network_file(args.net)  # an msat-lava file or a plain netx file (FORMAT.md §2.1)
+        if kind == NETX_FILE:
+            from msat_lava.cli_netx import info_netx
+
+            return info_netx(args.net, net, as_json=args.json)
     except _bad_input_errors() as exc:
         return _fail("info", exc)
     info = summary(net)
@@ -401,10 +451,12 @@ def add_convert_parser(subparsers) -> None:
 def add_info_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "info",
-        help="show the layer table of a network file",
-        description="Read and validate a network file and print its layer table. Exit 2 if it is malformed.",
+        help="show the layer table of a network file (msat-lava or plain lava-dl netx)",
+        description=("Read and validate a network file and print its layer table: an msat-lava network file, or a "
+                     "plain lava-dl netx (CUBA) file, told apart by the rule of docs/FORMAT.md §2.1 (a damaged "
+                     "msat-lava file is refused, never read as netx). Exit 2 if it is malformed."),
     )
-    p.add_argument("net", metavar="NET", help="network file written by msat-lava convert")
+    p.add_argument("net", metavar="NET", help="network file written by msat-lava convert, or a lava-dl netx file")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_info)
 

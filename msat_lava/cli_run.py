@@ -115,8 +115,8 @@ def _add_data_args(p: argparse.ArgumentParser, samples_default: int | None) -> N
     p.add_argument("--json", action="store_true", help="print the result as JSON (no progress output)")
 
 
-def _load_inputs(args: argparse.Namespace):
-    """(net, program, LoadedData) for the NET / --data options."""
+def _load_inputs(args: argparse.Namespace, net=None):
+    """(net, program, LoadedData) for the NET / --data options (``net``: NET already read)."""
     from netx_export.api import load
 
     from msat_lava.data import load_npz, parse_floats
@@ -126,7 +126,8 @@ def _load_inputs(args: argparse.Namespace):
         import torch
 
         torch.set_num_threads(args.threads)
-    net = load(args.net)
+    if net is None:
+        net = load(args.net)
     program = from_converted(net)
     data = load_npz(args.data, split=args.split, samples=args.samples, input_scale=args.input_scale,
                     mean=parse_floats(args.norm_mean, "--norm-mean"), std=parse_floats(args.norm_std, "--norm-std"),
@@ -157,11 +158,34 @@ def _fmt_acc(acc: dict[int, float]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # run
 # ----------------------------------------------------------------------------------------------------------
+def _read_network(args: argparse.Namespace):
+    """(kind, network) of NET: an msat-lava network file or a plain netx file (msat_lava.netx_peer's rule,
+    docs/FORMAT.md §2.1; a damaged msat-lava file is refused, never read as netx). On an msat-lava file the
+    netx-only options are refused."""
+    from msat_lava.cli_netx import refuse_netx_only
+    from msat_lava.netx_peer import MSAT_FILE, read_network_file
+
+    kind, net = read_network_file(args.net)
+    if kind == MSAT_FILE:
+        refuse_netx_only(args)
+        if args.split is None:
+            args.split = "test"
+    return kind, net
+
+
 @_exit_codes("run")
 def _cmd_run(args: argparse.Namespace) -> int:
+    from msat_lava.netx_peer import NETX_FILE
+
     if args.predictions:  # before any work: a bad destination is refused at once
         check_destination(args.predictions, "--predictions", overwrite=args.overwrite)
-    net, program, data = _load_inputs(args)
+    kind, net = _read_network(args)
+    if kind == NETX_FILE:
+        from msat_lava.cli_netx import run_netx_command
+
+        return run_netx_command(args, net)
+    args.backend = args.backend or "ref-fixed"
+    net, program, data = _load_inputs(args, net)
     rsteps = _report_steps(args.report_steps, args.steps)
     sim, precision = BACKENDS[args.backend]
     from msat_lava.backends import get_backend
@@ -224,12 +248,16 @@ def add_run_parser(subparsers) -> None:
         "run",
         help="run a network file on .npz data (Lava or reference, fixed or float)",
         description=("Run NET on the inputs of --data for --steps time steps in one backend and print the accuracy "
-                     "after the reported numbers of steps. Exit 0 ok, 2 bad input."),
+                     "after the reported numbers of steps. NET may also be a plain lava-dl netx (CUBA) file: then "
+                     "--data is the input layer's bias mantissas (.npy, (W, H, C) or (B, W, H, C)), it runs with "
+                     "msat_lava.netx_peer (all samples at once), prints the spike counts, and --predictions writes "
+                     "the recorded spikes (options without meaning there are refused). Exit 0 ok, 2 bad input."),
     )
     _add_data_args(p, samples_default=None)
+    p.set_defaults(split=None)  # None = test (and, on a netx file, "not given")
     p.add_argument("--steps", type=steps_arg, required=True, metavar="T",
                    help=f"time steps per sample (1..{MAX_STEPS})")
-    p.add_argument("--backend", choices=tuple(BACKENDS), default="ref-fixed",
+    p.add_argument("--backend", choices=tuple(BACKENDS), default=None,
                    help="lava-fixed / lava-float (Lava CPU simulator), ref-fixed / ref-float (batched torch "
                         "reference) or loihi2 (Loihi 2 via lava-loihi: constant-threshold netx exports; "
                         "msat-lava deploy checks first); default ref-fixed")
@@ -237,6 +265,9 @@ def add_run_parser(subparsers) -> None:
                    help="write predictions (T, N), dataset indices, labels and accuracy (T,) to OUT.npz (an existing "
                         "file is refused unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --predictions file")
+    from msat_lava.cli_netx import add_netx_options
+
+    add_netx_options(p, record=True)
     p.set_defaults(func=_cmd_run)
 
 
@@ -246,13 +277,19 @@ def add_run_parser(subparsers) -> None:
 @_exit_codes("verify")
 def _cmd_verify(args: argparse.Namespace) -> int:
     from msat_lava.backends import LavaCpuBackend, ReferenceBackend
+    from msat_lava.netx_peer import NETX_FILE
     from msat_lava.verify import verify
 
     if args.report:  # before any work
         check_destination(args.report, "--report", overwrite=args.overwrite)
+    kind, net = _read_network(args)
+    if kind == NETX_FILE:
+        from msat_lava.cli_netx import verify_netx
+
+        return verify_netx(args, net)
     if args.against:
-        return _verify_against(args)
-    _, program, data = _load_inputs(args)
+        return _verify_against(args, net)
+    _, program, data = _load_inputs(args, net)
     for backend in (LavaCpuBackend(), ReferenceBackend()):  # typed refusal before anything is built
         backend.check(program, precision="fixed")
     rsteps = _report_steps(args.report_steps, args.steps)
@@ -278,7 +315,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _verify_against(args: argparse.Namespace) -> int:
+def _verify_against(args: argparse.Namespace, net=None) -> int:
     """``verify NET --data D.npz --against RECORDED.npz``: the recorded run vs the fixed-point reference on the
     recorded dataset indices (:func:`msat_lava.verify.verify_against`)."""
     from netx_export.api import load
@@ -287,7 +324,7 @@ def _verify_against(args: argparse.Namespace) -> int:
     from msat_lava.program import from_converted
     from msat_lava.verify import atomic_write_json, load_recorded, verify_against
 
-    program = from_converted(load(args.net))
+    program = from_converted(load(args.net) if net is None else net)
     recorded = load_recorded(args.against, program)
     data = load_npz(args.data, split=args.split, samples=None, input_scale=args.input_scale,
                     mean=parse_floats(args.norm_mean, "--norm-mean"), std=parse_floats(args.norm_std, "--norm-std"),
@@ -321,9 +358,13 @@ def add_verify_parser(subparsers) -> None:
         help="check that Lava (fixed point) matches the reference bit for bit",
         description=("Run the same inputs through Lava (fixed point) and the reference simulator, compare every "
                      "layer's output at every step bit for bit and report the first divergence; also compare "
-                     "fixed vs float in the reference. Exit 0 bit-exact, 1 mismatch, 2 bad input."),
+                     "fixed vs float in the reference. NET may also be a plain lava-dl netx (CUBA) file: then "
+                     "--data is the input layer's bias mantissas (.npy) and lava-dl's netx.hdf5.Network in Lava is "
+                     "compared with msat_lava.netx_peer (every layer's spikes at every step, final u and v). "
+                     "Exit 0 bit-exact, 1 mismatch, 2 bad input."),
     )
     _add_data_args(p, samples_default=8)
+    p.set_defaults(split=None)  # None = test (and, on a netx file, "not given")
     p.add_argument("--steps", type=steps_arg, default=32, metavar="T", help="time steps per sample "
                    "(default 32)")
     p.add_argument("--report", metavar="OUT.json", help="write the full report as JSON (an existing file is refused "
@@ -335,6 +376,9 @@ def add_verify_parser(subparsers) -> None:
                         "run --predictions: predictions, indices [, readout, trace_<stage>]) with the fixed-point "
                         "reference on the recorded dataset indices and report the first divergence "
                         "(--samples/--steps are taken from the recording)")
+    from msat_lava.cli_netx import add_netx_options
+
+    add_netx_options(p, record=False)
     p.set_defaults(func=_cmd_verify)
 
 
