@@ -5,7 +5,8 @@
   of ``zoo``, and every model-parameter and table dataset of the zoo graph converted with ``dtif-r`` and
   ``bsnn-r`` — with a rotating mutator (delete, change dtype, change shape, negate, scale, NaN/extreme, huge
   declared shape, +1, zero, null, other string, extra attribute), plus structural mutants (external / soft links,
-  virtual datasets, external storage, foreign filters, hard-link aliases and cycles, extra / missing groups,
+  virtual datasets, external storage, foreign filters, hard-link aliases and cycles, extra / missing groups, a
+  deleted, emptied or renamed ``/msat`` (which must not pass for a plain netx file),
   truncation, byte corruption in a subprocess). Each mutant goes through ``msat-lava run`` (and every eighth
   through ``info``) in process via :func:`msat_lava.cli.main`.
 * **Data files** (``.npz``) and **model files** (``.pt2`` / weights with pickle payloads) on ``run`` / ``convert``.
@@ -317,6 +318,11 @@ def _structural(f, kind, path):
         f[path + "/loop"] = f[path]
     elif kind == "delete-group":
         del f[path]
+    elif kind == "empty-group":  # the group stays, its members go
+        for key in list(f[path].keys()):
+            del f[path][key]
+    elif kind == "rename":
+        f.move(path, path + "_old")
     elif kind == "extra-group":
         f.create_group(path + "/extra")
     elif kind == "index-gap":
@@ -350,6 +356,10 @@ STRUCTURAL = [
     ("zoo", "index-gap", "msat/graph/16"), ("zoo", "index-gap", "msat/neurons/3"),
     ("chain", "index-gap", "layer/4"), ("zoo", "committed-type", "msat/graph/0/shape"),
     ("zoo", "compound", "msat/targets/0/bias"), ("chain", "huge-real", "msat/graph/4/weight"),
+    # the whole extension lost: the rest must not pass for a plain netx file (chain's /layer is a loadable netx
+    # view; msat_lava.netx_peer.network_file_kind, docs/FORMAT.md §2.1)
+    ("chain", "delete-group", "msat"), ("zoo", "delete-group", "msat"), ("chain", "empty-group", "msat"),
+    ("chain", "rename", "msat"),
 ]
 
 
