@@ -8,7 +8,7 @@ v_init = 0.5·θ (+h), fixed point, reference simulator; prints accuracy after T
     MSAT_SHARED_DATA=../shared/data python benchmarks/burst_scale.py m=resnet56 n=250 T=32 g=1,4,8
 
 Arguments key=value: m model (accuracy.py's MODELS), n test images (np.linspace-strided as accuracy.py's old
-subset; 0 = all), T steps, g list of Γ, p percentile, s list of extra λ factors.
+subset; 0 = all), T steps, g list of Γ, p percentile, s list of extra λ factors, save DIR for the network files.
 """
 import sys, time, json
 from pathlib import Path
@@ -42,6 +42,9 @@ for gam in gammas:
     lams = {k: v * s / gam for k, v in cal.lambdas.items()}
     lams[g.input.name] = cal.input_scale
     net = quantize(g, lams, method="const", v_init=0.5, gamma=gam, seed=23)
+    if "save" in args:  # save=DIR: the network file of every (Γ, s), for msat-lava verify
+        Path(args["save"]).mkdir(parents=True, exist_ok=True)
+        net.save(Path(args["save"]) / f"p{pct}_h_g{gam}_s{s}.net", overwrite=True)
     prog = from_converted(net)
     t0 = time.time()
     run = reference.simulate(prog, x, T, precision="fixed", batch_size=125, threads=1, progress=False)
