@@ -8,21 +8,31 @@ steps, so the work can be ordered layer by layer within a chunk of Tc steps:
         for each stage in topological order:
             a_k = term_k(payload_src(t0 … t1−1))      one (Tc·B)-batched conv / linear per term
             neuron : (state, payload(t0 … t1−1)) = fused neuron loop over the chunk   (dynamics.fused)
+                     or, for a model without a fused kernel, its step function for t0 … t1−1
             lipool : step_lipool for t0 … t1−1
-            readout: Out(t) = Out(t−1) + bias + Σ_k term_k(t)
+            readout: Out(t) = Out(t−1) + bias + Σ_k term_k(t)   (bias only where the model's gate says so)
 
 Only the neuron recursion is sequential in time, and it runs in one compiled pass per stage and chunk with the
 state in registers. Image-shaped tensors are kept channels-last (the convolution layout that runs fastest on CPU)
 and neuron arrays in the same physical order, so nothing is transposed on the hot path.
 
+Every registered neuron model runs here. The MSAT family (``fused.MODE_CODES``,
+:func:`msat_lava.dynamics.models.has_fused`) has fused kernels; any other model (DTIF-R, BSNN-R, …) takes the
+generic path: its chunk input x(t0 … t1−1) is built from the same batched terms, then the plain engine's own
+stage step (:func:`msat_lava.dynamics.neuron.step_fixed` / ``step_float``: the model's threshold, quanta,
+schedule, Γ, gate, saturation) advances the stage one step at a time on torch tensors of the logical layout, so
+no neuron rule is written twice. A generic stage whose payloads are all 0 over a chunk (BSNN-R outside its FIRE
+cycles) feeds no term: its consumers skip those convolutions (every op of a term is linear).
+
 Exactness (fixed point): payloads are non-negative integers ≤ Γ·2^F. A weighted op runs in float32 when
 :func:`msat_lava.program._exact_f32_chunks` proves every partial sum an exact integer below 2^24 (one chunk), on
 b-bit chunks recombined in float64 when it needs several, and in float64 otherwise; structural ops (subsample,
 channel padding, flatten) copy values and a sum-pool is run in float32 only while its sums stay below 2^24. The
-term's round-shift, the bias and the neuron rule are evaluated in int64 by the fused kernel. The result is the
-same integers as the plain engine, which ``tests/test_engine.py`` checks on random networks of every stage kind.
+term's round-shift, the bias and the neuron rule are evaluated in int64 by the fused kernel (generic path: in
+int64 torch ops, then the step function). The result is the same integers as the plain engine, which
+``tests/test_engine.py`` checks on random networks of every stage kind and every registered model.
 Float: terms are computed exactly as the plain engine computes them (same ops, ``synapse_dtype``), in batches of
-Tc·B instead of B, so sums may differ by float rounding only.
+Tc·B instead of B, so sums may differ by float rounding only (and with them, rarely, a spike at a threshold).
 
 Outputs have the plain engine's contract (``reference._run_batch``): predictions per step, readout, spike counts,
 saturation counts, traces, payload sums and membrane snapshots on layer-local time. Chunk boundaries are placed at
@@ -36,6 +46,7 @@ import numpy as np
 
 from msat_lava.dynamics import fused
 from msat_lava.dynamics import lipool as lip
+from msat_lava.dynamics import models
 from msat_lava.dynamics import neuron as dyn
 from msat_lava.dynamics import prng
 from msat_lava.program import (Program, _exact_f32_chunks, _round_shift_torch, _row_l1_max, _weight_tensor,
@@ -185,12 +196,14 @@ def _term_fixed(term, x, xmax: float, cache: dict):
     return x
 
 
-def _source_terms(stage, payload: dict, fixed: bool, synapse_dtype, cache: dict) -> list[tuple[Any, int, int]]:
+def _source_terms(stage, payload: dict, fixed: bool, synapse_dtype, cache: dict,
+                  zero: Any = ()) -> list[tuple[Any, int, int]]:
     """[(a, q, exp)] of a stage's stage-fed terms for one chunk: the term's sum is a·q before its round-shift
-    by exp (fixed), or a itself (float: q = 1, exp = 0)."""
+    by exp (fixed), or a itself (float: q = 1, exp = 0). Terms fed by a stage in ``zero`` (all its payloads of the
+    chunk are 0) are left out: every op of a term is linear, so they are 0."""
     out = []
     for term in stage.terms:
-        if term.source == "input":
+        if term.source == "input" or term.source in zero:
             continue
         x, q, xmax = payload[term.source]
         if fixed:
@@ -198,6 +211,77 @@ def _source_terms(stage, payload: dict, fixed: bool, synapse_dtype, cache: dict)
         else:
             out.append((apply_term_torch(term, x.to(synapse_dtype), False, cache), 1, 0))
     return out
+
+
+def _phys(lay: _Layout, state: dict, key: str) -> np.ndarray:
+    """A neuron stage's state array ``key`` ('v' | 'count') as a flat physical numpy array (B·N,)."""
+    if "st" in state:
+        return lay.to_phys(getattr(state["st"], key))
+    return state[key]
+
+
+def _chunk_input(cx, terms: list, shape: tuple, fixed: bool):
+    """x(t) of a chunk's steps, (tc, B, *shape) contiguous in the logical layout: int64 (fixed) or float64.
+
+    Fixed: the integers of the plain engine (base + Σ_k round_shift(a_k·q_k, exp_k)), computed in int64, where
+    every sum is exact in any order. Float: base + a_1 + a_2 + … in float64 in the plain engine's order of
+    additions (``reference.stage_input``), so each x(t) differs from the plain engine's only as far as the
+    batched convolutions' sums do."""
+    import torch
+
+    if fixed:
+        x = None
+        for a, q, e in terms:
+            t = a.reshape(shape).to(torch.int64, memory_format=torch.contiguous_format, copy=True)
+            if q != 1:
+                t.mul_(int(q))
+            if e > 0:
+                t.mul_(1 << e)
+            elif e < 0:
+                t.add_(1 << (-e - 1)).bitwise_right_shift_(-e)  # ⌊(a·q + 2^(−e−1)) / 2^−e⌋
+            x = t if x is None else x.add_(t)
+        base = cx.to(torch.int64)
+        return base.unsqueeze(0).expand(shape).contiguous() if x is None else x.add_(base)
+    x = torch.empty(shape, dtype=torch.float64)
+    if not terms:
+        return x.copy_(cx.unsqueeze(0).expand(shape))
+    a, _, _ = terms[0]
+    torch.add(cx, a.reshape(shape), out=x)
+    for a, _, _ in terms[1:]:
+        x.add_(a.reshape(shape))
+    return x
+
+
+def _generic_chunk(s, lay: _Layout, state: dict, cx, tc: int, b: int, fixed: bool, terms: list, pay_dtype, ids,
+                   seed: int, psums: dict | None) -> tuple[tuple[Any, int, float], bool]:
+    """One chunk of a neuron stage whose model has no fused kernel: x(t) = base + Σ_k term_k(t) from the chunk's
+    batched terms, then, step by step, the very step function of the plain engine
+    (:func:`~msat_lava.dynamics.neuron.step_fixed` / :func:`~msat_lava.dynamics.neuron.step_float` on torch
+    tensors of the logical layout). Returns the chunk's payload entry (tensor, q = 1, max payload) and whether
+    every payload of the chunk is 0."""
+    import torch
+
+    spec = s.spec
+    xs = _chunk_input(cx, terms, (tc, b) + tuple(s.shape), fixed)
+    pay = np.empty((tc, lay.size), dtype=np.float64 if fixed else
+                   (np.float32 if pay_dtype == torch.float32 else np.float64))
+    view = lay.chunk_from_phys(pay, tc)
+    st = state["st"]
+    for k in range(tc):
+        if fixed:
+            st, o = dyn.step_fixed(spec, s.luts, st, xs[k], ids, s.index, seed)
+            state["sat"] += int((st.v.abs() >= spec.v_max).sum())
+        else:
+            st, o = dyn.step_float(spec, st, xs[k], ids, s.index, seed)
+        view[k * b:(k + 1) * b].copy_(o.payload)
+    state["st"] = st
+    silent = not pay.any()
+    top = 0.0 if silent or not fixed else float(pay.max())
+    if fixed and top < _F32_LIMIT:
+        pay = pay.astype(np.float32)
+    if psums is not None and not silent:
+        psums[s.name] += pay.sum(axis=0, dtype=np.float64)
+    return (lay.chunk_from_phys(pay, tc), 1, top), silent
 
 
 def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, cache: dict, bar,
@@ -223,7 +307,13 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
         lay = _Layout(s.shape, b)
         layouts[s.name] = lay
         cx = constant_input(s, inp, fixed, cache)
-        if s.kind == "neuron":
+        if s.kind == "neuron" and not models.has_fused(s.spec.mode):
+            # the generic path: the state of dynamics.neuron (logical layout), stepped by its own step function
+            base[s.name] = cx
+            st = (dyn.init_fixed_state((b,) + s.shape, like, s.spec) if fixed
+                  else dyn.init_float_state((b,) + s.shape, like, s.spec))
+            states[s.name] = dict(st=st, sat=0)
+        elif s.kind == "neuron":
             spec = s.spec
             m = lay.size
             if fixed:
@@ -257,13 +347,19 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
     for src, i in last_use.items():
         drop_after.setdefault(i, []).append(src)
     sids = np.ascontiguousarray(ids.cpu().numpy(), dtype=np.int64)
-    gates = {s.name: _gate(s, layouts[s.name], sids, seed) for s in program.neuron_stages}
+    gates = {s.name: _gate(s, layouts[s.name], sids, seed) for s in program.neuron_stages
+             if models.has_fused(s.spec.mode)}
+
+    sids_t = torch.as_tensor(sids)
+    bias_off = None if out.bias_gate is None else torch.as_tensor(
+        np.asarray(out.bias_fixed if fixed else out.bias_float, dtype=np.float64)).reshape(n_out)
 
     previous_threads = fused.set_threads(torch.get_num_threads())
     try:
         for t0, t1 in chunk_bounds(steps, chunk, list(sums_at) + list(membrane_at)):
             tc = t1 - t0
             payload: dict[str, Any] = {}
+            zero: set[str] = set()  # generic stages whose payloads are all 0 in this chunk (their terms are 0)
             for si, s in enumerate(program.stages):
                 lay = layouts[s.name]
                 if s.kind == "lipool":
@@ -281,16 +377,26 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
                     payload[s.name] = (ys.to(pay_dtype if top < _F32_LIMIT else torch.float64), q, top)
                 elif s.kind == "readout":
                     xin = base[s.name].unsqueeze(0).expand(tc, b, n_out)
-                    for a, q, e in _source_terms(s, payload, fixed, synapse_dtype, cache):
+                    for a, q, e in _source_terms(s, payload, fixed, synapse_dtype, cache, zero):
                         part = _round_shift_torch(a.to(torch.float64) * q, e) if fixed else a.to(torch.float64)
                         xin = xin + part.reshape(tc, b, n_out)
                     for k in range(tc):
-                        acc = acc + xin[k]
+                        if s.bias_gate is not None and not s.bias_gate(t0 + k):  # as reference._run_batch
+                            acc = acc + (xin[k] - bias_off)
+                        else:
+                            acc = acc + xin[k]
                         readout[t0 + k] = acc.numpy()
                     preds[t0:t1] = torch.argmax(torch.from_numpy(readout[t0:t1]), dim=2).numpy()
+                elif s.name not in gates:
+                    payload[s.name], silent = _generic_chunk(
+                        s, lay, states[s.name], base[s.name], tc, b, fixed,
+                        _source_terms(s, payload, fixed, synapse_dtype, cache, zero), pay_dtype, sids_t, seed,
+                        psums if sums_at else None)
+                    if silent:
+                        zero.add(s.name)
                 else:
                     spec = s.spec
-                    terms = _source_terms(s, payload, fixed, synapse_dtype, cache)
+                    terms = _source_terms(s, payload, fixed, synapse_dtype, cache, zero)
                     if len(terms) > 2:  # fold the extra terms into one (fixed: round-shifted, exp 0)
                         rest = sum(_round_shift_torch(a.to(torch.float64) * q, e) if fixed else a.to(torch.float64)
                                    for a, q, e in terms[1:])
@@ -353,13 +459,14 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
                 sums[t1] = {name: layouts[name].from_phys(v) for name, v in psums.items()}
             if t1 in membrane_at:
                 membrane[t1] = {s.name: layouts[s.name].from_phys(
-                    states[s.name]["v"] / float(s.spec.one if fixed else s.spec.lam))
+                    _phys(layouts[s.name], states[s.name], "v") / float(s.spec.one if fixed else s.spec.lam))
                     for s in program.neuron_stages}
             if bar is not None:
                 bar.update(b * tc)
     finally:
         fused.set_threads(previous_threads)
-    counts = {s.name: layouts[s.name].from_phys(states[s.name]["count"]) for s in program.neuron_stages}
-    saturated = {s.name: int(states[s.name]["sat"].sum()) if fixed else 0 for s in program.neuron_stages}
+    counts = {s.name: layouts[s.name].from_phys(_phys(layouts[s.name], states[s.name], "count"))
+              for s in program.neuron_stages}
+    saturated = {s.name: int(np.sum(states[s.name]["sat"])) if fixed else 0 for s in program.neuron_stages}
     return {"preds": preds, "readout": readout.reshape(steps, b, n_out), "sums": sums, "membrane": membrane,
             "counts": counts, "saturated": saturated}

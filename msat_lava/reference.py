@@ -27,7 +27,6 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from msat_lava.dynamics import lipool as lip
-from msat_lava.dynamics import models
 from msat_lava.dynamics import neuron as dyn
 from msat_lava.program import Program, apply_term_torch, check_run_inputs, input_payload_np, stage_depths
 
@@ -107,9 +106,9 @@ def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", 
     is exact whatever this says.
     ``engine``: "fast" (layer-major over chunks of ``chunk`` time steps with compiled neuron loops,
     :mod:`msat_lava.engine`; CPU), "step" (the plain step-by-step loop below, any device) or "auto" (fast on CPU,
-    step elsewhere, and step for a program with a neuron model the fast engine has no fused kernel for —
-    :func:`msat_lava.dynamics.models.has_fused`). Both give the same fixed-point integers; float results differ by
-    float rounding only. ``chunk`` (fast engine): steps per chunk, default :func:`msat_lava.engine.default_chunk`
+    step elsewhere). The fast engine runs every registered neuron model: a fused kernel for the MSAT family
+    (:func:`msat_lava.dynamics.models.has_fused`), the models' own step function after the batched synaptic terms
+    otherwise. Both engines give the same fixed-point integers; float results differ by float rounding only. ``chunk`` (fast engine): steps per chunk, default :func:`msat_lava.engine.default_chunk`
     of the batch (8 at batch ≤ 25, 2 at batch ≥ 100); the results do not depend on it.
     """
     import torch
@@ -127,14 +126,10 @@ def simulate(program: Program, x: Any, steps: int, *, precision: str = "fixed", 
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     x, ids, seed, fixed = inputs.x, inputs.ids, inputs.seed, precision == "fixed"
     dev = torch.device(device or "cpu")
-    unfused = sorted({s.spec.mode for s in program.neuron_stages if not models.has_fused(s.spec.mode)})
     if engine == "auto":
-        engine = "fast" if dev.type == "cpu" and not unfused else "step"
+        engine = "fast" if dev.type == "cpu" else "step"
     elif engine == "fast" and dev.type != "cpu":
         raise ValueError(f"engine 'fast' runs on CPU only, not on {dev}; use engine='step'")
-    elif engine == "fast" and unfused:
-        raise ValueError(f"engine 'fast' has no fused kernel for neuron model(s) {unfused}; use engine='step' "
-                         "or 'auto'")
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))

@@ -4,7 +4,9 @@ Fixed point: every output (predictions, readout, spike counts, saturation counts
 snapshots) must be the same integers, on random networks of every stage kind (conv, grouped and depthwise conv,
 LIPool, identity / option-A / projection shortcuts, sum-pools on the input and between layers, flatten, linear,
 readout), every threshold mode, the spike-confidence gate in both variants, burst, half-threshold start, a
-saturating state, more than two synaptic terms into one stage, chunk sizes and thread counts. Float: the same
+saturating state, more than two synaptic terms into one stage, chunk sizes and thread counts; and for every
+registered neuron model the fast engine has no fused kernel for (DTIF-R's variants and shapes, BSNN-R with its
+synchronous neurons, phase schedule and gated readout bias), chunk sizes and batch sizes. Float: the same
 values up to float rounding (the fused loop evaluates exp/log1p with the C library, torch with its own vector
 code); the fused float neuron equals the numpy implementation of the rule bit for bit.
 """
@@ -89,6 +91,60 @@ def test_fixed_fast_engine_equals_step_loop(name, method, opts):
         assert sum(step.saturated.values()) > 0  # the case under test
     for chunk in (1, 5, 64):
         _assert_same(step, _run(conv, x, "fixed", "fast", chunk=chunk))
+
+
+#: every registered model without a fused kernel (msat_lava.dynamics.models), with the options it allows:
+#: (network, method, conversion options, steps). BSNN-R needs ≥ 2·K·depth steps to reach the readout; its resmix
+#: network has synchronous neurons on the residual shortcuts, and BSNN-R refuses v_init.
+MODEL_CASES = [
+    ("resmix", "dtif-r", {}, T),                                                       # a, hyperbolic
+    ("poolmix", "dtif-r", {"params": {"variant": "b", "shape": "exp", "beta": 3.0}}, T),
+    ("resmix", "dtif-r", {"params": {"variant": "c"}, "gamma": 2, "v_init": 0.5}, T),
+    ("resmix", "dtif-r", {"params": {"variant": "b", "shape": "exp"}, "gamma": 3,
+                          "sc": ((0, 0.7), (2, 0.5), (4, 0.8)), "sc_early": 5}, T),
+    ("poolmix", "dtif-r", {"params": {"variant": "a", "beta": 2.0}, "gamma": 3, "v_init": 0.5,
+                           "sc": ((1, 0.6),), "sc_gate": "keep_charge", "sc_early": 7}, T),
+    ("resmix", "dtif-r", {"params": {"variant": "c", "shape": "exp"}, "sc": ((0, 0.6), (3, 0.9)),
+                          "sc_gate": "keep_charge", "sc_early": 4}, T),
+    ("mlp", "dtif-r", {"params": {"variant": "b"}, "state_bits": 14}, T),            # saturates
+    ("resmix", "bsnn-r", {"params": {"k": 2}}, 36),
+    ("resmix", "bsnn-r", {"params": {"k": 2}, "gamma": 2, "sc": ((0, 0.7), (5, 0.6)), "sc_early": 9}, 36),
+    ("resmix", "bsnn-r", {"params": {"k": 3}, "gamma": 3, "sc": ((1, 0.8),), "sc_gate": "keep_charge",
+                          "sc_early": 6}, 40),
+    ("poolmix", "bsnn-r", {"params": {"k": 4}, "gamma": 2}, 30),
+    ("mlp", "bsnn-r", {"params": {"k": 4}, "state_bits": 14}, 20),                    # saturates
+]
+_MODEL_IDS = [f"{n}-{m}-{i}" for i, (n, m, _, _) in enumerate(MODEL_CASES)]
+
+
+def test_model_cases_cover_every_registered_model():
+    from msat_lava.dynamics import models
+
+    assert {m for m in models.names() if not models.has_fused(m)} == {m for _, m, _, _ in MODEL_CASES}
+
+
+@pytest.mark.parametrize("name,method,opts,steps", MODEL_CASES, ids=_MODEL_IDS)
+def test_fixed_fast_engine_equals_step_loop_every_model(name, method, opts, steps):
+    """Models without a fused kernel: the fast engine's batched terms + the models' own step function give the
+    step engine's integers for any chunk length and batch size."""
+    conv = convert(name, method, **opts)
+    x = random_inputs(conv.model.input_shape, 9, seed=11) * 1.5
+    step = _run(conv, x, "fixed", "step", steps=steps)
+    assert np.abs(step.readout).max() > 0 and all(c.sum() > 0 for c in step.spike_counts.values())
+    if opts.get("state_bits"):
+        assert sum(step.saturated.values()) > 0  # the case under test
+    for chunk, batch in ((1, 7), (5, 4), (8, 9), (64, 7)):
+        _assert_same(step, _run(conv, x, "fixed", "fast", chunk=chunk, batch_size=batch, steps=steps))
+
+
+@pytest.mark.parametrize("name,method,opts,steps", MODEL_CASES, ids=_MODEL_IDS)
+def test_float_fast_engine_matches_step_loop_every_model(name, method, opts, steps):
+    conv = convert(name, method, **opts)
+    x = random_inputs(conv.model.input_shape, 8, seed=12)
+    step = _run(conv, x, "float", "step", steps=steps)
+    for chunk, batch in ((3, 8), (8, 5)):
+        fast = _run(conv, x, "float", "fast", chunk=chunk, batch_size=batch, steps=steps)
+        _assert_same(step, fast, exact=False, rtol=1e-9, atol=1e-9)
 
 
 def test_fixed_fast_engine_independent_of_threads_and_batch():

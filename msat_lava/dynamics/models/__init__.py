@@ -16,7 +16,8 @@ Per step t (layer-local, 0-based), with the shared state (v, S = Σv, n, t) of :
 
 A model is a subclass of :class:`DynamicsModel` registered with :func:`register` in a module of this package
 (every submodule is imported on first use); ``fused`` marks the models the fast engine (:mod:`msat_lava.engine`,
-``fused.MODE_CODES``) implements — the others run on the plain step engine.
+``fused.MODE_CODES``) has compiled kernels for — it runs the others with their step function above, after
+computing their synaptic terms layer-major.
 """
 from __future__ import annotations
 
