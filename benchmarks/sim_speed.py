@@ -10,7 +10,9 @@ side: every round times the ANN and then each simulator configuration, and each 
 rounds. A warm-up run per configuration (not timed) loads the compiled neuron kernels.
 
 Methods: const (max-norm IF), msat (the paper's raw-unit MSAT), msat+sc (MSAT with the spike-confidence gate at
-p = 0.9 on every layer for the first 16 steps; only its cost matters here, not the accuracy of that p).
+p = 0.9 on every layer for the first 16 steps; only its cost matters here, not the accuracy of that p); any other
+registered neuron model by name with its default parameters (``--methods dtif-r,bsnn-r``; BSNN-R with its
+synchronous neurons).
 Precisions: fixed (always exact) and float (float32 synaptic sums, float64 neuron state: ``--synapse-dtype``).
 ``--memory`` additionally runs ResNet20, batch 256, T = 256 (fixed msat) in a child process and reports its peak
 resident memory. Models and data come from ../shared/data (MSAT_SHARED_DATA overrides).
@@ -43,6 +45,7 @@ TARGET = {"float": 1.3, "fixed": 2.0}
 def build(model: str, methods, calib: int = 256):
     """(nn.Module, {method: Program}, test images (float64, normalized))."""
     from msat_lava.program import from_converted
+    from netx_export import neurons
     from netx_export.calibrate import calibrate
     from netx_export.quantize import quantize
     from netx_export.trace import trace
@@ -58,7 +61,12 @@ def build(model: str, methods, calib: int = 256):
     for m in methods:
         mode = m.split("+")[0]
         sc = {s: 0.9 for s in cal.lambdas} if m.endswith("+sc") else None
-        net = quantize(graph, cal, method=mode, preset=None if mode == "const" else "resnet20", sc_p=sc, seed=23)
+        g, aliases = neurons.get(mode).prepare_graph(graph)  # BSNN-R: synchronous neurons (their source's λ)
+        cal_m = cal
+        if aliases:
+            lams = dict(cal.lambdas)
+            cal_m = {**lams, **{sn: lams[src] for sn, src in aliases.items()}, g.input.name: cal.input_scale}
+        net = quantize(g, cal_m, method=mode, preset=None if mode == "const" else "resnet20", sc_p=sc, seed=23)
         programs[m] = from_converted(net)
     return module, programs, _prep(data["x_test"][:512], cfg)
 
