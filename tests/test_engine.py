@@ -5,8 +5,9 @@ snapshots) must be the same integers, on random networks of every stage kind (co
 LIPool, identity / option-A / projection shortcuts, sum-pools on the input and between layers, flatten, linear,
 readout), every threshold mode, the spike-confidence gate in both variants, burst, half-threshold start, a
 saturating state, more than two synaptic terms into one stage, chunk sizes and thread counts; and for every
-registered neuron model the fast engine has no fused kernel for (DTIF-R's variants and shapes, BSNN-R with its
-synchronous neurons, phase schedule and gated readout bias), chunk sizes and batch sizes. Float: the same
+registered neuron model outside the MSAT family (DTIF-R's variants and shapes, on its fused fixed kernel and on the
+generic path; BSNN-R with its synchronous neurons, phase schedule and gated readout bias), chunk sizes and batch
+sizes. Float: the same
 values up to float rounding (the fused loop evaluates exp/log1p with the C library, torch with its own vector
 code); the fused float neuron equals the numpy implementation of the rule bit for bit.
 """
@@ -124,9 +125,10 @@ def test_model_cases_cover_every_registered_model():
 
 
 @pytest.mark.parametrize("name,method,opts,steps", MODEL_CASES, ids=_MODEL_IDS)
-def test_fixed_fast_engine_equals_step_loop_every_model(name, method, opts, steps):
-    """Models without a fused kernel: the fast engine's batched terms + the models' own step function give the
-    step engine's integers for any chunk length and batch size."""
+def test_fixed_fast_engine_equals_step_loop_every_model(name, method, opts, steps, monkeypatch):
+    """Models outside the MSAT family: the fast engine's batched terms + the models' own step function (and
+    DTIF-R's fused fixed kernel, fused.dtif_fixed_chunk) give the step engine's integers for any chunk length
+    and batch size."""
     conv = convert(name, method, **opts)
     x = random_inputs(conv.model.input_shape, 9, seed=11) * 1.5
     step = _run(conv, x, "fixed", "step", steps=steps)
@@ -135,6 +137,10 @@ def test_fixed_fast_engine_equals_step_loop_every_model(name, method, opts, step
         assert sum(step.saturated.values()) > 0  # the case under test
     for chunk, batch in ((1, 7), (5, 4), (8, 9), (64, 7)):
         _assert_same(step, _run(conv, x, "fixed", "fast", chunk=chunk, batch_size=batch, steps=steps))
+    if method in engine.FIXED_KERNELS:  # the generic path for the same model
+        monkeypatch.setattr(engine, "FIXED_KERNELS", set())
+        for chunk, batch in ((1, 7), (5, 4)):
+            _assert_same(step, _run(conv, x, "fixed", "fast", chunk=chunk, batch_size=batch, steps=steps))
 
 
 @pytest.mark.parametrize("name,method,opts,steps", MODEL_CASES, ids=_MODEL_IDS)
@@ -152,6 +158,15 @@ def test_fixed_fast_engine_independent_of_threads_and_batch():
     x = random_inputs(conv.model.input_shape, 10, seed=3)
     a = _run(conv, x, "fixed", "fast", threads=1, batch_size=10)
     _assert_same(a, _run(conv, x, "fixed", "fast", threads=2, batch_size=3))
+
+
+@pytest.mark.parametrize("method,opts", [("dtif-r", {"params": {"variant": "b"}, "sc": ((0, 0.7),), "sc_early": 6}),
+                                         ("bsnn-r", {"params": {"k": 2}, "sc": ((0, 0.7),), "sc_early": 6})])
+def test_fixed_fast_engine_every_model_independent_of_threads(method, opts):
+    conv = convert("resmix", method, **opts)
+    x = random_inputs(conv.model.input_shape, 10, seed=3)
+    a = _run(conv, x, "fixed", "fast", threads=1, batch_size=10, steps=24)
+    _assert_same(a, _run(conv, x, "fixed", "fast", threads=2, batch_size=3, steps=24))
 
 
 class ThreeWay(nn.Module):

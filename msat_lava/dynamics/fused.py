@@ -24,6 +24,9 @@ float (float64 state, raw units):
     θ = k·λ | λ at t = 0 | max(λ·σ(z), λ·2^−F),  z from Δ = v − S/t and x (neuron.float_msat_theta)
     s, s_g, v, payload, S, n as above (no saturation).
 
+DTIF-R's fixed model has its own kernel (:func:`dtif_fixed_chunk`: θ̂ from the layer's table at this step's x̂,
+reset/payload by variant); every other registered model runs in the engine through its step function.
+
 Mode codes: 0 const, 1 dtt, 2 det, 3 msat. The gate ε is the counter-based draw of :mod:`msat_lava.dynamics.prng`
 computed in place (:func:`_keep`, native uint64 arithmetic, the same bits); ``gate_code`` 1 = 'code' (reset with
 the ungated s, suppressed charge dropped), 0 = 'keep_charge'.
@@ -43,7 +46,7 @@ from numba.extending import intrinsic, overload, register_jitable
 
 from msat_lava.dynamics import fmath, prng
 
-__all__ = ["fixed_chunk", "float_chunk", "set_threads", "MODE_CODES"]
+__all__ = ["fixed_chunk", "float_chunk", "dtif_fixed_chunk", "set_threads", "MODE_CODES", "DTIF_VARIANTS"]
 
 MODE_CODES = {"const": 0, "dtt": 1, "det": 2, "msat": 3}
 
@@ -573,3 +576,108 @@ def float_chunk_plain(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam
                     vb[i] = vj
                     sb[i] = sb[i] + vj
                     cb[i] += np.int64(s)
+
+
+# --- DTIF-R (msat_lava.dynamics.models.dtif_r), fixed point ------------------------------------------------------
+#: reset/payload variants of DTIF-R: a (2^F, 2^F), b (θ̂, θ̂), c (θ̂, 2^F)
+DTIF_VARIANTS = {"a": 0, "b": 1, "c": 2}
+
+
+@_njit_noalias
+def _dtif_plain_block(n, vb, sb, cb, tb, bb, x0, x1, pk, mul0, add0, sh0, mul1, add1, sh1, two, one, vmax, r_theta,
+                      q_out, x_max, off, shift, guard, th_min, g_a, g_d):
+    """One step of :func:`dtif_fixed_chunk` for a block of n neurons with Γ = 1 and no gate: branch-free over
+    non-aliasing arrays, so it vectorizes (table reads as gathers); returns the block's largest payload."""
+    top = np.int64(0)
+    for i in range(n):
+        vj = vb[i]
+        x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
+        th = _interp(g_a, g_d, _imin(_imax(x, 0), x_max) + off, shift, guard)
+        theta = _select_i64(x > 0, _imin(_imax(th, th_min), one), one)
+        r = _select_i64(r_theta == 1, theta, one)
+        m = vj + x
+        s = np.int64(m >= theta)
+        vj = _imin(_imax(m - s * r, -vmax), vmax)
+        out = s * _select_i64(q_out == 1, theta, _select_i64(q_out == 0, one, np.int64(1)))
+        pk[i] = out
+        top = _imax(top, out)
+        vb[i] = vj
+        sb[i] += vj
+        cb[i] += s
+        tb[i] += np.int64(_select_i64(vj < 0, -vj, vj) >= vmax)
+    return top
+
+
+@numba.njit(parallel=True, cache=_CACHE, error_model="numpy")
+def dtif_fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, one, vmax, gamma, gate, gate_code,
+                     spikes_only, variant, dp, g_a, g_d, payload, pmax):
+    """Advance DTIF-R's fixed model by Tc = payload.shape[0] steps, as ``step_fixed`` with the model's
+    ``fixed_threshold`` / ``fixed_quanta`` (models/dtif_r.py) does: θ̂ = 2^F for x̂ ≤ 0, else
+    clip(interp(min(x̂, x̂_max) + o), θ̂_min, 2^F) on the layer's table, read as (A, D) = neuron._interp_tables
+    (the very integers of neuron._interp); reset r̂ and payload q̂ per ``variant`` (DTIF_VARIANTS); s = [m̂ ≥ θ̂]
+    (Γ = 1), else clip(⌊m̂/θ̂⌋, 0, Γ) when r̂ = θ̂ (b, c) and clip(⌊(m̂ − θ̂)/r̂⌋ + 1, 0, Γ) when r̂ = 2^F (a)
+    (neuron._fire); gate, saturation, Ŝ, n, payload and pmax as :func:`fixed_chunk`; ``spikes_only`` (variants
+    a, c, whose payload per spike is 2^F): the payload written is s_g, the caller multiplies by 2^F.
+    dp = (x̂_max, o, s, G, θ̂_min) int64."""
+    tc = payload.shape[0]
+    m_n = payload.shape[1]
+    g_end, sids, nidx, kseed, kthr = gate
+    n_per = nidx.shape[0]
+    mul0, add0, sh0 = sp0[0], sp0[1], sp0[2]
+    mul1, add1, sh1 = sp1[0], sp1[1], sp1[2]
+    two = np.int64(1) if nterms > 1 else np.int64(0)
+    x_max, off, shift, guard, th_min = dp[0], dp[1], dp[2], dp[3], dp[4]
+    gc = np.int64(gate_code)
+    r_theta = np.int64(1) if variant != 0 else np.int64(0)  # reset θ̂ (b, c) or 2^F (a)
+    q_theta = np.int64(1) if variant == 1 else np.int64(0)  # payload θ̂ (b) or 2^F (a, c)
+    q_out = q_theta if not spikes_only else np.int64(2)      # 2: the payload written is s_g (× 2^F by the caller)
+    nblocks = (m_n + BLOCK - 1) // BLOCK
+    for blk in numba.prange(nblocks):
+        j0 = blk * BLOCK
+        j1 = min(m_n, j0 + BLOCK)
+        n = j1 - j0
+        vb = v[j0:j1]
+        sb = vsum[j0:j1]
+        cb = count[j0:j1]
+        tb = sat[j0:j1]
+        bb = base[j0:j1]
+        top = np.int64(0)
+        for k in range(tc):
+            t = t0 + k
+            x0 = a0[k, j0:j1]
+            x1 = a1[k, j0:j1]
+            pk = payload[k, j0:j1]
+            gated = t < g_end
+            if gamma == 1 and not gated:
+                top = max(top, _dtif_plain_block(n, vb, sb, cb, tb, bb, x0, x1, pk, mul0, add0, sh0, mul1, add1,
+                                                 sh1, two, one, vmax, r_theta, q_out, x_max, off, shift, guard,
+                                                 th_min, g_a, g_d))
+                continue
+            for i in range(n):
+                vj = vb[i]
+                x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
+                th = _interp(g_a, g_d, _imin(_imax(x, 0), x_max) + off, shift, guard)
+                theta = _select_i64(x > 0, _imin(_imax(th, th_min), one), one)
+                r = _select_i64(r_theta == 1, theta, one)
+                q = _select_i64(q_theta == 1, theta, one)
+                m = vj + x
+                if gamma == 1:
+                    s = np.int64(m >= theta)
+                elif r_theta == 1:
+                    s = min(max(m // theta, 0), gamma)
+                else:
+                    s = min(max((m - theta) // r + 1, 0), gamma)
+                if gated:
+                    sg = s * _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr)
+                else:
+                    sg = s
+                s_eff = sg + gc * (s - sg)
+                vj = min(max(m - s_eff * r, -vmax), vmax)
+                out = sg * q if not spikes_only else sg
+                pk[i] = out
+                top = max(top, out)
+                vb[i] = vj
+                sb[i] += vj
+                cb[i] += sg
+                tb[i] += np.int64(abs(vj) >= vmax)
+        pmax[blk] = top
