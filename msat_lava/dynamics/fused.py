@@ -203,6 +203,13 @@ def shift_params(q: int, e: int) -> tuple[int, int, int]:
 
 
 @numba.njit(inline="always", cache=_CACHE, error_model="numpy")
+def _input_fixed(b, a0, a1, mul0, add0, sh0, mul1, add1, sh1, two):
+    """x̂ = b̂ + round-shift(a0) + [two terms] round-shift(a1): a neuron's integer input of one step from its constant
+    part and its (at most two) synaptic terms (``shift_params`` gives each term's mul/add/shift)."""
+    return b + ((_to_int(a0) * mul0 + add0) >> sh0) + two * ((_to_int(a1) * mul1 + add1) >> sh1)
+
+
+@numba.njit(inline="always", cache=_CACHE, error_model="numpy")
 def _interp(base, diff, a, shift, extra):
     i = a >> shift
     r = a & ((np.int64(1) << shift) - 1)
@@ -321,7 +328,7 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
                 for i in range(n):
                     vj = vb[i]
                     kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr) if gated else 1
-                    x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
+                    x = _input_fixed(bb[i], x0[i], x1[i], mul0, add0, sh0, mul1, add1, sh1, two)
                     theta = one  # as in fixed_chunk_plain: m̂ ≤ 0 neither fires nor resets, whatever θ̂ is
                     if vj + x > 0:
                         theta = _fixed_theta(fdtt, fdet, vj - _floor_div(sb[i], t, inv_t), x, ip, sig_a, sig_d,
@@ -340,7 +347,7 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
                 for i in range(n):
                     vj = vb[i]
                     kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr) if gated else 1
-                    x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
+                    x = _input_fixed(bb[i], x0[i], x1[i], mul0, add0, sh0, mul1, add1, sh1, two)
                     vj, sg = _fire_fixed(vj, x, theta, gamma, kv, gc, vmax)
                     out = sg * outmul
                     pk[i] = out
@@ -394,7 +401,7 @@ def fixed_chunk_plain(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, m
                 cnt = 0
                 for i in range(n):
                     vj = vb[i]
-                    x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
+                    x = _input_fixed(bb[i], x0[i], x1[i], mul0, add0, sh0, mul1, add1, sh1, two)
                     xb[i] = x
                     thb[i] = one
                     dc[cnt] = vj - _floor_div(sb[i], t, inv_t)
@@ -422,7 +429,7 @@ def fixed_chunk_plain(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, m
                 outmul = np.int64(1) if spikes_only else theta
                 for i in range(n):
                     vj = vb[i]
-                    x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
+                    x = _input_fixed(bb[i], x0[i], x1[i], mul0, add0, sh0, mul1, add1, sh1, two)
                     m = vj + x
                     s = np.int64(m >= theta)
                     vj = min(max(m - s * theta, -vmax), vmax)
@@ -583,6 +590,14 @@ def float_chunk_plain(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam
 DTIF_VARIANTS = {"a": 0, "b": 1, "c": 2}
 
 
+@numba.njit(inline="always", cache=_CACHE, error_model="numpy")
+def _dtif_theta(x, g_a, g_d, x_max, off, shift, guard, th_min, one):
+    """DTIF-R's θ̂ of one neuron-step: the layer's table at clip(x̂, 0, x_max) + offset, clipped to [θ̂_min, 2^F];
+    2^F where x̂ ≤ 0 (:meth:`msat_lava.dynamics.models.dtif_r.DtifR.fixed_threshold`)."""
+    th = _interp(g_a, g_d, _imin(_imax(x, 0), x_max) + off, shift, guard)
+    return _select_i64(x > 0, _imin(_imax(th, th_min), one), one)
+
+
 @_njit_noalias
 def _dtif_plain_block(n, vb, sb, cb, tb, bb, x0, x1, pk, mul0, add0, sh0, mul1, add1, sh1, two, one, vmax, r_theta,
                       q_out, x_max, off, shift, guard, th_min, g_a, g_d):
@@ -591,9 +606,8 @@ def _dtif_plain_block(n, vb, sb, cb, tb, bb, x0, x1, pk, mul0, add0, sh0, mul1, 
     top = np.int64(0)
     for i in range(n):
         vj = vb[i]
-        x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
-        th = _interp(g_a, g_d, _imin(_imax(x, 0), x_max) + off, shift, guard)
-        theta = _select_i64(x > 0, _imin(_imax(th, th_min), one), one)
+        x = _input_fixed(bb[i], x0[i], x1[i], mul0, add0, sh0, mul1, add1, sh1, two)
+        theta = _dtif_theta(x, g_a, g_d, x_max, off, shift, guard, th_min, one)
         r = _select_i64(r_theta == 1, theta, one)
         m = vj + x
         s = np.int64(m >= theta)
@@ -655,9 +669,8 @@ def dtif_fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, on
                 continue
             for i in range(n):
                 vj = vb[i]
-                x = bb[i] + ((_to_int(x0[i]) * mul0 + add0) >> sh0) + two * ((_to_int(x1[i]) * mul1 + add1) >> sh1)
-                th = _interp(g_a, g_d, _imin(_imax(x, 0), x_max) + off, shift, guard)
-                theta = _select_i64(x > 0, _imin(_imax(th, th_min), one), one)
+                x = _input_fixed(bb[i], x0[i], x1[i], mul0, add0, sh0, mul1, add1, sh1, two)
+                theta = _dtif_theta(x, g_a, g_d, x_max, off, shift, guard, th_min, one)
                 r = _select_i64(r_theta == 1, theta, one)
                 q = _select_i64(q_theta == 1, theta, one)
                 m = vj + x
