@@ -8,9 +8,7 @@ there: procedures and shapes), the files' own HDF5 fields read with h5py, and La
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -19,17 +17,10 @@ import pytest
 from msat_lava import netx_peer as nxp
 from msat_lava.cli import main
 from netx_export.errors import FormatError
+from test_netx_peer import PILOT, PILOT_NAMES, TINY, needs_peer  # the shared data's paths and skip rule
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-REPO = Path(__file__).resolve().parents[1]
-_SHARED = Path(os.environ.get("MSAT_SHARED_DATA") or REPO.parent / "shared" / "data")
-PEER = _SHARED / "netx_peer"
-TINY = PEER / "tinynet"
-PILOT = PEER / "pilotnet_lif"
-needs_peer = pytest.mark.skipif(not (TINY / "tiny.net").is_file() or not (PILOT / "network.net").is_file(),
-                                reason=f"lava-dl's netx peer data not found under {PEER} (set MSAT_SHARED_DATA)")
-PILOT_NAMES = ["input"] + [f"conv-{i}" for i in range(5)] + [f"fc-{i}" for i in range(4)]  # process k -> name
 HEADLINE = "plain netx file (lava-dl CUBA), simulated with msat_lava.netx_peer"
 
 
