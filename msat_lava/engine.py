@@ -260,12 +260,13 @@ def _chunk_input(cx, terms: list, shape: tuple, fixed: bool):
         x = None
         for a, q, e in terms:
             t = a.reshape(shape).to(torch.int64, memory_format=torch.contiguous_format, copy=True)
-            if q != 1:
-                t.mul_(int(q))
-            if e > 0:
-                t.mul_(1 << e)
-            elif e < 0:
-                t.add_(1 << (-e - 1)).bitwise_right_shift_(-e)  # ⌊(a·q + 2^(−e−1)) / 2^−e⌋
+            mul, add, sh = fused.shift_params(q, e)  # the kernels' round-shift: (a·mul + add) >> sh
+            if mul != 1:
+                t.mul_(mul)
+            if add:
+                t.add_(add)
+            if sh:
+                t.bitwise_right_shift_(sh)
             x = t if x is None else x.add_(t)
         base = cx.to(torch.int64)
         return base.unsqueeze(0).expand(shape) if x is None else x.add_(base)  # no terms: base, read-only
