@@ -132,8 +132,6 @@ def run_netx(net, *, net_path: str, bias_path: str, bias_option: str, steps: int
     ``u_<k>``/``v_<k>`` int32, and ``indices``, the samples' positions in the bias file)."""
     import time
 
-    import numpy as np
-
     from msat_lava.cli_common import EXIT_OK, BadInput, check_destination
     from msat_lava.data import strided_indices
     from msat_lava.netx_peer import NetxSimulator
@@ -174,10 +172,9 @@ def run_netx(net, *, net_path: str, bias_path: str, bias_option: str, steps: int
             arrays.update({f"u_{k}": rec.u[k] for k in rec_layers})
             arrays.update({f"v_{k}": rec.v[k] for k in rec_layers})
         arrays["indices"] = idx
-        from netx_export.fileio import atomic_target
+        from msat_lava.cli_run import _atomic_savez
 
-        with atomic_target(out, make_parents=True, suffix=".npz", overwrite=overwrite) as tmp:
-            np.savez_compressed(tmp, **arrays)
+        _atomic_savez(out, overwrite=overwrite, **arrays)
         summary["out"] = out
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -245,16 +242,10 @@ def verify_netx(args: argparse.Namespace, net) -> int:
     ours_wall = time.perf_counter() - t0
     report = compare_runs(net, lava, ours, sample_ids=idx, lava_wall_s=lava.wall_s, reference_wall_s=ours_wall,
                           reset_interval=args.reset_interval, reset_offset=args.reset_offset)
-    if args.report:
-        report.to_json(args.report, overwrite=args.overwrite)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(report.format())
-        print(f"mismatches: {report.network['mismatches']} of {report.network['compared']} values "
-              f"(spikes of {len(net.layers)} layers at every step, final u and v)")
-        if args.report:
-            print(f"report written to {args.report}")
+    from msat_lava.cli_run import _print_verify_report
+
+    _print_verify_report(args, report, [f"mismatches: {report.network['mismatches']} of {report.network['compared']} "
+                                        f"values (spikes of {len(net.layers)} layers at every step, final u and v)"])
     if not report.bit_exact:
         if args.json and report.divergence is not None:
             print(f"msat-lava verify: MISMATCH: {report.divergence.describe()}", file=sys.stderr)

@@ -299,20 +299,28 @@ def _cmd_verify(args: argparse.Namespace) -> int:
               flush=True)
     report = verify(program, data.x, args.steps, data.indices, labels=data.y, report_steps=rsteps,
                     compare_float=not args.no_float, progress=False)
-    if args.report:
-        report.to_json(args.report, overwrite=args.overwrite)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(report.format())
-        if args.report:
-            print(f"report written to {args.report}")
+    _print_verify_report(args, report)
     if not report.bit_exact:
         if args.json:
             print(f"msat-lava verify: MISMATCH: {report.divergence.describe() if report.divergence else ''}",
                   file=sys.stderr)
         return EXIT_MISMATCH
     return EXIT_OK
+
+
+def _print_verify_report(args: argparse.Namespace, report, extra: Sequence[str] = ()) -> None:
+    """Write ``--report`` (atomic) and print the report: JSON with ``--json``, else its text, the ``extra`` lines
+    and where the report went (``verify`` of msat-lava and of plain netx files)."""
+    if args.report:
+        report.to_json(args.report, overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.format())
+        for line in extra:
+            print(line)
+        if args.report:
+            print(f"report written to {args.report}")
 
 
 def _verify_against(args: argparse.Namespace, net=None) -> int:
