@@ -90,8 +90,9 @@ def main(argv=None) -> int:
                     help="comma list of eval's method names without +sc: const, pQ (λ = Q-th percentile), dtt, det, "
                     "msat, -norm after dtt/det/msat, then in this order +pQ (percentile λ for dtt/det/msat), "
                     "+cw (channel-wise λ by channel balancing), "
-                    "+h (half-threshold start), +bN (burst, Γ = N), +bc[T] (bias correction), "
-                    "e.g. const+h,p99.9+cw+h,msat-norm+b4")
+                    "+h (half-threshold start), +bN (burst, Γ = N) or +bsN (const/pQ: burst Γ = N with θ = λ/N), "
+                    "+wc[T] (weight calibration), +bc[T] (bias correction), "
+                    "e.g. const+h,p99.9+cw+h,p99.9+h+bs4,msat-norm+b4")
     ap.add_argument("--precision", default="fixed", help="comma list of fixed, float, float-qw")
     ap.add_argument("--preset", default="resnet20")
     ap.add_argument("--input-frac-bits", type=int, default=None, metavar="F_IN",
@@ -152,7 +153,7 @@ def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
     import torch
 
     from msat_lava import distributed
-    from msat_lava.cli_eval import method_settings
+    from msat_lava.cli_eval import divided_lambdas, method_settings
     from msat_lava.program import from_converted
     from netx_export import ann
     from netx_export.balance import calibrate_balanced
@@ -207,13 +208,14 @@ def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
                 cals[q, cw] = (graph, calibrate(graph, x_cal, progress=False, **rule))
         g_m, cal_m = cals[q, cw]
 
-        def convert(g, cal_q=cal_m, opt=opt):
+        def convert(g, cal_q=cal_m, opt=opt, method=method):
             from netx_export import neurons
 
             g, aliases = neurons.get(opt["mode"]).prepare_graph(g)  # BSNN-R: synchronous neurons (source's λ)
-            if aliases:
+            if aliases or opt["threshold_divisor"] != 1:  # "+bsN": θ = λ/N (cli_eval.divided_lambdas)
                 lams = dict(cal_q.lambdas)
-                cal_q = {**lams, **{sn: lams[src] for sn, src in aliases.items()}, g.input.name: cal_q.input_scale}
+                lams = divided_lambdas({**lams, **{sn: lams[src] for sn, src in aliases.items()}}, method)
+                cal_q = {**lams, g.input.name: cal_q.input_scale}
             return quantize(g, cal_q, method=opt["mode"], preset=None if opt["mode"] == "const" else args.preset,
                             msat_units=opt["units"], v_init=opt["v_init"], gamma=opt["gamma"],
                             model_hash=model_hash, seed=23, params=opt.get("params"), **input_bits)

@@ -65,7 +65,8 @@ from msat_lava.cli_run import (EXIT_OK, _add_data_args, _exit_codes, _positive_i
 from msat_lava.plots import accuracy_plot, figure, save
 from netx_export.fileio import atomic_directory, atomic_target
 
-__all__ = ["add_eval_parser", "run_eval", "neuron_traces", "parse_methods", "method_settings", "DEFAULT_METHODS",
+__all__ = ["add_eval_parser", "run_eval", "neuron_traces", "parse_methods", "method_settings", "threshold_divisor",
+           "divided_lambdas", "DEFAULT_METHODS",
            "FILES"]
 
 DEFAULT_METHODS = ("const", "p99.9", "p99.99", "dtt", "det", "msat", "msat+sc")
@@ -105,6 +106,7 @@ class _CoreMatcher:
 
 _CORE = _CoreMatcher()
 _BURST = re.compile(r"^b(\d+)$")
+_BURST_SCALED = re.compile(r"^bs(\d+)$")   # burst with θ = λ/Γ ("+bsN", const cores)
 _BC = re.compile(r"^bc(\d+)?$")
 _WC = re.compile(r"^wc(\d+)?$")
 BC_STEPS = 32     # T of the bias-correction runs of "+bc" (override: "+bcN")
@@ -117,16 +119,17 @@ HALF = 0.5  # v_init of the "+h" methods (half-threshold start)
 # ----------------------------------------------------------------------------------------------------------
 def _split(method: str) -> tuple[str, dict[str, Any]] | None:
     """``core+pQ+cw+h+bN+bcT+sc`` → (core, {"pct": float | None, "cw": bool, "h": bool, "gamma": int | None,
-    "bc": int | None, "sc": bool}); None if malformed. Suffixes are optional, each at most once, in this order;
-    +pQ only after dtt/det/msat (the const core spells it pQ); +sc only after msat / msat-norm."""
+    "burst_scaled": bool, "bc": int | None, "sc": bool}); None if malformed. Suffixes are optional, each at most
+    once, in this order; +pQ only after dtt/det/msat (the const core spells it pQ); +bN or +bsN (one of them; +bsN
+    only after const / pQ); +sc only after msat / msat-norm."""
     core, *tokens = method.split("+")
     if not _CORE.match(core):
         return None
-    opts: dict[str, Any] = {"pct": None, "cw": False, "h": False, "gamma": None, "wc": None, "bc": None,
-                            "sc": False}
+    opts: dict[str, Any] = {"pct": None, "cw": False, "h": False, "gamma": None, "burst_scaled": False, "wc": None,
+                            "bc": None, "sc": False}
     order = ["p", "cw", "h", "b", "wc", "bc", "sc"]
     for tok in tokens:
-        kind = "b" if _BURST.match(tok) else ("bc" if _BC.match(tok) else ("wc" if _WC.match(tok) else
+        kind = "b" if (_BURST.match(tok) or _BURST_SCALED.match(tok)) else ("bc" if _BC.match(tok) else ("wc" if _WC.match(tok) else
                                                                            ("p" if _PCT.match(tok) else tok)))
         if kind not in order or tok == "b":
             return None
@@ -138,7 +141,11 @@ def _split(method: str) -> tuple[str, dict[str, Any]] | None:
         elif kind in ("cw", "h"):
             opts[kind] = True
         elif kind == "b":
-            opts["gamma"] = int(_BURST.match(tok).group(1))
+            scaled = _BURST_SCALED.match(tok)
+            if scaled and not (core == "const" or _PCT.match(core)):
+                return None
+            opts["gamma"] = int((scaled or _BURST.match(tok)).group(1))
+            opts["burst_scaled"] = bool(scaled)
         elif kind == "bc":
             opts["bc"] = int(_BC.match(tok).group(1) or BC_STEPS)
         elif kind == "wc":
@@ -158,10 +165,11 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     suffixes, in this order: ``+pQ`` (λ = Q-th percentile for dtt/det/msat cores), ``+cw`` (channel-wise λ where
     the graph allows it, :mod:`netx_export.balance`),
     ``+h`` (v_init = 0.5, half-threshold start), ``+bN`` (burst: up to Γ = N spikes per
-    step, ALGORITHMS §7), ``+wc`` / ``+wcT`` (weight calibration from the SNN's own rates after T = 16 / T steps,
+    step, ALGORITHMS §7) or ``+bsN`` (const / pQ cores only: burst with Γ = N and the threshold divided by N,
+    θ = λ/N, so one step's output takes the N + 1 levels 0, λ/N, …, λ; :func:`threshold_divisor`), ``+wc`` / ``+wcT`` (weight calibration from the SNN's own rates after T = 16 / T steps,
     :mod:`msat_lava.weight_calibration`), ``+bc`` / ``+bcT`` (bias correction from the SNN's own rates after T = 32 / T steps on
     the calibration images, :mod:`msat_lava.bias_correction`), ``+sc`` (spike confidence; msat / msat-norm only).
-    E.g. const+h, p99.9+cw+h+bc, msat-norm+p99.9+bc, msat-norm+h+b4+sc.
+    E.g. const+h, p99.9+cw+h+bc, p99.9+h+bs4, msat-norm+p99.9+bc, msat-norm+h+b4+sc.
     Every registered neuron model with parameters (:mod:`netx_export.neurons`: dtif-r, bsnn-r, ...) is a core
     too, with its parameters as ``:key=value`` (defaults otherwise), e.g. dtif-r, dtif-r:beta=3+b2,
     bsnn-r:k=6+p99.9.
@@ -181,8 +189,8 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
             raise DataError(f"--methods: unknown method {raw!r} (cores: const, pQ e.g. p99.9, dtt, det, msat, and "
                             f"dtt/det/msat with -norm; {others} with optional :key=value parameters; optional "
                             "suffixes in this order: +pQ (not after const/pQ), +cw, +h, "
-                            "+bN (N ≥ 1), +wc[T], +bc[T], +sc (msat only), e.g. const+h, p99.9+cw+h+bc, msat-norm+p99.9, "
-                            "msat-norm+h+b4+sc, dtif-r:beta=3+b2)")
+                            "+bN or +bsN (N ≥ 1; +bsN after const/pQ only), +wc[T], +bc[T], +sc (msat only), e.g. "
+                            "const+h, p99.9+cw+h+bc, p99.9+h+bs4, msat-norm+p99.9, msat-norm+h+b4+sc, dtif-r:beta=3+b2)")
         params = _model_params_of(m)
         if params is not None:
             try:
@@ -235,6 +243,21 @@ def _gamma_of(method: str, default: int) -> int:
     return default if gamma is None else gamma
 
 
+def threshold_divisor(method: str) -> int:
+    """N for a "+bsN" method (θ = λ/N: the calibrated λ of every spiking layer is divided by N before
+    quantization, with Γ = N, so that up to N spikes of λ/N reproduce activations up to λ in one step; the input
+    scale λ^0 is not divided), else 1."""
+    opts = _opts(method)
+    return opts["gamma"] if opts["burst_scaled"] else 1
+
+
+def divided_lambdas(lambdas, method: str, keep: tuple[str, ...] = ()) -> dict[str, float]:
+    """The λ a method quantizes with: ``lambdas`` (name → λ) divided by :func:`threshold_divisor` (the names in
+    ``keep``, e.g. the input node, unchanged); a plain copy for every other method."""
+    d = threshold_divisor(method)
+    return dict(lambdas) if d == 1 else {k: (v if k in keep else v / d) for k, v in lambdas.items()}
+
+
 def _bc_of(method: str) -> int | None:
     """T of the bias-correction runs for "+bc" / "+bcT" methods, else None."""
     return _opts(method)["bc"]
@@ -273,11 +296,12 @@ def _units_of(method: str, default: str) -> str:
 
 def method_settings(method: str, default_units: str = "raw", default_gamma: int = 1) -> dict[str, Any]:
     """What a (parsed) method name means: quantize ``mode``, MSAT formula ``units``, ``v_init``, ``gamma``, the λ
-    ``percentile`` (None = max), ``channelwise`` λ (channel balancing), ``bias_correction_steps`` (None = no bias
+    ``percentile`` (None = max), ``threshold_divisor`` (N for "+bsN": θ = λ/N, else 1), ``channelwise`` λ (channel balancing), ``bias_correction_steps`` (None = no bias
     correction) and whether spike confidence is calibrated (``sc``); for a registry model with parameters also
     ``params`` (its parameter object)."""
     out = {"mode": _mode_of(method), "units": _units_of(method, default_units), "v_init": _v_init_of(method),
            "gamma": _gamma_of(method, default_gamma), "percentile": _percentile_of(method),
+           "threshold_divisor": threshold_divisor(method),
            "channelwise": _opts(method)["cw"], "bias_correction_steps": _bc_of(method),
            "weight_calibration_steps": _opts(method)["wc"], "sc": _has_sc(method)}
     params = _model_params_of(method)
@@ -667,8 +691,9 @@ def _method_net(graph, lams, input_scale, method: str, settings: dict, *, sc_p=N
         extra["msat_units"] = _units_of(method, settings["units"])
     units = extra
     graph, aliases = neurons.get(mode).prepare_graph(graph)  # BSNN-R: synchronous neurons take their source's λ
-    lams = dict(lams, **{sn: lams[src] for sn, src in aliases.items()})
-    return quantize(graph, dict(lams), method=mode, preset=None, coefs=None if mode == "const" else settings["coefs"],
+    lams = divided_lambdas(dict(lams, **{sn: lams[src] for sn, src in aliases.items()}), method,
+                           keep=(graph.input.name,))
+    return quantize(graph, lams, method=mode, preset=None, coefs=None if mode == "const" else settings["coefs"],
                     k_const=1.0, sc_p=sc_p, gamma=_gamma_of(method, settings["gamma"]), sc_early=sc_window,
                     sc_gate=settings["sc_gate"], frac_bits=settings["frac_bits"], state_bits=settings["state_bits"],
                     input_scale=input_scale, input_frac_bits=settings["input_frac_bits"], seed=seed,
