@@ -1,7 +1,7 @@
 """Preview (issue 17): burst spikes with the threshold divided by Γ — θ = λ/Γ, up to Γ spikes per step, so a
 neuron's per-step output takes Γ + 1 levels 0, λ/Γ, …, λ (the scale pre-transform of Li & Zeng 2022's burst
-spikes, ALGORITHMS §7). Not yet a named method of eval/accuracy.py (the method grammar was being moved to
-msat_lava/methods.py when this ran); const IF layers, λ = Q-th percentile over 512 training images (seed 23),
+spikes, ALGORITHMS §7). Now the named method ``+bsN`` of eval / accuracy.py (e.g. ``p99.9+h+bs4``, same numbers;
+use that for results); this script remains for sweeping extra λ factors ``s``. Const IF layers, λ = Q-th percentile over 512 training images (seed 23),
 v_init = 0.5·θ (+h), fixed point, reference simulator; prints accuracy after T steps and the saturation counts.
 
     MSAT_SHARED_DATA=../shared/data python benchmarks/burst_scale.py m=resnet20 n=0 T=32 g=4      # full test set

@@ -104,3 +104,19 @@ def test_table_rows_name_what_differs_from_the_default_run():
     assert "| const | fixed (F_in = 12) | 50.00 |" in fixed
     (plain,) = table.rows(dict(m, input_frac_bits=None, results=[row]))
     assert "| const | float | 50.00 | 62.50 |" in plain
+
+
+def test_burst_scaled_method_divides_lambda(tmp_path):
+    """accuracy.py's +bsN network (written by --save-nets) is the const network with every spiking layer's λ
+    divided by N and Γ = N; the input scale is not divided (the same rule as msat-lava eval, test_eval)."""
+    from netx_export.api import load
+
+    nets = tmp_path / "nets"
+    args = ARGS[:ARGS.index("--methods") + 1] + ["const,const+h+bs4"] + ARGS[ARGS.index("--methods") + 2:]
+    assert accuracy.main(args + ["--save-nets", str(nets), "--out", str(tmp_path / "r")]) == 0
+    plain, burst = load(nets / "const.net"), load(nets / "const+h+bs4.net")
+    assert burst.input_scale == plain.input_scale
+    assert set(burst.neurons) == set(plain.neurons)
+    for name, spec in burst.neurons.items():
+        assert spec.lam == pytest.approx(plain.neurons[name].lam / 4, rel=1e-12)
+        assert (spec.gamma, spec.v_init, plain.neurons[name].gamma) == (4, 0.5, 1)

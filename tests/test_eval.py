@@ -179,6 +179,39 @@ def test_eval_channelwise_method(files, tmp_path, capsys):
     assert row["firing_rates"] != plain["firing_rates"]  # the balanced layers really fire differently
 
 
+def test_eval_burst_scaled_method(files, tmp_path, capsys):
+    """const+bs4 = burst Γ = 4 with θ = λ/4: its network is quantize(graph, λ/4 (input scale λ^0 unchanged),
+    Γ = 4), simulated independently; p99.9+bs1 is exactly p99.9 (÷1, Γ = 1)."""
+    from netx_export.calibrate import calibrate
+    from netx_export.quantize import quantize
+
+    from msat_lava.program import from_converted
+    from msat_lava.reference import simulate
+
+    out = tmp_path / "o"
+    code = main(["eval", files["net"], "--data", files["data"], "--steps", "6", "--methods",
+                 "const,const+bs4,p99.9,p99.9+bs1", "--calib-samples", "32", "--out", str(out), "--no-html",
+                 "--threads", "1", "--precision", "fixed"])
+    assert code == 0, capsys.readouterr().err
+    info = json.loads((out / FILES["manifest"]).read_text())
+    conv = files["conv"]
+    idx = np.sort(np.random.default_rng(23).choice(40, 32, replace=False))
+    cal = calibrate(conv.graph, files["x_train"][idx], progress=False)
+    quarter = {k: v / 4 for k, v in cal.lambdas.items()}
+    got = info["methods"]["const+bs4"]
+    assert got["lambda"] == pytest.approx(quarter) and got["gamma"] == 4
+    assert got["input_scale"] == pytest.approx(cal.input_scale) == info["methods"]["const"]["input_scale"]
+    net = quantize(conv.graph, {**quarter, conv.graph.input.name: cal.input_scale}, method="const", gamma=4,
+                   seed=conv.net.provenance.seed)
+    run = simulate(from_converted(net), files["x_test"], 6, precision="fixed", progress=False)
+    row = {r["method"]: r for r in info["runs"]}
+    assert row["const+bs4"]["accuracy_curve"] == pytest.approx(list(run.accuracy(files["y_test"])))
+    assert row["const+bs4"]["firing_rates"] != row["const"]["firing_rates"]
+    assert info["methods"]["p99.9+bs1"]["lambda"] == info["methods"]["p99.9"]["lambda"]
+    assert row["p99.9+bs1"]["accuracy_curve"] == row["p99.9"]["accuracy_curve"]
+    assert row["p99.9+bs1"]["firing_rates"] == row["p99.9"]["firing_rates"]
+
+
 def test_eval_percentile_suffix_on_msat(files, tmp_path, capsys):
     """msat+pQ: λ = Q-th percentile over the calibration images, one λ set per Q."""
     from netx_export.calibrate import calibrate
@@ -245,9 +278,10 @@ def test_parse_methods():
     assert parse_methods("const+b2,msat-norm+h+b4+sc") == ["const+b2", "msat-norm+h+b4+sc"]
     s = method_settings("msat-norm+h+b4+sc")
     assert s == {"mode": "msat", "units": "normalized", "v_init": 0.5, "gamma": 4, "percentile": None,
-                 "channelwise": False, "bias_correction_steps": None, "weight_calibration_steps": None, "sc": True}
+                 "threshold_divisor": 1, "channelwise": False, "bias_correction_steps": None, "weight_calibration_steps": None, "sc": True}
     assert method_settings("p99.9+bc", default_gamma=3) == {
-        "mode": "const", "units": "raw", "v_init": 0.0, "gamma": 3, "percentile": 99.9, "channelwise": False,
+        "mode": "const", "units": "raw", "v_init": 0.0, "gamma": 3, "percentile": 99.9, "threshold_divisor": 1,
+        "channelwise": False,
         "bias_correction_steps": 32, "weight_calibration_steps": None, "sc": False}
     assert parse_methods("p99.9+h+wc,p99.9+h+b2+wc8+bc16") == ["p99.9+h+wc", "p99.9+h+b2+wc8+bc16"]
     assert method_settings("p99.9+h+wc")["weight_calibration_steps"] == 16
@@ -258,8 +292,16 @@ def test_parse_methods():
     s = method_settings("msat-norm+p99.9+cw")
     assert (s["mode"], s["units"], s["percentile"], s["channelwise"]) == ("msat", "normalized", 99.9, True)
     assert method_settings("const+h+b2+bc16")["bias_correction_steps"] == 16
+    assert parse_methods("p99.9+h+bs4,const+bs8+bc") == ["p99.9+h+bs4", "const+bs8+bc"]
+    s = method_settings("p99.9+h+bs4", default_gamma=3)
+    assert (s["gamma"], s["threshold_divisor"], s["v_init"], s["percentile"]) == (4, 4, 0.5, 99.9)
+    assert method_settings("p99.9+h+b4")["threshold_divisor"] == 1
     from msat_lava.data import DataError
 
+    for bad in ("msat+bs2", "dtt-norm+bs2", "dtif-r+bs2", "const+bs", "const+bs0", "const+b2+bs2", "const+bs2+b2",
+                "const+bs2+h", "p99.9+bs2+bs2"):
+        with pytest.raises(DataError):
+            parse_methods(bad)
     for bad in ("p0", "p101", "", "lif", "dtt+sc", "const-norm", "msat+sc-norm", "msat+sc+h", "const+h+h",
                 "p101+h", "h", "const+b", "const+b0", "msat+b2+h", "msat+sc+b2", "const+x", "dtt+b2+sc", "const+bc0",
                 "const+bc+h", "const+bc+b2", "const+h+cw", "const+cw+cw", "cw", "const+p99", "p99+p99",
