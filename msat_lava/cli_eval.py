@@ -52,7 +52,6 @@ import base64
 import hashlib
 import html
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -61,7 +60,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from msat_lava.cli_common import seed_arg, steps_arg
+from msat_lava import methods as _methods
 from msat_lava.cli_run import (EXIT_OK, _add_data_args, _exit_codes, _positive_int, _report_steps)
+from msat_lava.methods import DEFAULT_METHODS, MethodSpec, divided_lambdas, method_settings, threshold_divisor
 from msat_lava.plots import accuracy_plot, figure, save
 from netx_export.fileio import atomic_directory, atomic_target
 
@@ -69,252 +70,36 @@ __all__ = ["add_eval_parser", "run_eval", "neuron_traces", "parse_methods", "met
            "divided_lambdas", "DEFAULT_METHODS",
            "FILES"]
 
-DEFAULT_METHODS = ("const", "p99.9", "p99.99", "dtt", "det", "msat", "msat+sc")
 FILES = {"manifest": "eval.json", "accuracy": "accuracy_vs_T.png", "firing_rate": "firing_rate.png",
          "sin": "sin_ratio.png", "layer_error": "layer_error.png", "traces": "neuron_traces.png", "html": "report.html"}
 LIPOOL_RECORD_BYTES = 256 << 20   # budget for recording LIPool outputs per chunk (exact LIPool rates)
 TRACE_STEPS_MAX = 128
-_PCT = re.compile(r"^p(\d+(?:\.\d+)?)$")
-_MSAT_CORE = re.compile(r"^(?:const|p\d+(?:\.\d+)?|(?:dtt|det|msat)(?:-norm)?)$")
-_PARAM = re.compile(r"^([a-z_][a-z0-9_]*)=([^:+,]+)$")
-
-
-def _registry_core(core: str) -> tuple[str, dict[str, str]] | None:
-    """``name:key=value:...`` for a registered neuron model with parameters (netx_export.neurons) → (name,
-    {key: text}); None if ``core`` is not of that form."""
-    from netx_export import neurons
-
-    name, *pairs = core.split(":")
-    if name not in neurons.names() or neurons.get(name).params_type is None:
-        return None
-    out: dict[str, str] = {}
-    for pair in pairs:
-        m = _PARAM.match(pair)
-        if m is None or m.group(1) in out:
-            return None
-        out[m.group(1)] = m.group(2)
-    return name, out
-
-
-class _CoreMatcher:
-    """The eval cores: the MSAT family's (const, pQ, dtt/det/msat[-norm]) and every registered model with
-    parameters, optionally with ``:key=value`` parameters (e.g. dtif-r, dtif-r:beta=3, bsnn-r:k=6)."""
-
-    def match(self, core: str) -> bool:
-        return bool(_MSAT_CORE.match(core)) or _registry_core(core) is not None
-
-
-_CORE = _CoreMatcher()
-_BURST = re.compile(r"^b(\d+)$")
-_BURST_SCALED = re.compile(r"^bs(\d+)$")   # burst with θ = λ/Γ ("+bsN", const cores)
-_BC = re.compile(r"^bc(\d+)?$")
-_WC = re.compile(r"^wc(\d+)?$")
-BC_STEPS = 32     # T of the bias-correction runs of "+bc" (override: "+bcN")
-WC_STEPS = 16     # T of the weight-calibration runs of "+wc" (override: "+wcN")
-HALF = 0.5  # v_init of the "+h" methods (half-threshold start)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# methods
+# methods: the grammar lives in msat_lava.methods (one implementation); these names stay importable from here
 # ----------------------------------------------------------------------------------------------------------
-def _split(method: str) -> tuple[str, dict[str, Any]] | None:
-    """``core+pQ+cw+h+bN+bcT+sc`` → (core, {"pct": float | None, "cw": bool, "h": bool, "gamma": int | None,
-    "burst_scaled": bool, "bc": int | None, "sc": bool}); None if malformed. Suffixes are optional, each at most
-    once, in this order; +pQ only after dtt/det/msat (the const core spells it pQ); +bN or +bsN (one of them; +bsN
-    only after const / pQ); +sc only after msat / msat-norm."""
-    core, *tokens = method.split("+")
-    if not _CORE.match(core):
-        return None
-    opts: dict[str, Any] = {"pct": None, "cw": False, "h": False, "gamma": None, "burst_scaled": False, "wc": None,
-                            "bc": None, "sc": False}
-    order = ["p", "cw", "h", "b", "wc", "bc", "sc"]
-    for tok in tokens:
-        kind = "b" if (_BURST.match(tok) or _BURST_SCALED.match(tok)) else ("bc" if _BC.match(tok) else ("wc" if _WC.match(tok) else
-                                                                           ("p" if _PCT.match(tok) else tok)))
-        if kind not in order or tok == "b":
-            return None
-        order = order[order.index(kind) + 1:]
-        if kind == "p":
-            if core == "const" or _PCT.match(core):
-                return None
-            opts["pct"] = float(_PCT.match(tok).group(1))
-        elif kind in ("cw", "h"):
-            opts[kind] = True
-        elif kind == "b":
-            scaled = _BURST_SCALED.match(tok)
-            if scaled and not (core == "const" or _PCT.match(core)):
-                return None
-            opts["gamma"] = int((scaled or _BURST.match(tok)).group(1))
-            opts["burst_scaled"] = bool(scaled)
-        elif kind == "bc":
-            opts["bc"] = int(_BC.match(tok).group(1) or BC_STEPS)
-        elif kind == "wc":
-            opts["wc"] = int(_WC.match(tok).group(1) or WC_STEPS)
-        else:
-            opts["sc"] = True
-    if opts["sc"] and not core.startswith("msat"):
-        return None
-    return core, opts
-
-
 def parse_methods(text: str | Sequence[str]) -> list[str]:
-    """``"const,p99.9,msat+sc"`` → validated, de-duplicated list.
+    """``"const,p99.9,msat+sc"`` → validated, de-duplicated list of names (:func:`msat_lava.methods.parse_methods`,
+    whose module docstring has the grammar)."""
+    return [str(spec) for spec in _methods.parse_methods(text)]
 
-    Known cores: const; pQ (const with λ = Q-th percentile, 0 < Q ≤ 100); dtt, det, msat (formula units of the
-    file or ``--msat-units``); the same with ``-norm`` (units 'normalized', the BrainCog variant). Optional
-    suffixes, in this order: ``+pQ`` (λ = Q-th percentile for dtt/det/msat cores), ``+cw`` (channel-wise λ where
-    the graph allows it, :mod:`netx_export.balance`),
-    ``+h`` (v_init = 0.5, half-threshold start), ``+bN`` (burst: up to Γ = N spikes per
-    step, ALGORITHMS §7) or ``+bsN`` (const / pQ cores only: burst with Γ = N and the threshold divided by N,
-    θ = λ/N, so one step's output takes the N + 1 levels 0, λ/N, …, λ; :func:`threshold_divisor`), ``+wc`` / ``+wcT`` (weight calibration from the SNN's own rates after T = 16 / T steps,
-    :mod:`msat_lava.weight_calibration`), ``+bc`` / ``+bcT`` (bias correction from the SNN's own rates after T = 32 / T steps on
-    the calibration images, :mod:`msat_lava.bias_correction`), ``+sc`` (spike confidence; msat / msat-norm only).
-    E.g. const+h, p99.9+cw+h+bc, p99.9+h+bs4, msat-norm+p99.9+bc, msat-norm+h+b4+sc.
-    Every registered neuron model with parameters (:mod:`netx_export.neurons`: dtif-r, bsnn-r, ...) is a core
-    too, with its parameters as ``:key=value`` (defaults otherwise), e.g. dtif-r, dtif-r:beta=3+b2,
-    bsnn-r:k=6+p99.9.
-    """
-    from msat_lava.data import DataError
-    from netx_export import neurons
 
-    items = text.split(",") if isinstance(text, str) else list(text)
-    out: list[str] = []
-    for raw in items:
-        m = raw.strip().lower()
-        if not m:
-            continue
-        split = _split(m)
-        if split is None:
-            others = ", ".join(n for n in neurons.names() if neurons.get(n).params_type is not None)
-            raise DataError(f"--methods: unknown method {raw!r} (cores: const, pQ e.g. p99.9, dtt, det, msat, and "
-                            f"dtt/det/msat with -norm; {others} with optional :key=value parameters; optional "
-                            "suffixes in this order: +pQ (not after const/pQ), +cw, +h, "
-                            "+bN or +bsN (N ≥ 1; +bsN after const/pQ only), +wc[T], +bc[T], +sc (msat only), e.g. "
-                            "const+h, p99.9+cw+h+bc, p99.9+h+bs4, msat-norm+p99.9, msat-norm+h+b4+sc, dtif-r:beta=3+b2)")
-        params = _model_params_of(m)
-        if params is not None:
-            try:
-                neurons.params_from_options(_mode_of(m), params, parse=True)
-            except neurons.NeuronSpecError as exc:
-                raise DataError(f"--methods: {raw!r}: {exc}") from None
-        q = _percentile_of(m)
-        if q is not None and not 0 < q <= 100:
-            raise DataError(f"--methods: percentile of {raw!r} must be in (0, 100]")
-        gamma = split[1]["gamma"]
-        if gamma is not None and not 1 <= gamma <= 1 << 16:
-            raise DataError(f"--methods: burst size of {raw!r} must be in 1..65536")
-        bc = split[1]["bc"]
-        if bc is not None and not 1 <= bc <= 4096:
-            raise DataError(f"--methods: bias-correction steps of {raw!r} must be in 1..4096")
-        wc = split[1]["wc"]
-        if wc is not None and not 1 <= wc <= 4096:
-            raise DataError(f"--methods: weight-calibration steps of {raw!r} must be in 1..4096")
-        if m not in out:
-            out.append(m)
-    if not out:
-        raise DataError("--methods: no method given")
-    return out
+def _spec(method: str) -> MethodSpec:
+    return MethodSpec.of(method)
 
 
 def _has_sc(method: str) -> bool:
-    return method.endswith("+sc")
-
-
-def _core(method: str) -> str:
-    """The method without its suffixes: const, pQ, dtt, det, msat, with or without -norm."""
-    return method.split("+")[0]
-
-
-def _opts(method: str) -> dict[str, Any]:
-    split = _split(method)
-    if split is None:
-        raise ValueError(f"malformed method name {method!r} (parse_methods validates names)")
-    return split[1]
-
-
-def _v_init_of(method: str) -> float:
-    """NeuronSpec.v_init of a method: HALF for the "+h" methods, else 0 (the paper's empty start)."""
-    return HALF if _opts(method)["h"] else 0.0
-
-
-def _gamma_of(method: str, default: int) -> int:
-    """Γ of a method: N for "+bN", else ``default`` (the network file's)."""
-    gamma = _opts(method)["gamma"]
-    return default if gamma is None else gamma
-
-
-def threshold_divisor(method: str) -> int:
-    """N for a "+bsN" method (θ = λ/N: the calibrated λ of every spiking layer is divided by N before
-    quantization, with Γ = N, so that up to N spikes of λ/N reproduce activations up to λ in one step; the input
-    scale λ^0 is not divided), else 1."""
-    opts = _opts(method)
-    return opts["gamma"] if opts["burst_scaled"] else 1
-
-
-def divided_lambdas(lambdas, method: str, keep: tuple[str, ...] = ()) -> dict[str, float]:
-    """The λ a method quantizes with: ``lambdas`` (name → λ) divided by :func:`threshold_divisor` (the names in
-    ``keep``, e.g. the input node, unchanged); a plain copy for every other method."""
-    d = threshold_divisor(method)
-    return dict(lambdas) if d == 1 else {k: (v if k in keep else v / d) for k, v in lambdas.items()}
-
-
-def _bc_of(method: str) -> int | None:
-    """T of the bias-correction runs for "+bc" / "+bcT" methods, else None."""
-    return _opts(method)["bc"]
-
-
-def _percentile_of(method: str) -> float | None:
-    """Q of a "pQ" core or a "+pQ" suffix (λ = Q-th percentile), else None (λ = max)."""
-    pm = _PCT.match(_core(method))
-    if pm:
-        return float(pm.group(1))
-    split = _split(method)
-    return None if split is None else split[1]["pct"]
-
-
-def _mode_of(method: str) -> str:
-    """The quantize method: const for const/pQ, a registry model's name for its core (parameters dropped), else
-    dtt/det/msat without -norm and suffixes."""
-    core = _core(method)
-    reg = _registry_core(core)
-    if reg is not None:
-        return reg[0]
-    if core == "const" or _percentile_of(core) is not None:
-        return "const"
-    return core.removesuffix("-norm")
+    return _spec(method).sc
 
 
 def _model_params_of(method: str) -> dict[str, str] | None:
     """The ``:key=value`` parameters of a registry-model core (text), None for the MSAT family."""
-    reg = _registry_core(_core(method))
-    return None if reg is None else reg[1]
-
-
-def _units_of(method: str, default: str) -> str:
-    return "normalized" if _core(method).endswith("-norm") else default
-
-
-def method_settings(method: str, default_units: str = "raw", default_gamma: int = 1) -> dict[str, Any]:
-    """What a (parsed) method name means: quantize ``mode``, MSAT formula ``units``, ``v_init``, ``gamma``, the λ
-    ``percentile`` (None = max), ``threshold_divisor`` (N for "+bsN": θ = λ/N, else 1), ``channelwise`` λ (channel balancing), ``bias_correction_steps`` (None = no bias
-    correction) and whether spike confidence is calibrated (``sc``); for a registry model with parameters also
-    ``params`` (its parameter object)."""
-    out = {"mode": _mode_of(method), "units": _units_of(method, default_units), "v_init": _v_init_of(method),
-           "gamma": _gamma_of(method, default_gamma), "percentile": _percentile_of(method),
-           "threshold_divisor": threshold_divisor(method),
-           "channelwise": _opts(method)["cw"], "bias_correction_steps": _bc_of(method),
-           "weight_calibration_steps": _opts(method)["wc"], "sc": _has_sc(method)}
-    params = _model_params_of(method)
-    if params is not None:  # a registry model with parameters: its parameter object (defaults + :key=value)
-        from netx_export import neurons
-
-        out["params"] = neurons.params_from_options(out["mode"], params, parse=True)
-    return out
+    return _spec(method).model_params
 
 
 def _needs_data(method: str) -> bool:
-    return (_has_sc(method) or _percentile_of(method) is not None or _bc_of(method) is not None
-            or _opts(method)["wc"] is not None or _opts(method)["cw"])
+    return _spec(method).needs_calibration
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -677,7 +462,8 @@ def _method_net(graph, lams, input_scale, method: str, settings: dict, *, sc_p=N
 
     from netx_export import neurons
 
-    mode = _mode_of(method)
+    spec = _spec(method)
+    mode = spec.mode
     params = _model_params_of(method)
     extra: dict[str, Any] = {}
     if params is not None:
@@ -688,17 +474,17 @@ def _method_net(graph, lams, input_scale, method: str, settings: dict, *, sc_p=N
 
             raise DataError(f"--methods: {method!r}: parameter {exc}") from None
     elif mode != "const":
-        extra["msat_units"] = _units_of(method, settings["units"])
+        extra["msat_units"] = spec.units(settings["units"])
     units = extra
     graph, aliases = neurons.get(mode).prepare_graph(graph)  # BSNN-R: synchronous neurons take their source's λ
     lams = divided_lambdas(dict(lams, **{sn: lams[src] for sn, src in aliases.items()}), method,
                            keep=(graph.input.name,))
     return quantize(graph, lams, method=mode, preset=None, coefs=None if mode == "const" else settings["coefs"],
-                    k_const=1.0, sc_p=sc_p, gamma=_gamma_of(method, settings["gamma"]), sc_early=sc_window,
+                    k_const=1.0, sc_p=sc_p, gamma=spec.gamma(settings["gamma"]), sc_early=sc_window,
                     sc_gate=settings["sc_gate"], frac_bits=settings["frac_bits"], state_bits=settings["state_bits"],
                     input_scale=input_scale, input_frac_bits=settings["input_frac_bits"], seed=seed,
                     model_hash=model_hash, data_hash=data_hash, hyperparameters={"eval_method": method, **lambda_info},
-                    v_init=_v_init_of(method), **units)
+                    v_init=spec.v_init, **units)
 
 
 def _net_summary(net, lambda_info: dict) -> dict[str, Any]:
@@ -825,8 +611,8 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     def lambdas_for(method: str) -> tuple[dict, float, str, dict, Any]:
         """(λ per layer, λ^0, data hash, λ info, graph) of a method's λ rule: max, pQ, either with +cw (the
         channel-balanced graph, netx_export.balance), or the file's λ."""
-        q = _percentile_of(method)
-        cw = method_settings(method)["channelwise"]
+        q = _spec(method).percentile
+        cw = _spec(method).channelwise
         key = ("max" if q is None else f"p{q}") + ("+cw" if cw else "")
         if key in lam_cache:
             return lam_cache[key]
@@ -871,8 +657,8 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
         """The graph a method converts: the original (channel-balanced for "+cw"), weight-calibrated for "+wc",
         bias-corrected for "+bc" (in that order)."""
         plain = method.removesuffix("+sc")
-        bc_steps = _bc_of(plain)
-        wc_steps = _opts(plain)["wc"]
+        bc_steps = _spec(plain).bias_correction_steps
+        wc_steps = _spec(plain).weight_calibration_steps
         base = lambdas_for(plain)[4]
         if wc_steps is not None:
             key = ("wc", plain)
@@ -938,7 +724,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
         from netx_export import neurons
 
         g_m = lambdas_for(method.removesuffix("+sc"))[4]
-        model = neurons.get(_mode_of(method))
+        model = neurons.get(_spec(method).mode)
         key = (id(g_m), type(model).prepare_graph is not neurons.NeuronModel.prepare_graph)
         if key not in pre_fns:  # a model's prepared graph (BSNN-R: + synchronous neurons, ANN-identical)
             pre_fns[key] = preactivation_fn(model.prepare_graph(g_m)[0] if key[1] else g_m)
