@@ -212,7 +212,11 @@ def format_summary(info: dict) -> str:
     inp = info["input"]
     lines = [f"method {info['method']}  format {info['format_version']}  input {inp['name']} "
              f"{tuple(inp['shape'])}  λ0 {inp['scale']:.6g}  F_in {inp['frac_bits']}"]
-    head = f"{'layer':<22} {'kind':<8} {'shape':<14} {'λ':>10} {'mode':<6} {'SC p':>5} {'terms':<44} {'bias':>21}"
+    quiescent = any(row.get("theta_q_over_lambda") is not None for row in info["layers"])
+    burst = any((row.get("gamma") or 1) > 1 for row in info["layers"])
+    extra = (f" {'θq/λ':>8}" if quiescent else "") + (f" {'Γ':>3}" if burst else "")
+    head = (f"{'layer':<22} {'kind':<8} {'shape':<14} {'λ':>10} {'mode':<6} {'SC p':>5}{extra} {'terms':<44} "
+            f"{'bias':>21}")
     lines += [head, "-" * len(head)]
     for row in info["layers"]:
         terms = ", ".join(f"{t['source']}{'·' + t['op'] if t['op'] else ''} e{t['exponent']}"
@@ -220,8 +224,14 @@ def format_summary(info: dict) -> str:
         if len(terms) > 44:
             terms = terms[:41] + "..."
         sc = "" if row["sc_p"] is None else f"{row['sc_p']:.3g}"
+        cells = ""
+        if quiescent:
+            q = row.get("theta_q_over_lambda")
+            cells += f" {'-' if q is None else f'{q:.2g}':>8}"
+        if burst:
+            cells += f" {row['gamma'] or '-':>3}"
         lines.append(f"{row['name']:<22} {row['kind']:<8} {'x'.join(map(str, row['shape'])):<14} "
-                     f"{row['lam']:>10.5g} {row['mode'] or '-':<6} {sc:>5} {terms:<44} "
+                     f"{row['lam']:>10.5g} {row['mode'] or '-':<6} {sc:>5}{cells} {terms:<44} "
                      f"{'[' + str(row['bias_min']) + ', ' + str(row['bias_max']) + ']':>21}")
     t = info["totals"]
     lines.append(f"{t['spiking_layers']} spiking layers, {t['neurons']} neurons, {t['weights']} int8 weights in "
@@ -337,6 +347,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         clock = PhaseClock(timings)
         # the destination is checked before any work: its directory exists and is writable, no silent overwrite
         out = check_destination(args.out, "--out", overwrite=args.overwrite)
+        if args.burst_scaled and args.method != "const":
+            raise BadInput(f"--burst-scaled: only for --method const (θ = λ/Γ of a constant threshold), got "
+                           f"--method {args.method}")
         if args.nir is not None:
             if args.weights is not None:
                 raise BadInput("--weights cannot be combined with --nir")
@@ -353,7 +366,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         net = convert(model, x, method=args.method, params=_model_params(args.param, args.method), preset=args.preset, lambda_method=args.lambda_method,
                       percentile=args.percentile, nonzero_only=args.nonzero_only, sc_p=_sc_pairs(args.sc_p),
                       seed=args.seed, progress=not (args.quiet or args.json), msat_units=args.msat_units,
-                      v_init=args.v_init, channelwise=args.channelwise, timings=timings)
+                      v_init=args.v_init, channelwise=args.channelwise, timings=timings, gamma=args.burst,
+                      threshold_divisor=args.burst if args.burst_scaled else 1)
         clock.restart()  # convert() timed its own phases
         net.save(out, overwrite=args.overwrite)
         clock.lap("write")
@@ -388,6 +402,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
     info["file"] = {"path": str(args.net), "bytes": os.path.getsize(args.net)}
     print(json.dumps(info, indent=2) if args.json else format_summary(info))
     return EXIT_OK
+
+
+def _burst_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in 1..65536, got {text!r}") from None
+    if not 1 <= value <= 1 << 16:
+        raise argparse.ArgumentTypeError(f"expected an integer in 1..65536, got {value}")
+    return value
 
 
 def add_convert_parser(subparsers) -> None:
@@ -429,6 +453,13 @@ def add_convert_parser(subparsers) -> None:
     p.add_argument("--v-init", type=float, default=0.0, metavar="F",
                    help="initial membrane residual as a fraction of λ, in [0, 1) (default 0, the paper; 0.5 = "
                    "half-threshold start, Bu et al. 2022, far fewer steps for the same accuracy)")
+    p.add_argument("--burst", type=_burst_arg, default=1, metavar="N",
+                   help="burst spikes: up to Γ = N spikes per neuron and step (default 1; ALGORITHMS §7; eval's +bN)")
+    p.add_argument("--burst-scaled", action="store_true",
+                   help="with --burst N and --method const: divide every spiking layer's λ by N, θ = λ/N, so one "
+                   "step's output takes N + 1 levels 0, λ/N, …, λ (eval's +bsN; e.g. --lambda percentile "
+                   "--percentile 99.9 --v-init 0.5 --burst 4 --burst-scaled: ResNet20 91.2 %% at T = 16, "
+                   "docs/RESULTS.md §3.7)")
     p.add_argument("--lambda", dest="lambda_method", choices=("max", "percentile"), default="max",
                    help="λ per layer: max activation or a percentile (default max)")
     p.add_argument("--percentile", type=float, default=99.99, help="percentile for --lambda percentile")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import dataclasses
 import itertools
 import os
 import time
@@ -50,7 +51,7 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
             nonzero_only: bool = False, channelwise: bool = False, sc_p: Mapping[str, float] | None = None,
             seed: int = 0, progress: bool = True, msat_units: str = "raw", v_init: float = 0.0,
             timings: MutableMapping[str, float] | None = None, params: Any = None,
-            gamma: int = 1) -> ConvertedNetwork:
+            gamma: int = 1, threshold_divisor: int = 1) -> ConvertedNetwork:
     """Convert a PyTorch ``model`` into a :class:`ConvertedNetwork`.
 
     * ``calibration_data``: tensor/array ``(N, *input_shape)`` (normalized exactly as the model expects),
@@ -58,7 +59,10 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
     * ``method``: a registered neuron model (:func:`netx_export.neurons.names`): 'const' (max-norm / percentile
       IF), 'dtt', 'det', 'msat', 'dtif-r', 'bsnn-r'; ``preset``: MSAT coefficients ('vgg16', 'resnet20',
       'resnet34'), used by dtt/det/msat only; ``params``: the model parameters of a model that has them (object or
-      mapping over the defaults); ``gamma``: Γ, spikes per step (burst, ALGORITHMS §7).
+      mapping over the defaults); ``gamma``: Γ, spikes per step (burst, ALGORITHMS §7); ``threshold_divisor``:
+      N ≥ 1, every spiking layer's calibrated λ is divided by N before quantization (θ = λ/N; the input scale λ^0
+      is not): with ``gamma=N`` this is the scaled burst of eval's ``+bsN`` methods, one step's output taking the
+      N + 1 levels 0, λ/N, …, λ (msat_lava.cli_eval.threshold_divisor).
     * ``input_shape``: per-sample (C, H, W) or (F,); inferred from the data when None.
     * ``lambda_method`` 'max' | 'percentile' with ``percentile`` (in (0, 100]) and ``nonzero_only``.
     * ``channelwise``: channel-wise λ where the graph allows it (:mod:`netx_export.balance`): the channels of
@@ -80,6 +84,8 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
     from netx_export.calibrate import calibrate
     from netx_export.trace import trace
 
+    if isinstance(threshold_divisor, bool) or not isinstance(threshold_divisor, int) or threshold_divisor < 1:
+        raise CalibrationError(f"threshold_divisor must be an integer >= 1, got {threshold_divisor!r}")
     inferred, calibration_data = _first_batch_shape(calibration_data)
     if input_shape is None:
         input_shape = inferred
@@ -108,6 +114,8 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
     else:
         cal = calibrate(graph, calibration_data, channelwise=False, **rule)
     clock.lap("calibrate")
+    if threshold_divisor != 1:  # θ = λ/N (scaled burst); the calibration's hash and λ^0 stay
+        cal = dataclasses.replace(cal, lambdas={k: v / threshold_divisor for k, v in cal.lambdas.items()})
     hyper = {
         "lambda_method": lambda_method,
         "percentile": float(cal.percentile),
@@ -117,6 +125,8 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
         "calibration_samples": int(cal.n_samples),
         "input_shape": list(input_shape),
     }
+    if threshold_divisor != 1:
+        hyper["threshold_divisor"] = int(threshold_divisor)
     net = quantize(graph, cal, method=method, preset=preset, sc_p=sc_p, seed=seed, model_hash=state_hash(model),
                    hyperparameters=hyper, msat_units=msat_units, v_init=v_init, params=params, gamma=gamma)
     clock.lap("quantize")
@@ -152,7 +162,8 @@ def summary(net: ConvertedNetwork) -> dict[str, Any]:
     (spiking layers in graph order, then the readout) and totals.
 
     Row fields: ``name``, ``kind`` ('relu' | 'readout'), ``shape``, ``neurons``, ``lam``, ``frac_bits``,
-    ``mode``, ``gamma``, ``v_init`` (None for the readout), ``sc_p``, ``terms`` (list of {source, path, op,
+    ``mode``, ``gamma``, ``v_init`` (None for the readout), ``theta_q_over_lambda`` (the quiescent MSAT threshold
+    θ_q/λ of a dtt/det/msat layer, :func:`quiescent_theta_ratio`; None otherwise), ``sc_p``, ``terms`` (list of {source, path, op,
     exponent, weights, rel_rms_error, clipped}), ``bias_min``/``bias_max`` (target LSBs), ``lut_entries``.
     """
     graph = net.graph
@@ -175,6 +186,7 @@ def summary(net: ConvertedNetwork) -> dict[str, Any]:
             "lam": tgt.lam, "frac_bits": tgt.frac_bits,
             "mode": spec.mode if spec else None, "sc_p": spec.sc_p if spec else None,
             "gamma": spec.gamma if spec else None, "v_init": spec.v_init if spec else None,
+            "theta_q_over_lambda": quiescent_theta_ratio(spec) if spec else None,
             "terms": terms,
             "bias_min": int(tgt.bias.min()) if tgt.bias.size else 0,
             "bias_max": int(tgt.bias.max()) if tgt.bias.size else 0,
@@ -239,4 +251,5 @@ def _slow_msat_warnings(net) -> list[str]:
             f"{SLOW_THETA_RATIO:g}·λ (lowest θ/λ = {r:.2g} at {name}, λ = {lam:.3g}): the paper's raw-unit threshold "
             "is not scale-invariant and with Γ = 1 these layers need many steps to pass their charge (expect "
             "chance-level accuracy for tens of steps); --msat-units normalized, or --method const with "
-            "--v-init 0.5 --lambda percentile --percentile 99.9, converge far faster"]
+            "--v-init 0.5 --lambda percentile --percentile 99.9 (with --burst 4 --burst-scaled: ResNet20 "
+            "within 0.6 points of the ANN at T = 16, docs/RESULTS.md §3.7), converge far faster"]

@@ -110,6 +110,34 @@ def test_convert_refuses_non_finite_calibration(tmp_path, capsys):
     assert not (tmp_path / "o.net").exists()
 
 
+def test_convert_burst_scaled(tmp_path, capsys):
+    """--burst N --burst-scaled writes the const network with every λ divided by N and Γ = N (the input scale
+    not divided); with a non-const method it is refused by name before any work."""
+    from netx_export.api import load
+
+    (tmp_path / "m.py").write_text("import torch, torch.nn as nn\n\ndef make():\n    torch.manual_seed(0)\n"
+                                   "    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))\n")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(-1, 1, (16, 4)).astype(np.float32))
+    base = ["convert", "--model", f"{tmp_path}/m.py:make", "--data", str(tmp_path / "d.npz"), "--quiet",
+            "--method", "const", "--v-init", "0.5", "--out"]
+    assert cli.main(base + [str(tmp_path / "plain.net")]) == 0
+    assert cli.main(base + [str(tmp_path / "bs.net"), "--burst", "4", "--burst-scaled"]) == 0
+    assert cli.main(base + [str(tmp_path / "b.net"), "--burst", "4"]) == 0
+    plain, bs, b = (load(tmp_path / f"{n}.net") for n in ("plain", "bs", "b"))
+    assert bs.input_scale == plain.input_scale == b.input_scale
+    for name, spec in bs.neurons.items():
+        assert spec.lam == pytest.approx(plain.neurons[name].lam / 4, rel=1e-12)
+        assert b.neurons[name].lam == plain.neurons[name].lam
+        assert (spec.gamma, b.neurons[name].gamma, plain.neurons[name].gamma) == (4, 4, 1)
+    assert bs.provenance.hyperparameters["threshold_divisor"] == 4
+    assert "threshold_divisor" not in plain.provenance.hyperparameters
+    line = _one_line_error(capsys, cli.main(["convert", "--model", f"{tmp_path}/m.py:make", "--data",
+                                             str(tmp_path / "d.npz"), "--quiet", "--method", "msat", "--burst", "2",
+                                             "--burst-scaled", "--out", str(tmp_path / "m.net")]),
+                           "--burst-scaled", "msat")
+    assert not (tmp_path / "m.net").exists(), line
+
+
 def _lying_npz(path: Path, shape: tuple, payload: bytes = b"\0" * 64, dtype: str = "<f4") -> None:
     header = {"descr": dtype, "fortran_order": False, "shape": shape}
     import io
@@ -194,6 +222,8 @@ def test_bad_labels_are_refused(net_file, capsys, labels, words):
     (["eval", "n.net", "--data", "d.npz", "--steps", "4", "--seed", "-5"], "--seed"),
     (["eval", "n.net", "--data", "d.npz", "--steps", "4", "--calib-seed", "99999999999"], "--calib-seed"),
     (["demo", "--seed", "-1"], "--seed"),
+    (["convert", "--model", "m:make", "--data", "d.npz", "--out", "o.net", "--burst", "0"], "--burst"),
+    (["convert", "--model", "m:make", "--data", "d.npz", "--out", "o.net", "--burst", "two"], "--burst"),
 ])
 def test_bad_arguments_exit_2(capsys, argv, words):
     with pytest.raises(SystemExit) as info:

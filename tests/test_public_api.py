@@ -96,6 +96,14 @@ def test_convert_warns_when_raw_msat_thresholds_are_tiny():
     assert abs(api.quiescent_theta_ratio(big.neurons["r0"]) - want) < 1e-15
     warned = [w for w in api.summary(big)["warnings"] if "quiescent MSAT threshold" in w]
     assert len(warned) == 1 and "r0" in warned[0] and "--msat-units normalized" in warned[0]
+    row = next(r for r in api.summary(big)["layers"] if r["name"] == "r0")
+    assert row["theta_q_over_lambda"] == api.quiescent_theta_ratio(big.neurons["r0"])
+    from msat_lava.cli_convert import format_summary
+
+    table = format_summary(api.summary(big)).splitlines()
+    assert "θq/λ" in table[1] and f"{want:.2g}" in next(line for line in table if line.startswith("r0 "))
+    const = api.summary(quantize(g, {"r0": 20.0}, input_scale=1.0, method="const"))
+    assert const["layers"][0]["theta_q_over_lambda"] is None and "θq/λ" not in format_summary(const)
     for net in (quantize(g, {"r0": 1.0}, input_scale=1.0, method="msat", preset="resnet20"),
                 quantize(g, {"r0": 20.0}, input_scale=1.0, method="msat", preset="resnet20", msat_units="normalized"),
                 quantize(g, {"r0": 20.0}, input_scale=1.0, method="const")):
