@@ -124,12 +124,12 @@ def package_versions(names=PACKAGES) -> dict[str, str | None]:
 
 def loihi2_available() -> tuple[bool, str]:
     """Whether lava-loihi (Loihi 2 compiler/runtime) is installed, and a short explanation."""
+    from msat_lava.lava import loihi2
+
     try:
-        from lava.utils import loihi
-    except Exception as exc:  # lava-nc missing or broken: no hardware path either
+        installed = loihi2.is_installed()
+    except ImportError as exc:  # lava-nc missing or broken: no hardware path either
         return False, f"cannot ask lava-nc ({_one_line(exc)})"
-    try:
-        installed = bool(loihi.is_installed())
     except Exception as exc:
         return False, f"lava.utils.loihi.is_installed() failed ({_one_line(exc)})"
     if installed:
@@ -167,36 +167,14 @@ def run_tiny_network() -> NetworkCheck:
     def failed(reason: str, got: int | None = None) -> NetworkCheck:
         return NetworkCheck(False, steps, int(expected.sum()), got, time.perf_counter() - t0, reason)
 
-    try:
-        from lava.magma.core.run_conditions import RunSteps
-        from lava.magma.core.run_configs import Loihi2SimCfg
-        from lava.proc.dense.process import Dense
-        from lava.proc.io.sink import RingBuffer as SinkBuffer
-        from lava.proc.io.source import RingBuffer as SourceBuffer
-        from lava.proc.lif.process import LIF
-    except Exception as exc:
-        return failed(f"cannot import Lava processes ({_one_line(exc)})")
-
-    n_out = _WEIGHTS.shape[0]
-    try:
-        source = SourceBuffer(data=_SPIKES_IN)
-        dense = Dense(weights=2 * _WEIGHTS, weight_exp=-1)
-        lif = LIF(shape=(n_out,), du=4095, dv=0, vth=_VTH, bias_mant=_BIAS, bias_exp=6)
-        sink = SinkBuffer(shape=(n_out,), buffer=steps)
-        source.s_out.connect(dense.s_in)
-        dense.a_out.connect(lif.a_in)
-        lif.s_out.connect(sink.a_in)
-    except Exception as exc:
-        return failed(f"cannot build the Lava network ({_one_line(exc)})")
+    from msat_lava.lava.tiny import TinyRunError, run_dense_lif
 
     try:
-        try:
-            lif.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-            got = np.rint(sink.data.get()).astype(np.int64)
-        finally:
-            lif.stop()
-    except Exception as exc:
-        return failed(f"Lava run failed ({_one_line(exc)})")
+        got = run_dense_lif(_SPIKES_IN, _WEIGHTS, _BIAS, _VTH)
+    except TinyRunError as exc:
+        what = {"import": "cannot import Lava processes", "build": "cannot build the Lava network",
+                "run": "Lava run failed"}[exc.stage]
+        return failed(f"{what} ({_one_line(exc.cause)})")
 
     if got.shape != expected.shape or not np.array_equal(got, expected):
         bad = int(np.sum(got != expected)) if got.shape == expected.shape else got.size
