@@ -1036,3 +1036,14 @@ class EvalReport:
             manifest["total_s"] = time.perf_counter() - self._t_start
             atomic_write_json(manifest, tmp_files["manifest"])
         return {k: Path(v) for k, v in manifest["files"].items()}
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """``msat_lava.evaluate`` is both this module and the library call ``msat_lava.evaluate(net, data, ...)``:
+    importing the submodule binds it to the package attribute, so the module itself calls :func:`evaluate`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "EvalReport | None":
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
