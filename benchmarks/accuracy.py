@@ -119,11 +119,11 @@ def main(argv=None) -> int:
         return 0
     if args.model is None or not args.out:
         ap.error("--model and --out are required")
-    from msat_lava.cli_eval import method_settings, parse_methods
     from msat_lava.data import DataError
+    from msat_lava.methods import MethodSpec, parse_methods
 
     try:
-        methods = parse_methods(args.methods)
+        methods = [str(spec) for spec in parse_methods(args.methods)]  # eval's grammar (msat_lava.methods)
     except DataError as exc:
         ap.error(str(exc))
     shard_kn = None
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:
         ap.error(f"--precision: unknown {bad}; choose from {', '.join(PRECISIONS)}")
-    sc_methods = [m for m in methods if method_settings(m)["sc"]]
+    sc_methods = [m for m in methods if MethodSpec.of(m).sc]
     if sc_methods:
         ap.error(f"--methods: {sc_methods} need spike-confidence calibration; use `msat-lava eval` for those")
 
@@ -153,12 +153,11 @@ def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
     import torch
 
     from msat_lava import distributed
-    from msat_lava.cli_eval import divided_lambdas, method_settings
+    from msat_lava.evaluate import NetworkBuilder
+    from msat_lava.methods import MethodSpec
     from msat_lava.program import from_converted
     from netx_export import ann
-    from netx_export.balance import calibrate_balanced
-    from netx_export.calibrate import calibrate
-    from netx_export.quantize import quantize, state_hash
+    from netx_export.quantize import state_hash
     from netx_export.trace import trace
 
     cfg = MODELS[args.model]
@@ -182,7 +181,15 @@ def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
 
     t0 = time.perf_counter()
     graph = trace(model, cfg["shape"])
-    cal = calibrate(graph, x_cal, method="max", progress=False)
+    model_hash = state_hash(model.state_dict())
+    input_bits = {} if args.input_frac_bits is None else {"input_frac_bits": args.input_frac_bits}
+    # eval's method -> network builder (msat_lava.evaluate): λ per rule on the calibration images (max, pQ, +cw),
+    # +wc / +bc on the first --bc-samples of them in the first precision, the method's quantize settings
+    builder = NetworkBuilder(graph, x_cal, quantize_options=dict(preset=args.preset, model_hash=model_hash, seed=23,
+                                                                 **input_bits),
+                             precision=precisions[0].split("-")[0], correction_samples=args.bc_samples,
+                             correction_batch_size=args.bc_samples, correction_threads=args.threads)
+    _, cal_input_scale, cal_data_hash, _, _ = builder.lambdas_for("const")  # λ = max: the calibration record
     convert_s = time.perf_counter() - t0
     ann_acc = float("nan")
     if ctx.is_main:  # only the aggregates (rank 0) need the ANN
@@ -193,56 +200,15 @@ def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
 
     report_steps = [int(s) for s in args.report_steps.split(",") if int(s) <= args.steps]
     results = []
-    model_hash = state_hash(model.state_dict())
-    input_bits = {} if args.input_frac_bits is None else {"input_frac_bits": args.input_frac_bits}
-    cals = {(None, False): (graph, cal)}
     for method in methods:
-        opt = method_settings(method)
-        q, cw = opt["percentile"], opt["channelwise"]
-        if (q, cw) not in cals:
-            rule = dict(method="max") if q is None else dict(method="percentile", percentile=q)
-            if cw:
-                g_b, _, cal_b = calibrate_balanced(graph, x_cal, **rule)
-                cals[q, cw] = (g_b, cal_b)
-            else:
-                cals[q, cw] = (graph, calibrate(graph, x_cal, progress=False, **rule))
-        g_m, cal_m = cals[q, cw]
-
-        def convert(g, cal_q=cal_m, opt=opt, method=method):
-            from netx_export import neurons
-
-            g, aliases = neurons.get(opt["mode"]).prepare_graph(g)  # BSNN-R: synchronous neurons (source's λ)
-            if aliases or opt["threshold_divisor"] != 1:  # "+bsN": θ = λ/N (cli_eval.divided_lambdas)
-                lams = dict(cal_q.lambdas)
-                lams = divided_lambdas({**lams, **{sn: lams[src] for sn, src in aliases.items()}}, method)
-                cal_q = {**lams, g.input.name: cal_q.input_scale}
-            return quantize(g, cal_q, method=opt["mode"], preset=None if opt["mode"] == "const" else args.preset,
-                            msat_units=opt["units"], v_init=opt["v_init"], gamma=opt["gamma"],
-                            model_hash=model_hash, seed=23, params=opt.get("params"), **input_bits)
-
-        bc_info = wc_info = None
-        if opt.get("weight_calibration_steps"):
-            from msat_lava.weight_calibration import calibrate_weights
-
-            t1 = time.perf_counter()
-            wc_precision = precisions[0].split("-")[0]
-            wc = calibrate_weights(g_m, x_cal[:args.bc_samples], steps=opt["weight_calibration_steps"],
-                                   convert=convert, precision=wc_precision, batch_size=args.bc_samples,
-                                   threads=args.threads)
-            wc_info = {**wc.to_dict(), "precision": wc_precision, "wall_s": round(time.perf_counter() - t1, 1)}
-            g_m = wc.graph
-        if opt["bias_correction_steps"]:
-            from msat_lava.bias_correction import correct_biases
-
-            t1 = time.perf_counter()
-            bc_precision = precisions[0].split("-")[0]  # the correction runs in the first listed precision
-            bc = correct_biases(g_m, x_cal[:args.bc_samples], steps=opt["bias_correction_steps"],
-                                convert=convert, precision=bc_precision, batch_size=args.bc_samples,
-                                threads=args.threads)
-            bc_info = {**bc.to_dict(), "precision": bc_precision, "wall_s": round(time.perf_counter() - t1, 1)}
-            net = convert(bc.graph)
-        else:
-            net = convert(g_m)
+        spec = MethodSpec.of(method)
+        q, cw = spec.percentile, spec.channelwise
+        net = builder.network(spec)
+        wc, bc = builder.corrections.get(method + " (weights)"), builder.corrections.get(method)
+        wc_info = None if wc is None else {**wc[0].to_dict(), "precision": builder.precision,
+                                           "wall_s": round(wc[1], 1)}
+        bc_info = None if bc is None else {**bc[0].to_dict(), "precision": builder.precision,
+                                           "wall_s": round(bc[1], 1)}
         # every rank converted the network itself: it must be the same before the ranks split the images
         ctx.check_same(net, f"the converted networks of {method}")
         if args.save_nets and ctx.is_main:
@@ -284,8 +250,8 @@ def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
         "model": args.model, "samples": int(len(y)),
         "subset": subset if shard is None else f"shard {shard['k']}/{shard['n']} of {subset}", "shard": shard,
         "steps": args.steps, "ann_accuracy": ann_acc, "ann_correct": int((ann_pred == y).sum()), "calibration": {
-            "images": args.calib, "seed": 23, "lambda": "max", "data_hash": cal.data_hash,
-            "input_scale": cal.input_scale},
+            "images": args.calib, "seed": 23, "lambda": "max", "data_hash": cal_data_hash,
+            "input_scale": cal_input_scale},
         "model_hash": model_hash, "preset": args.preset, "input_frac_bits": args.input_frac_bits,
         "convert_s": round(convert_s, 2), "torch_threads": args.threads or torch.get_num_threads(),
         "command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
