@@ -69,6 +69,39 @@ print(json.dumps({"same": bool(np.array_equal(res.predictions, want.predictions)
     assert out["layers"] >= 2
 
 
+def _readme_python_block() -> str:
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 1, "the README has one Python API block"
+    return blocks[0]
+
+
+def test_readme_python_block_runs_as_written(tmp_path):
+    """The README's Python block itself (not a copy), after a prelude that defines ``model``, ``x_calib``, ``x``,
+    ``y``: every line runs; the names it binds hold what the comments say."""
+    pytest.importorskip("lava")
+    prelude = """
+import numpy as np, torch, torch.nn as nn
+torch.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5)).eval()
+rng = np.random.default_rng(0)
+x_calib = rng.uniform(0, 1, (24, 1, 4, 4)).astype(np.float32)
+x = rng.uniform(0, 1, (20, 1, 4, 4)).astype(np.float32)
+y = rng.integers(0, 5, 20)
+"""
+    epilogue = """
+import json, os
+print(json.dumps({"bit_exact": bool(rep.bit_exact), "pred_shape": list(res.predictions.shape),
+                  "curve": len(ev.accuracy("p99.9+h+bs4", "fixed")), "eval_json": os.path.exists("eval_out/eval.json"),
+                  "nir_nodes": len(list(graph)), "runs": sorted(r["method"] for r in ev.manifest["runs"])}))
+"""
+    out = _fresh(prelude + _readme_python_block() + epilogue, tmp_path)
+    assert out["bit_exact"] and out["pred_shape"] == [64, 20]
+    assert out["curve"] == 32 and out["eval_json"] and out["nir_nodes"] >= 3
+    assert out["runs"] == ["const", "p99.9+h+bs4"]
+
+
 def test_cli_refuses_abbreviated_options(capsys):
     from msat_lava import cli
 
