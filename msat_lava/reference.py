@@ -172,7 +172,7 @@ def _simulate(program, x, steps, fixed, seed, ids, dev, record, record_readout, 
         for lo, hi in _batches(n, batch_size):
             inp, c = input_tensor(program, x[lo:hi], fixed, dev)
             clipped += c
-            ids_b = torch.as_tensor(ids[lo:hi], device=dev)
+            ids_b = torch.as_tensor(np.array(ids[lo:hi]), device=dev)  # a copy: ids may be read-only (a file)
             if engine == "fast":
                 from msat_lava.engine import run_batch
 
