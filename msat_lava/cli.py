@@ -9,8 +9,12 @@ and returns an exit code (``None`` means 0). Handlers import their heavy modules
 Handlers and library code raise exceptions instead of printing and exiting;
 :func:`main` turns a bad-input error (:func:`msat_lava.cli_common.bad_input_errors`, or an ``OSError`` about a
 file) into a one-line message and exit code 2, and any other exception into a one-line message on stderr and exit
-code 1. ``msat-lava --debug COMMAND`` (or ``MSAT_LAVA_DEBUG=1``) also prints the traceback; warnings are shown
-as one line each, without torch's tracebacks.
+code 1. ``msat-lava --debug COMMAND``, ``msat-lava COMMAND --debug`` (or ``MSAT_LAVA_DEBUG=1``) also prints the
+traceback; warnings are shown as one line each, without torch's tracebacks.
+
+Every subcommand takes ``--quiet`` and ``--debug`` (:func:`msat_lava.cli_common.add_common_options`, called by each add_*_parser
+with what its --quiet drops; :func:`build_parser` adds them to a subcommand that did not); ``convert`` and ``eval`` take ``--config FILE.toml``
+(:func:`msat_lava.cli_common.apply_config`, applied here before the command line is parsed).
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ import sys
 import traceback
 
 from msat_lava import __version__
-from msat_lava.cli_common import EXIT_BAD_INPUT, bad_input_errors, debug_on, error_line
+from msat_lava.cli_common import (EXIT_BAD_INPUT, BadInput, add_common_options, apply_config, bad_input_errors,
+                                  debug_on, error_line)
 from msat_lava.cli_convert import add_convert_parser, add_info_parser
 from msat_lava.cli_deploy import add_deploy_parser
 from msat_lava.cli_eval import add_eval_parser
@@ -56,8 +61,12 @@ def add_doctor_parser(subparsers) -> None:
         ),
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_common_options(p, quiet="nothing, the report is the result (there is no progress output)")
     p.set_defaults(func=_cmd_doctor)
 
+
+#: ``--quiet`` help of a subcommand whose add_*_parser did not call add_common_options (it says what it drops).
+QUIET_FALLBACK = "nothing specific to this command"
 
 #: Parser builders, in the order their subcommands appear in ``--help``.
 SUBCOMMANDS = [
@@ -88,17 +97,51 @@ def build_parser() -> argparse.ArgumentParser:
         add_parser(subparsers)
     for sub in subparsers.choices.values():  # no prefix matching: `--calib f.npz` must not mean --calib-samples
         sub.allow_abbrev = False
+        if not {"--quiet", "--debug"} <= set(sub._option_string_actions):  # every subcommand takes them
+            add_common_options(sub, quiet=QUIET_FALLBACK)
     return parser
+
+
+def _subcommand(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[str, argparse.ArgumentParser, int] | None:
+    """(name, parser, index in argv) of the subcommand: the first word that names one (the top-level options
+    take no value)."""
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for i, word in enumerate(argv):
+        if word == "--":
+            return None
+        if word in subparsers.choices:
+            return word, subparsers.choices[word], i
+        if not word.startswith("-"):
+            return None
+    return None
+
+
+def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> dict | None:
+    found = _subcommand(parser, argv)
+    if found is None or "--config" not in found[1]._option_string_actions:
+        return None
+    _, sub, i = found
+    return apply_config(sub, argv[i + 1:])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # --config FILE.toml: its values become the subcommand's defaults, before the command line is parsed
+        config = _apply_config(parser, argv)
+    except BadInput as exc:
+        if debug_on() or "--debug" in argv:
+            traceback.print_exc()
+        print(error_line(_subcommand(parser, argv)[0], exc), file=sys.stderr)
+        return EXIT_BAD_INPUT
     args = parser.parse_args(argv)
     handler = getattr(args, "func", None)
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
-    if args.debug:
+    if config is not None:
+        args.config = config  # {"path", "sha256"}: recorded by eval's manifest (arguments) and convert's summary
+    if getattr(args, "debug", False):
         os.environ["MSAT_LAVA_DEBUG"] = "1"
     import warnings
 

@@ -22,7 +22,8 @@ from pathlib import Path
 __all__ = ["add_convert_parser", "add_info_parser", "main", "load_model", "load_data", "format_summary",
            "format_netx_summary", "EXIT_OK", "EXIT_BAD_INPUT"]
 
-from msat_lava.cli_common import EXIT_BAD_INPUT, EXIT_OK, BadInput, check_destination, debug_on, error_line, seed_arg
+from msat_lava.cli_common import (EXIT_BAD_INPUT, EXIT_OK, BadInput, add_common_options, add_config_option,
+                                  check_destination, debug_on, error_line, seed_arg)
 from msat_lava.cli_common import bad_input_errors as _bad_input_errors
 
 
@@ -377,6 +378,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     info["file"] = {"path": str(out), "bytes": out.stat().st_size}
     clock.lap("summary")
     info["timings"] = {k: round(v, 4) for k, v in timings.items()}
+    if isinstance(args.config, dict):  # --config: path and sha256 of the TOML file (msat_lava.cli.main)
+        info["config"] = args.config
     if args.json:
         print(json.dumps(info, indent=2))
     elif not args.quiet:
@@ -475,7 +478,9 @@ def add_convert_parser(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace NET if it exists")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (with the wall seconds of each "
                    "phase under 'timings': load_model, load_data, trace, calibrate, quantize, write, summary)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    add_config_option(p)
+    add_common_options(p, quiet="the calibration progress bar, the layer table and the 'wrote' line (--json "
+                                "still prints the summary)")
     p.set_defaults(func=_cmd_convert)
 
 
@@ -489,6 +494,7 @@ def add_info_parser(subparsers) -> None:
     )
     p.add_argument("net", metavar="NET", help="network file written by msat-lava convert, or a lava-dl netx file")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_common_options(p, quiet="nothing, the table (or --json) is the result")
     p.set_defaults(func=_cmd_info)
 
 

@@ -13,8 +13,8 @@ import json
 import sys
 from typing import Any
 
-from msat_lava.cli_common import (EXIT_BAD_INPUT, EXIT_MISMATCH, EXIT_OK, BadInput, check_destination, debug_on,
-                                  error_line, positive_int, steps_arg)
+from msat_lava.cli_common import (EXIT_BAD_INPUT, EXIT_MISMATCH, EXIT_OK, BadInput, add_common_options,
+                                  check_destination, debug_on, error_line, positive_int, steps_arg)
 
 __all__ = ["add_deploy_parser"]
 
@@ -143,4 +143,5 @@ def add_deploy_parser(subparsers) -> None:
                         "msat-lava verify --against)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --predictions file")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_common_options(p, quiet="nothing, the plan and the run line are the result (there is no progress output)")
     p.set_defaults(func=_cmd_deploy)

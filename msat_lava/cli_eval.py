@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from msat_lava import methods as _methods
-from msat_lava.cli_common import seed_arg, steps_arg
+from msat_lava.cli_common import add_common_options, add_config_option, seed_arg, steps_arg
 from msat_lava.cli_run import EXIT_OK, _add_data_args, _exit_codes, _positive_int
 from msat_lava.methods import DEFAULT_METHODS, MethodSpec, divided_lambdas, method_settings, threshold_divisor
 from msat_lava.reports import FILES, format_summary
@@ -110,7 +110,7 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
 
     out_dir = check_out_dir(args.out)  # before any work
     report = evaluate(args.net, args.data, args.methods, eval_config(args), calibration=args.calib_data or None,
-                      ctx=ctx, log=log, progress=not args.json)
+                      ctx=ctx, log=log, progress=not (args.json or getattr(args, "quiet", False)))
     if report is None:  # not rank 0
         return None
     report.manifest["arguments"] = {k: v for k, v in vars(args).items() if k != "func"}
@@ -128,7 +128,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from msat_lava import distributed
 
     def log(message: str) -> None:
-        if not args.json:
+        if not (args.json or args.quiet):
             print(message, flush=True)
 
     # under torchrun: data-parallel over the ranks (msat_lava.distributed); otherwise exactly one process
@@ -220,4 +220,7 @@ def add_eval_parser(subparsers) -> None:
                    "small chunks keep a ResNet's state in cache, ResNet20 ran ≈ 1.5× faster at 25 than at 125; "
                    "raise it on a GPU)")
     p.add_argument("--no-html", action="store_true", help="do not write report.html")
+    add_config_option(p)
+    add_common_options(p, quiet="the progress messages, the progress bars and the 'wrote' line (the summary "
+                                "table, or --json's manifest, still prints)")
     p.set_defaults(func=_cmd_eval)

@@ -230,7 +230,7 @@ def verify_netx(args: argparse.Namespace, net) -> int:
         raise BackendUnavailable("verify of a netx file runs lava-dl in Lava: lava-nc / lava-dl are not installed")
     _set_threads(args.threads)
     n, steps = int(bias.shape[0]), args.steps
-    if not args.json:
+    if not (args.json or args.quiet):
         print(f"verifying plain netx file {args.net} (lava-dl CUBA): {n} sample(s) x {steps} steps, lava-dl "
               f"netx.hdf5.Network in Lava (Loihi2SimCfg fixed_pt) vs msat_lava.netx_peer, reset_interval "
               f"{args.reset_interval} offset {args.reset_offset} ...", flush=True)
@@ -284,7 +284,7 @@ def add_netx_options(p: argparse.ArgumentParser, *, record: bool) -> None:
 
 
 def add_netx_run_parser(subparsers) -> None:
-    from msat_lava.cli_common import steps_arg
+    from msat_lava.cli_common import add_common_options, steps_arg
 
     p = subparsers.add_parser(
         "netx-run",
@@ -303,4 +303,5 @@ def add_netx_run_parser(subparsers) -> None:
     p.add_argument("--out", metavar="FILE.npz", help="write the recorded arrays ((B, *Lava shape, T) each)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_common_options(p, quiet="nothing, the description or the one-line run summary is the result")
     p.set_defaults(func=_cmd_netx_run)

@@ -36,4 +36,7 @@ def add_export_nir_parser(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="NIR file to write (atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    from msat_lava.cli_common import add_common_options
+
+    add_common_options(p, quiet="nothing, the 'wrote' line (or --json) is the result")
     p.set_defaults(func=_cmd_export_nir)

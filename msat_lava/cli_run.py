@@ -28,8 +28,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from msat_lava.cli_common import (EXIT_BAD_INPUT, EXIT_MISMATCH, EXIT_OK, MAX_STEPS, check_destination, debug_on,
-                                  error_line, positive_int, seed_arg, steps_arg)
+from msat_lava.cli_common import (EXIT_BAD_INPUT, EXIT_MISMATCH, EXIT_OK, MAX_STEPS, add_common_options,
+                                  check_destination, debug_on, error_line, positive_int, seed_arg, steps_arg)
 from msat_lava.cli_common import bad_input_errors as _bad_input_errors
 from netx_export.fileio import atomic_target
 
@@ -192,7 +192,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     get_backend(BACKEND_OF[sim]).check(program, precision=precision, net=net)  # typed refusal, nothing built
     n = len(data.indices)
-    if not args.json:
+    if not (args.json or args.quiet):
         print(f"network {args.net} (method {net.method}, input {tuple(program.input_shape)}, "
               f"{len(program.stages)} stages); data {args.data}: {n} sample(s)"
               f"{'' if args.samples is None else ' (strided subset)'}, labels {'yes' if data.y is not None else 'no'}")
@@ -209,7 +209,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from msat_lava.reference import simulate
 
         result = simulate(program, data.x, args.steps, precision=precision, sample_ids=data.indices,
-                          progress=not args.json)
+                          progress=not (args.json or args.quiet))
     wall = time.perf_counter() - t0
     _warn_clipped("run", int(getattr(result, "input_clipped", 0)), data.x.size, program)
     preds = np.asarray(result.predictions, dtype=np.int64)
@@ -268,6 +268,8 @@ def add_run_parser(subparsers) -> None:
     from msat_lava.cli_netx import add_netx_options
 
     add_netx_options(p, record=True)
+    add_common_options(p, quiet="the network/data and 'running' lines and the progress bar (the timing, accuracy "
+                                "and predictions lines still print)")
     p.set_defaults(func=_cmd_run)
 
 
@@ -294,7 +296,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         backend.check(program, precision="fixed")
     rsteps = _report_steps(args.report_steps, args.steps)
     n = len(data.indices)
-    if not args.json:
+    if not (args.json or args.quiet):
         print(f"verifying {args.net}: {n} sample(s) x {args.steps} steps, Lava fixed point vs reference ...",
               flush=True)
     report = verify(program, data.x, args.steps, data.indices, labels=data.y, report_steps=rsteps,
@@ -342,7 +344,7 @@ def _verify_against(args: argparse.Namespace, net=None) -> int:
     if bad.size:
         raise DataError(f"recorded dataset index {int(bad[0])} is beyond the {total} samples of --data "
                         f"({args.split} split)", path=args.against, key="indices")
-    if not args.json:
+    if not (args.json or args.quiet):
         print(f"verifying {args.against} against the reference: {len(recorded.indices)} sample(s) x "
               f"{recorded.steps} steps ...", flush=True)
     report = verify_against(program, data.x[recorded.indices], recorded)
@@ -387,6 +389,7 @@ def add_verify_parser(subparsers) -> None:
     from msat_lava.cli_netx import add_netx_options
 
     add_netx_options(p, record=False)
+    add_common_options(p, quiet="the 'verifying ...' line (the report still prints)")
     p.set_defaults(func=_cmd_verify)
 
 
@@ -672,7 +675,8 @@ def _format_demo(result: dict[str, Any]) -> str:
 @_exit_codes("demo")
 def _cmd_demo(args: argparse.Namespace) -> int:
     def log(message: str) -> None:
-        print(message, file=sys.stderr if args.json else sys.stdout, flush=True)
+        if not args.quiet:
+            print(message, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     from msat_lava.data import DataError
 
@@ -682,7 +686,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise DataError(f"--out {args.out!r} exists and is not a directory")
     result = run_demo(args.out, seconds=args.seconds, epochs=args.epochs, steps=args.steps,
                       test_samples=args.test_samples, verify_samples=args.verify_samples,
-                      verify_steps=args.verify_steps, seed=args.seed, threads=args.threads, progress=not args.json,
+                      verify_steps=args.verify_steps, seed=args.seed, threads=args.threads,
+                      progress=not (args.json or args.quiet),
                       log=log)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -721,4 +726,6 @@ def add_demo_parser(subparsers) -> None:
     p.add_argument("--threads", type=_positive_int, default=1,
                    help="torch threads for training and the reference simulator (default 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON (progress goes to stderr)")
+    add_common_options(p, quiet="the [1/7]..[7/7] progress log and the progress bars (the final report still "
+                                "prints)")
     p.set_defaults(func=_cmd_demo)
