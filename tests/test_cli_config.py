@@ -272,3 +272,25 @@ def test_quiet_drops_progress_not_results(tmp_path, no_debug_env):
         [x for x in loud.splitlines() if x.startswith("accuracy")]
     code, out, err = _main(["info", str(net), "--quiet"])  # the table is info's result
     assert code == 0 and "spiking layers" in out, err
+
+
+def test_readme_config_example_is_a_valid_convert_config(tmp_path):
+    """The README's TOML block parses as a convert config and means the flags it replaces."""
+    import re
+
+    blocks = re.findall(r"```toml\n(.*?)```", (Path(__file__).resolve().parents[1] / "README.md").read_text(), re.S)
+    assert len(blocks) == 1
+    cfg = tmp_path / "readme.toml"
+    cfg.write_text(blocks[0])
+    args, _ = _parse(["convert", "--config", str(cfg)])
+    assert (args.method, args.lambda_method, args.percentile, args.v_init, args.burst, args.burst_scaled) == \
+        ("const", "percentile", 99.9, 0.5, 4, True)
+    assert args.model == "tests/models.py:resnet20" and args.out == "resnet20.net"
+
+
+def test_seed_only_where_the_readme_says():
+    """--seed: convert, eval, demo (README: run/verify execute NET's own gate seed, the others draw nothing)."""
+    parser = cli.build_parser()
+    choices = parser._subparsers._group_actions[0].choices
+    assert sorted(c for c, sub in choices.items() if "--seed" in sub._option_string_actions) == \
+        ["convert", "demo", "eval"]
