@@ -35,13 +35,13 @@ from __future__ import annotations
 import math
 import os
 import zipfile
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from netx_export.errors import located
 
-__all__ = ["DataError", "LoadedData", "load_npz", "strided_indices", "to_nchw", "normalize", "parse_floats",
+__all__ = ["DataError", "LoadedData", "load_npz", "read_normalized", "strided_indices", "to_nchw", "normalize", "parse_floats",
            "SPLITS", "NpzMember", "npz_members", "member_header", "read_member", "check_labels", "MAX_EXPANSION", "MAX_MEMBER_BYTES"]
 
 SPLITS = ("test", "train")
@@ -321,16 +321,27 @@ def load_npz(path: str | os.PathLike, *, split: str = "test", samples: int | Non
             raise DataError(f"labels have shape {ym.shape}, expected ({n},) to match {xk!r}", path=spath, key=yk)
         y = check_labels(read_member(spath, ym).reshape(-1), path=spath, key=yk, num_classes=num_classes)
 
-    raw = read_member(spath, xm, idx)
-    if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
-        raise DataError("inputs contain NaN or infinity", path=spath, key=xk)
-    arranged = to_nchw(raw, input_shape, path=spath, key=xk)
-    try:
-        xs = normalize(arranged, input_scale=input_scale, mean=mean, std=std, raw_dtype=xm.dtype)
-    except DataError as exc:
-        raise DataError(str(exc), path=spath, key=xk) from None
+    xs = read_normalized(spath, xm, xk, idx, input_shape=input_shape, input_scale=input_scale, mean=mean, std=std)
     ys = None if y is None else y[idx]
-    return LoadedData(np.ascontiguousarray(xs), ys, idx)
+    return LoadedData(xs, ys, idx)
+
+
+def read_normalized(path: str, member: Any, key: str, idx: np.ndarray, *, input_shape: Sequence[int] | None,
+                    input_scale: float | None, mean: Sequence[float] | None, std: Sequence[float] | None
+                    ) -> np.ndarray:
+    """Rows ``idx`` of the array ``member`` (its checked header, :func:`member_header`) of ``path``: finite,
+    arranged to the network layout (:func:`to_nchw`) and normalized (:func:`normalize`), contiguous float32;
+    every problem a DataError naming the file and ``key``. Shared by :func:`load_npz` and the calibration
+    reader of :mod:`msat_lava.evaluate`."""
+    raw = read_member(path, member, idx)
+    if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
+        raise DataError("inputs contain NaN or infinity", path=path, key=key)
+    arranged = to_nchw(raw, input_shape, path=path, key=key)
+    try:
+        x = normalize(arranged, input_scale=input_scale, mean=mean, std=std, raw_dtype=member.dtype)
+    except DataError as exc:
+        raise DataError(str(exc), path=path, key=key) from None
+    return np.ascontiguousarray(x)
 
 
 def check_labels(y: np.ndarray, *, path: str | None = None, key: str | None = None,

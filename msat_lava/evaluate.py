@@ -193,7 +193,7 @@ def _load_calibration(path: str, n: int, seed: int, *, input_scale, mean, std, i
                       explicit: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random subset (sorted indices) of the calibration images of ``path`` (:func:`_calib_key`),
     normalized like the test data."""
-    from msat_lava.data import DataError, member_header, normalize, npz_members, read_member, to_nchw
+    from msat_lava.data import DataError, member_header, npz_members, read_normalized
 
     key = _calib_key(path, explicit)
     if key is None:
@@ -206,15 +206,8 @@ def _load_calibration(path: str, n: int, seed: int, *, input_scale, mean, std, i
     total = member.shape[0]
     k = min(int(n), total)
     idx = np.sort(np.random.default_rng(seed).choice(total, k, replace=False)).astype(np.int64)
-    raw = read_member(path, member, idx)
-    if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
-        raise DataError("inputs contain NaN or infinity", path=path, key=key)
-    arranged = to_nchw(raw, input_shape, path=path, key=key)
-    try:
-        x = normalize(arranged, input_scale=input_scale, mean=mean, std=std, raw_dtype=member.dtype)
-    except DataError as exc:
-        raise DataError(str(exc), path=path, key=key) from None
-    return np.ascontiguousarray(x), idx
+    return read_normalized(path, member, key, idx, input_shape=input_shape, input_scale=input_scale, mean=mean,
+                           std=std), idx
 
 
 def _ann_predictions(graph, x: np.ndarray, chunk: int) -> np.ndarray:
