@@ -64,11 +64,6 @@ def test_var_model_fails_without_the_fix():
 
 @pytest.mark.lava
 def test_dense_lif_fixed_pt_matches_integer_reference():
-    from lava.proc.dense.process import Dense
-    from lava.proc.io.sink import RingBuffer as SinkBuffer
-    from lava.proc.io.source import RingBuffer as SourceBuffer
-    from lava.proc.lif.process import LIF
-
     rng = np.random.default_rng(11)
     n_in, n_out, steps, vth = 8, 6, 25, 9
     spikes = (rng.random((n_in, steps)) < 0.4).astype(np.int64)
@@ -81,16 +76,11 @@ def test_dense_lif_fixed_pt_matches_integer_reference():
     assert not np.array_equal(expected, if_layer_reference(spikes, weights, bias, vth - 1))
     assert not np.array_equal(expected, if_layer_reference(spikes, weights & ~1, bias, vth))
 
-    source = SourceBuffer(data=spikes)
-    # 8-bit mixed-sign Dense drops the weight LSB; 2*W with weight_exp=-1 is exact (LAVA_NOTES §3.7).
-    dense = Dense(weights=2 * weights, weight_exp=-1)
-    lif = LIF(shape=(n_out,), du=4095, dv=0, vth=vth, bias_mant=bias, bias_exp=6)
-    sink = SinkBuffer(shape=(n_out,), buffer=steps)
-    source.s_out.connect(dense.s_in)
-    dense.a_out.connect(lif.a_in)
-    lif.s_out.connect(sink.a_in)
+    # msat_lava.lava.tiny (the doctor's network): 8-bit mixed-sign Dense drops the weight LSB, so it feeds
+    # 2*W with weight_exp=-1, which is exact (LAVA_NOTES §3.7).
+    from msat_lava.lava.tiny import run_dense_lif
 
-    got = run_fixed_pt(lif, sink, steps)
+    got = run_dense_lif(spikes, weights, bias, vth)
     np.testing.assert_array_equal(got, expected)
 
 
