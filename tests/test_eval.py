@@ -37,7 +37,7 @@ def files(tmp_path_factory):
     nolabels = root / "nolabels.npz"
     np.savez(nolabels, x=x_test)
     return {"root": root, "net": str(net), "data": str(data), "plain": str(plain), "nolabels": str(nolabels),
-            "conv": conv, "x_train": x_train, "x_test": x_test, "y_test": y_test}
+            "conv": conv, "x_train": x_train, "x_test": x_test, "y_test": y_test, "shape": shape}
 
 
 def _png_ok(path) -> None:

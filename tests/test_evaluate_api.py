@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import _nets
+from test_eval import files  # noqa: F401  (test_eval's module fixture: the same ResMix file and data)
 from msat_lava.data import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,26 +68,6 @@ print(json.dumps({"names": names, "heavy": heavy, "precisions": cfg.precisions, 
 # ---------------------------------------------------------------------------------------------------------
 # evaluate() = msat-lava eval
 # ---------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """test_eval's inputs: ResMix (msat) file; x_train (40, no useful labels), x_test/y_test (8, ANN labels
-    with 2 flipped)."""
-    from netx_export import ann
-
-    root = tmp_path_factory.mktemp("evaluate_api")
-    conv = _nets.convert("resmix", "msat")
-    net = conv.net.save(root / "resmix.net")
-    shape = conv.program.input_shape
-    rng = np.random.default_rng(11)
-    x_train = rng.standard_normal((40,) + shape).astype(np.float32)
-    x_test = rng.standard_normal((8,) + shape).astype(np.float32)
-    y_test = ann.evaluate(conv.graph, x_test).argmax(1).numpy()
-    y_test[:2] = (y_test[:2] + 1) % 5
-    data = root / "data.npz"
-    np.savez(data, x_train=x_train, y_train=np.zeros(40, np.int64), x_test=x_test, y_test=y_test)
-    return {"root": root, "net": str(net), "data": str(data), "x_train": x_train, "shape": shape}
-
-
 @pytest.fixture(scope="module")
 def cli_manifest(files):
     from msat_lava.cli import main
