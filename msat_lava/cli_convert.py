@@ -408,12 +408,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _burst_arg(text: str) -> int:
+    """argparse type of ``--burst``: Γ in 1..BURST_MAX, the bound of eval's +bN / +bsN (msat_lava.methods)."""
+    from msat_lava.methods import BURST_MAX
+
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer in 1..65536, got {text!r}") from None
-    if not 1 <= value <= 1 << 16:
-        raise argparse.ArgumentTypeError(f"expected an integer in 1..65536, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer in 1..{BURST_MAX}, got {text!r}") from None
+    if not 1 <= value <= BURST_MAX:
+        raise argparse.ArgumentTypeError(f"expected an integer in 1..{BURST_MAX}, got {value}")
     return value
 
 
