@@ -62,7 +62,7 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
       mapping over the defaults); ``gamma``: Γ, spikes per step (burst, ALGORITHMS §7); ``threshold_divisor``:
       N ≥ 1, every spiking layer's calibrated λ is divided by N before quantization (θ = λ/N; the input scale λ^0
       is not): with ``gamma=N`` this is the scaled burst of eval's ``+bsN`` methods, one step's output taking the
-      N + 1 levels 0, λ/N, …, λ (msat_lava.cli_eval.threshold_divisor).
+      N + 1 levels 0, λ/N, …, λ (msat_lava.methods.threshold_divisor).
     * ``input_shape``: per-sample (C, H, W) or (F,); inferred from the data when None.
     * ``lambda_method`` 'max' | 'percentile' with ``percentile`` (in (0, 100]) and ``nonzero_only``.
     * ``channelwise``: channel-wise λ where the graph allows it (:mod:`netx_export.balance`): the channels of
