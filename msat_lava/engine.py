@@ -22,7 +22,9 @@ generic path: its chunk input x(t0 … t1−1) is built from the same batched te
 stage step (:func:`msat_lava.dynamics.neuron.step_fixed` / ``step_float``: the model's threshold, quanta,
 schedule, Γ, gate, saturation) advances the stage one step at a time on numpy arrays of the logical layout, so
 no neuron rule is written twice. DTIF-R's fixed model also has a fused kernel (``FIXED_KERNELS``,
-``fused.dtif_fixed_chunk``, read from the same tables as the step function's interpolation). A generic stage whose payloads are all 0 over a chunk (BSNN-R outside its FIRE
+``fused.dtif_fixed_chunk``, read from the same tables as the step function's interpolation), and so has every
+model with one θ̂ per step for the whole layer (``DynamicsModel.fixed_uniform_step``: BSNN-R's fixed model,
+``fused.uniform_fixed_chunk``; its schedule and θ̂ come from that method, evaluated per step of the chunk). A generic stage whose payloads are all 0 over a chunk (BSNN-R outside its FIRE
 cycles) feeds no term: its consumers skip those convolutions (every op of a term is linear).
 
 Exactness (fixed point): payloads are non-negative integers ≤ Γ·2^F. A weighted op runs in float32 when
@@ -219,12 +221,23 @@ def _source_terms(stage, payload: dict, fixed: bool, synapse_dtype, cache: dict,
 FIXED_KERNELS = {"dtif-r"}
 
 
+def _uniform_model(spec) -> bool:
+    """True when the spec's model gives one θ̂ per step for the whole layer with the default quanta
+    (``DynamicsModel.fixed_uniform_step``): its fixed model runs in :func:`fused.uniform_fixed_chunk`."""
+    model = models.get(spec.mode)
+    return (type(model).fixed_uniform_step is not models.DynamicsModel.fixed_uniform_step
+            and type(model).fixed_quanta is models.DynamicsModel.fixed_quanta)
+
+
 def _path(spec, fixed: bool) -> str:
-    """'msat' (fused MSAT-family kernels), 'dtif' (fused DTIF-R fixed kernel) or 'generic' (the step function)."""
+    """'msat' (fused MSAT-family kernels), 'dtif' (fused DTIF-R fixed kernel), 'uniform' (fused kernel of a model
+    with one θ̂ per step: BSNN-R fixed) or 'generic' (the step function)."""
     if models.has_fused(spec.mode):
         return "msat"
     if fixed and spec.mode in FIXED_KERNELS:
         return "dtif"
+    if fixed and _uniform_model(spec):
+        return "uniform"
     return "generic"
 
 
@@ -357,8 +370,13 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
                 v = np.full(m, spec.v_init_fixed, dtype=np.int64)
                 states[s.name] = dict(v=v, vsum=np.zeros(m, np.int64), count=np.zeros(m, np.int64),
                                       sat=np.zeros(m, np.int64))
-                params[s.name] = (_dtif_tables(spec, s.luts) if paths[s.name] == "dtif"
-                                  else _lut_tables(s.luts if spec.mode != "const" else None))
+                if paths[s.name] == "dtif":
+                    params[s.name] = _dtif_tables(spec, s.luts)
+                elif paths[s.name] == "uniform":
+                    dyn.check_tables(spec, s.luts)
+                    params[s.name] = models.get(spec.mode)
+                else:
+                    params[s.name] = _lut_tables(s.luts if spec.mode != "const" else None)
             else:
                 base[s.name] = np.ascontiguousarray(lay.to_phys(cx), dtype=np.float64)
                 v = np.zeros(m, np.float64)
@@ -461,6 +479,22 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
                                                st["count"], st["sat"], t0, spec.one, spec.v_max, spec.gamma, gate,
                                                gate_code, spikes_only, *params[s.name], pay, pmax)
                         top = float(pmax.max())
+                    elif paths[s.name] == "uniform":
+                        steps_k = [params[s.name].fixed_uniform_step(spec, s.luts, t) for t in range(t0, t1)]
+                        integ = np.array([int(bool(i)) for i, _, _ in steps_k], dtype=np.int64)
+                        fire = np.array([int(bool(f)) for _, f, _ in steps_k], dtype=np.int64)
+                        theta = np.array([int(th) for _, _, th in steps_k], dtype=np.int64)
+                        q_out = 1
+                        wide = spec.gamma * int(theta.max(initial=0)) >= 1 << 24
+                        pay = np.empty((tc, lay.size), dtype=np.float64 if wide else np.float32)
+                        pmax = np.zeros(-(-lay.size // fused.BLOCK), dtype=np.int64)
+                        sp0, sp1 = np.array(fused.shift_params(q0, e0)), np.array(fused.shift_params(q1, e1))
+                        fused.uniform_fixed_chunk(a0, sp0, a1, sp1, len(arrs), base[s.name], st["v"], st["vsum"],
+                                                  st["count"], st["sat"], t0, spec.v_max, spec.gamma, gate,
+                                                  gate_code, integ, fire, theta, pay, pmax)
+                        top = float(pmax.max())
+                        if top == 0.0:
+                            zero.add(s.name)  # no spike in the chunk: its consumers leave its terms out
                     elif fixed:
                         spikes_only = spec.mode == "const"
                         q_out = spec.theta_const_fixed if spikes_only else 1

@@ -127,7 +127,8 @@ def test_model_cases_cover_every_registered_model():
 @pytest.mark.parametrize("name,method,opts,steps", MODEL_CASES, ids=_MODEL_IDS)
 def test_fixed_fast_engine_equals_step_loop_every_model(name, method, opts, steps, monkeypatch):
     """Models outside the MSAT family: the fast engine's batched terms + the models' own step function (and
-    DTIF-R's fused fixed kernel, fused.dtif_fixed_chunk) give the step engine's integers for any chunk length
+    DTIF-R's fused fixed kernel, fused.dtif_fixed_chunk, and BSNN-R's, fused.uniform_fixed_chunk) give the step
+    engine's integers for any chunk length
     and batch size."""
     conv = convert(name, method, **opts)
     x = random_inputs(conv.model.input_shape, 9, seed=11) * 1.5
@@ -137,8 +138,12 @@ def test_fixed_fast_engine_equals_step_loop_every_model(name, method, opts, step
         assert sum(step.saturated.values()) > 0  # the case under test
     for chunk, batch in ((1, 7), (5, 4), (8, 9), (64, 7)):
         _assert_same(step, _run(conv, x, "fixed", "fast", chunk=chunk, batch_size=batch, steps=steps))
-    if method in engine.FIXED_KERNELS:  # the generic path for the same model
+    spec = next(st.spec for st in conv.program.neuron_stages)
+    assert engine._path(spec, True) == {"dtif-r": "dtif", "bsnn-r": "uniform"}[method]  # a fused kernel ran
+    if engine._path(spec, True) != "generic":  # the generic path (the step function) for the same model
         monkeypatch.setattr(engine, "FIXED_KERNELS", set())
+        monkeypatch.setattr(engine, "_uniform_model", lambda spec: False)
+        assert engine._path(spec, True) == "generic"
         for chunk, batch in ((1, 7), (5, 4)):
             _assert_same(step, _run(conv, x, "fixed", "fast", chunk=chunk, batch_size=batch, steps=steps))
 

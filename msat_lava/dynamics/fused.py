@@ -25,7 +25,9 @@ float (float64 state, raw units):
     s, s_g, v, payload, S, n as above (no saturation).
 
 DTIF-R's fixed model has its own kernel (:func:`dtif_fixed_chunk`: θ̂ from the layer's table at this step's x̂,
-reset/payload by variant); every other registered model runs in the engine through its step function.
+reset/payload by variant). A model whose fixed threshold is one integer per step for the whole layer, with the
+default quanta (θ̂, θ̂) and a per-step integrate/fire schedule (BSNN-R; ``DynamicsModel.fixed_uniform_step``),
+runs in :func:`uniform_fixed_chunk`. Every other registered model runs in the engine through its step function.
 
 Mode codes: 0 const, 1 dtt, 2 det, 3 msat. The gate ε is the counter-based draw of :mod:`msat_lava.dynamics.prng`
 computed in place (:func:`_keep`, native uint64 arithmetic, the same bits); ``gate_code`` 1 = 'code' (reset with
@@ -46,7 +48,8 @@ from numba.extending import intrinsic, overload, register_jitable
 
 from msat_lava.dynamics import fmath, prng
 
-__all__ = ["fixed_chunk", "float_chunk", "dtif_fixed_chunk", "set_threads", "MODE_CODES", "DTIF_VARIANTS"]
+__all__ = ["fixed_chunk", "float_chunk", "dtif_fixed_chunk", "uniform_fixed_chunk", "set_threads", "MODE_CODES",
+           "DTIF_VARIANTS"]
 
 MODE_CODES = {"const": 0, "dtt": 1, "det": 2, "msat": 3}
 
@@ -687,6 +690,99 @@ def dtif_fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, on
                 s_eff = sg + gc * (s - sg)
                 vj = min(max(m - s_eff * r, -vmax), vmax)
                 out = sg * q if not spikes_only else sg
+                pk[i] = out
+                top = max(top, out)
+                vb[i] = vj
+                sb[i] += vj
+                cb[i] += sg
+                tb[i] += np.int64(abs(vj) >= vmax)
+        pmax[blk] = top
+
+
+# --- models with one θ̂ per step for the whole layer (DynamicsModel.fixed_uniform_step: BSNN-R), fixed point -------
+
+@_njit_noalias
+def _uniform_plain_block(n, vb, sb, cb, tb, bb, x0, x1, pk, mul0, add0, sh0, mul1, add1, sh1, two, vmax, integ,
+                         theta):
+    """One firing step of :func:`uniform_fixed_chunk` for a block of n neurons with Γ = 1 and no gate (branch-free
+    over non-aliasing arrays); returns the block's largest payload."""
+    top = np.int64(0)
+    for i in range(n):
+        x = integ * _input_fixed(bb[i], x0[i], x1[i], mul0, add0, sh0, mul1, add1, sh1, two)
+        m = vb[i] + x
+        s = np.int64(m >= theta)
+        vj = _imin(_imax(m - s * theta, -vmax), vmax)
+        out = s * theta
+        pk[i] = out
+        top = _imax(top, out)
+        vb[i] = vj
+        sb[i] += vj
+        cb[i] += s
+        tb[i] += np.int64(_select_i64(vj < 0, -vj, vj) >= vmax)
+    return top
+
+
+@_njit_noalias
+def _uniform_silent_block(n, vb, sb, tb, bb, x0, x1, pk, mul0, add0, sh0, mul1, add1, sh1, two, vmax, integ):
+    """One step without firing (s = 0): v̂ = sat(v̂ + [integrate]·x̂), payload 0."""
+    for i in range(n):
+        x = integ * _input_fixed(bb[i], x0[i], x1[i], mul0, add0, sh0, mul1, add1, sh1, two)
+        vj = _imin(_imax(vb[i] + x, -vmax), vmax)
+        pk[i] = 0
+        vb[i] = vj
+        sb[i] += vj
+        tb[i] += np.int64(_select_i64(vj < 0, -vj, vj) >= vmax)
+
+
+@numba.njit(parallel=True, cache=_CACHE, error_model="numpy")
+def uniform_fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, vmax, gamma, gate, gate_code,
+                        integ, fire, theta, payload, pmax):
+    """Advance by Tc = payload.shape[0] steps a fixed model whose step k of the chunk has one schedule and one
+    threshold for the whole layer: ``integ[k]``, ``fire[k]`` ∈ {0, 1} and θ̂ = ``theta[k]`` (int64, from
+    ``DynamicsModel.fixed_uniform_step``), reset and payload θ̂ — as ``step_fixed`` does with that model:
+    m̂ = v̂ + [integ]·x̂; s = 0 unless fire, else [m̂ ≥ θ̂] (Γ = 1) or clip(⌊m̂/θ̂⌋, 0, Γ); s_g = ε·s while the gate
+    acts; v̂ = sat(m̂ − s_eff·θ̂); payload = s_g·θ̂; Ŝ += v̂; n += s_g; sat += [|v̂| ≥ v_max] (:func:`fixed_chunk`)."""
+    tc = payload.shape[0]
+    m_n = payload.shape[1]
+    g_end, sids, nidx, kseed, kthr = gate
+    n_per = nidx.shape[0]
+    mul0, add0, sh0 = sp0[0], sp0[1], sp0[2]
+    mul1, add1, sh1 = sp1[0], sp1[1], sp1[2]
+    two = np.int64(1) if nterms > 1 else np.int64(0)
+    gc = np.int64(gate_code)
+    nblocks = (m_n + BLOCK - 1) // BLOCK
+    for blk in numba.prange(nblocks):
+        j0 = blk * BLOCK
+        j1 = min(m_n, j0 + BLOCK)
+        n = j1 - j0
+        vb = v[j0:j1]
+        sb = vsum[j0:j1]
+        cb = count[j0:j1]
+        tb = sat[j0:j1]
+        bb = base[j0:j1]
+        top = np.int64(0)
+        for k in range(tc):
+            t = t0 + k
+            x0 = a0[k, j0:j1]
+            x1 = a1[k, j0:j1]
+            pk = payload[k, j0:j1]
+            ik = np.int64(integ[k])
+            th = theta[k]
+            if fire[k] == 0:
+                _uniform_silent_block(n, vb, sb, tb, bb, x0, x1, pk, mul0, add0, sh0, mul1, add1, sh1, two, vmax, ik)
+                continue
+            gated = t < g_end
+            if gamma == 1 and not gated:
+                top = max(top, _uniform_plain_block(n, vb, sb, cb, tb, bb, x0, x1, pk, mul0, add0, sh0, mul1, add1,
+                                                    sh1, two, vmax, ik, th))
+                continue
+            for i in range(n):
+                x = ik * _input_fixed(bb[i], x0[i], x1[i], mul0, add0, sh0, mul1, add1, sh1, two)
+                kv = np.int64(1)
+                if gated:
+                    kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr)
+                vj, sg = _fire_fixed(vb[i], x, th, gamma, kv, gc, vmax)
+                out = sg * th
                 pk[i] = out
                 top = max(top, out)
                 vb[i] = vj

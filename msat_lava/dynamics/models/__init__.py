@@ -34,7 +34,9 @@ class DynamicsModel:
     ``float_threshold(spec, state, x)`` → θ(t) in raw units (float array shaped like x);
     ``fixed_threshold(spec, tables, state, x)`` → θ̂(t) int64 in [1, 2^F·...] (normalized domain);
     ``float_quanta`` / ``fixed_quanta(spec, theta)`` → (reset amount, payload per spike), default (θ, θ);
-    ``schedule(spec, t)`` → (integrate, fire) booleans for step t, default (True, True).
+    ``schedule(spec, t)`` → (integrate, fire) booleans for step t, default (True, True);
+    ``fixed_uniform_step(spec, tables, t)`` → (integrate, fire, θ̂) where θ̂ is one integer for the whole layer
+    (None by default).
     """
 
     name: ClassVar[str] = ""
@@ -54,6 +56,13 @@ class DynamicsModel:
 
     def schedule(self, spec: Any, t: int) -> tuple[bool, bool]:
         return True, True
+
+    def fixed_uniform_step(self, spec: Any, tables: Any, t: int) -> tuple[bool, bool, int] | None:
+        """(integrate, fire, θ̂) of step t for a model whose fixed threshold at t is one integer for every neuron
+        of the layer and whose quanta are the default (θ̂, θ̂); None (the default) for any other model. The fast
+        engine runs a model that gives it with :func:`msat_lava.dynamics.fused.uniform_fixed_chunk`; such a
+        model's ``schedule`` and ``fixed_threshold`` must be defined from it (one rule)."""
+        return None
 
     def readout_bias_gate(self, specs: Any) -> Any:
         """None (the readout adds its bias every step), or a function t → bool of the layer-local step telling

@@ -35,7 +35,11 @@ class BsnnR(DynamicsModel):
         return xp.full(x.shape, spec.lam * 2.0 ** -(st.t % spec.params.k + 1), x, "float")
 
     def fixed_threshold(self, spec, tables, st, x):
-        return xp.full(x.shape, spec.one >> (st.t % spec.params.k + 1), x, "int")
+        return xp.full(x.shape, self.fixed_uniform_step(spec, tables, st.t)[2], x, "int")
+
+    def fixed_uniform_step(self, spec, tables, t):
+        integrate, fire = self.schedule(spec, t)
+        return integrate, fire, spec.one >> (t % spec.params.k + 1)
 
     def readout_bias_gate(self, specs):
         last = max(s.params.depth for s in specs)
