@@ -113,6 +113,18 @@ def test_fan_out_splits_the_source():
     assert plan.cores == 4 and plan.iterations >= 2 and plan.ok
 
 
+def test_unfittable_layer_reports_only_the_unavoidable_violation():
+    """Input 1000 → dense 64 with 300 input axons per core: every tile reads all 1000 inputs (3.33× over, on
+    every grid). One tile of 64 would also need 1000·8 = 8000 > 5000 words; tiles of 32 need 4000: the plan takes
+    those and lists the axon violation alone."""
+    c = Loihi2Constraints(synmem_words_per_core=5000, axons_in_per_core=300)
+    plan = plan_network(_dense_net(1000, [64]), c)
+    p = plan.layer("L0")
+    assert p.tile[0] <= 32 and p.synmem_words == 1000 * math.ceil(p.tile[0] * 8 / 64) <= 5000
+    got = {(v.layer, v.resource): (v.value, v.limit) for v in plan.violations if v.layer == "L0"}
+    assert got == {("L0", "axons_in_per_core"): (1000, 300)}
+
+
 def test_every_violation_is_listed():
     """One network breaking five limits on purpose: all five are reported, each with its layer and number."""
     wide = LayerDesc("wide", "cuba", (8,), (Conn("input", (PathOp("linear", (5000,), (8,)),)),))

@@ -24,7 +24,8 @@ input paths (each path's chain of ops mapped backwards from T to its source, axi
 * LUT entries of a microcoded model (every core of the layer holds its layer's tables) ≤ lut_entries_per_core.
 
 A layer that no grid can fit gets the grid with the smallest worst overshoot (max over resources of
-need/limit), and every resource it still exceeds is a violation naming the layer, the number and the limit.
+need/limit), among those the one exceeding the fewest limits (so a limit that some grid of the same worst
+overshoot meets is not reported), then the fewest tiles; every resource it still exceeds is a violation naming the layer, the number and the limit.
 chips_needed = ceil(Σ cores / cores_per_chip) (Lava's mapper: chip = core id // 128); more than ``chips`` is a
 violation. The estimate ignores what is not public (compression, axon-map formats, the cost function):
 docs/LOIHI2.md §4 compares it with the public core counts.
@@ -295,7 +296,8 @@ def _evaluate(layer, tile, c, net, grids, with_fanout):
 
 
 def _grid_search(layer: LayerDesc, c: Loihi2Constraints, net: NetDesc, grids, with_fanout: bool):
-    """(tile, resources) of the grid with the fewest tiles that fits; else the smallest worst overshoot."""
+    """(tile, resources) of the grid with the fewest tiles that fits; else the smallest worst overshoot, then the
+    fewest limits exceeded, then the fewest tiles."""
     shape3 = _as3(layer.shape)
     slots = layer.slots if layer.slots is not None else c.slots.get(layer.model, 1)
     combos = []
@@ -317,11 +319,13 @@ def _grid_search(layer: LayerDesc, c: Loihi2Constraints, net: NetDesc, grids, wi
     if found is not None:
         return found[1], found[2]
     best = None
-    for n, t in combos:  # nothing fits: the smallest worst overshoot, then the fewest tiles
+    for n, t in combos:  # nothing fits: the smallest worst overshoot, then the fewest limits exceeded, then tiles
         res, over = _evaluate(layer, t, c, net, grids, with_fanout)
-        if best is None or (over, n) < (best[0], best[1]):
-            best = (over, n, t, res)
-    return best[2], best[3]
+        exceeded = sum(res[k] > getattr(c, lim) for k, lim in _LIMITS)
+        key = (over, exceeded, n)
+        if best is None or key < best[0]:
+            best = (key, t, res)
+    return best[1], best[2]
 
 
 # --------------------------------------------------------------------------------------------------- plan
