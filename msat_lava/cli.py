@@ -6,6 +6,8 @@ then list it in :data:`SUBCOMMANDS`. A handler takes the parsed ``argparse.Names
 and returns an exit code (``None`` means 0). Handlers import their heavy modules
 (torch, lava) lazily so that ``--help`` and ``--version`` stay fast.
 
+Every parser is a :class:`msat_lava.cli_common.Parser`: no option abbreviations (``allow_abbrev=False``), and a
+bad command line (unknown option, bad value, missing argument) is one line naming the argument, exit code 2.
 Handlers and library code raise exceptions instead of printing and exiting;
 :func:`main` turns a bad-input error (:func:`msat_lava.cli_common.bad_input_errors`, or an ``OSError`` about a
 file) into a one-line message and exit code 2, and any other exception into a one-line message on stderr and exit
@@ -25,8 +27,8 @@ import sys
 import traceback
 
 from msat_lava import __version__
-from msat_lava.cli_common import (EXIT_BAD_INPUT, BadInput, add_common_options, apply_config, bad_input_errors,
-                                  debug_on, error_line)
+from msat_lava.cli_common import (EXIT_BAD_INPUT, BadInput, Parser, add_common_options, apply_config,
+                                  bad_input_errors, debug_on, error_line, unrecognized_message)
 from msat_lava.cli_convert import add_convert_parser, add_info_parser
 from msat_lava.cli_deploy import add_deploy_parser
 from msat_lava.cli_eval import add_eval_parser
@@ -84,10 +86,11 @@ SUBCOMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``msat-lava`` parser: a :class:`msat_lava.cli_common.Parser` (no abbreviations, one-line errors), and
+    so is every subcommand's (argparse gives subparsers their parent's class)."""
+    parser = Parser(
         prog="msat-lava",
         description="Convert PyTorch ANNs to MSAT spiking networks and run them in Intel Lava.",
-        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true",
@@ -134,11 +137,16 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(error_line(_subcommand(parser, argv)[0], exc), file=sys.stderr)
         return EXIT_BAD_INPUT
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    found = _subcommand(parser, argv)
+    if extras:  # named by the subcommand, with the options an abbreviation may have meant
+        where = found[1] if found is not None else parser
+        where.error(unrecognized_message(where, extras))
     handler = getattr(args, "func", None)
     if handler is None:
-        parser.print_help(sys.stderr)
-        return 2
+        names = ", ".join(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices)
+        print(f"msat-lava: error: no command given (one of: {names}; see msat-lava --help)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if config is not None:
         args.config = config  # {"path", "sha256"}: recorded by eval's manifest (arguments) and convert's summary
     if getattr(args, "debug", False):

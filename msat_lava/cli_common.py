@@ -33,11 +33,46 @@ CONFIG_MAX_BYTES = 1 << 20
 
 __all__ = ["EXIT_OK", "EXIT_MISMATCH", "EXIT_BAD_INPUT", "BadInput", "bad_input_errors", "error_line", "debug_on",
            "seed_arg", "steps_arg", "positive_int", "check_destination", "SEED_MAX", "MAX_STEPS",
-           "CONFIG_MAX_BYTES", "add_common_options", "add_config_option", "read_config", "apply_config"]
+           "CONFIG_MAX_BYTES", "add_common_options", "add_config_option", "read_config", "apply_config", "Parser",
+           "unrecognized_message"]
 
 
 class BadInput(Exception):
     """A user-supplied file or argument is unusable (exit code 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of ``msat-lava`` and of every subcommand (``add_subparsers`` makes its subparsers of the same
+    class): no prefix matching (``allow_abbrev=False``: ``--calib f.npz`` never means ``--calib-samples``), and a
+    bad command line is ONE line on stderr, ``msat-lava CMD: error: argument --steps: ...`` naming the argument,
+    exit code 2 (``SystemExit(2)``, as argparse), without the usage block (``msat-lava CMD --help`` prints it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        text = " ".join(str(message).split())
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
+
+
+def unrecognized_message(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    """``unrecognized arguments: ...`` for ``parser``, naming the options an unknown ``--opt`` may have meant
+    (options are never abbreviated)."""
+    known = sorted(s for s in parser._option_string_actions if s.startswith("--"))
+    hints = []
+    for word in extras:
+        if not word.startswith("--"):
+            continue
+        name = word.split("=", 1)[0]
+        longer = [s for s in known if s.startswith(name)]
+        close = longer or difflib.get_close_matches(name, known, n=2)
+        if close:
+            hints.append(f"{name}: did you mean {' or '.join(close[:3])}?")
+    text = f"unrecognized arguments: {' '.join(extras)}"
+    if hints:
+        text += " (options are not abbreviated; " + "; ".join(hints) + ")"
+    return text
 
 
 def bad_input_errors() -> tuple[type[BaseException], ...]:
