@@ -22,8 +22,8 @@ from pathlib import Path
 __all__ = ["add_convert_parser", "add_info_parser", "main", "load_model", "load_data", "format_summary",
            "format_netx_summary", "EXIT_OK", "EXIT_BAD_INPUT"]
 
-from msat_lava.cli_common import (EXIT_BAD_INPUT, EXIT_OK, BadInput, add_common_options, add_config_option,
-                                  check_destination, debug_on, error_line, seed_arg)
+from msat_lava.cli_common import (EXIT_BAD_INPUT, EXIT_OK, BadInput, Parser, add_common_options,
+                                  add_config_option, check_destination, debug_on, error_line, positive_int, seed_arg)
 from msat_lava.cli_common import bad_input_errors as _bad_input_errors
 
 
@@ -132,76 +132,16 @@ def load_model(spec: str | None = None, weights: str | None = None, exported: st
     return model
 
 
-def _floats(text: str | None, what: str) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise BadInput(f"{what} must be comma-separated numbers, got {text!r}") from None
-
-
 def load_data(path: str, *, norm_mean: list[float] | None = None, norm_std: list[float] | None = None,
               input_scale: float | None = None, samples: int | None = None, seed: int = 0):
-    """Calibration inputs from an ``.npz``: key ``x_train`` if present, else ``x`` (``y`` is ignored).
+    """Calibration inputs of ``convert --data``: :func:`msat_lava.data.load_calibration` (key ``x_train`` if
+    present, else ``x``; labels ignored; the layouts and normalization of every command; a seeded random subset
+    of ``samples``, sorted: the CIFAR-10 file is class-sorted, so a prefix would be one class). Returns the float32
+    array; a :class:`msat_lava.data.DataError` names the file and the key."""
+    from msat_lava.data import load_calibration
 
-    Layout: (N, H, W) gets a channel axis; (N, H, W, C) with C ∈ {1, 3, 4} and H, W > 4 is transposed to
-    (N, C, H, W); (N, C, H, W) and (N, F) are kept. Values become float32 and are divided by
-    ``input_scale`` (default 255 for uint8 data, else 1), then normalized per channel with
-    ``(x − mean) / std`` when given. ``samples``: a seeded random subset of that many samples (sorted
-    indices; the CIFAR-10 file is class-sorted, so a prefix would be one class).
-    """
-    import numpy as np
-
-    file = Path(path)
-    if not file.is_file():
-        raise BadInput(f"data file {path!r} does not exist")
-    from msat_lava.data import member_header, npz_members, read_member
-
-    members = npz_members(file)  # headers only: bounded, never unpickles (DataError = exit 2)
-    key = "x_train" if "x_train" in members else ("x" if "x" in members else None)
-    if key is None:
-        raise BadInput(f"{path!r} has no 'x' or 'x_train' array (keys: {sorted(members)})")
-    member = member_header(file, members[key])
-    if member.dtype.kind not in "uif" or len(member.shape) < 2 or member.shape[0] == 0:
-        raise BadInput(f"{path!r}:{key} must be a non-empty numeric array (N, ...), got {member.dtype} "
-                       f"{member.shape}")
-    idx = None
-    if samples is not None:
-        if samples < 1:
-            raise BadInput("--calib-samples must be >= 1")
-        if samples < member.shape[0]:
-            idx = np.sort(np.random.default_rng(seed).choice(member.shape[0], size=samples, replace=False))
-    x = read_member(file, member, idx)
-    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-        raise BadInput(f"{path!r}:{key} contains NaN or infinity")
-    scale = input_scale if input_scale is not None else (255.0 if x.dtype == np.uint8 else 1.0)
-    if not (np.isfinite(scale) and scale > 0 and np.float32(scale) > 0 and np.isfinite(np.float32(scale))):
-        raise BadInput(f"--input-scale must be finite and > 0 in float32, got {input_scale!r}")
-    with np.errstate(all="ignore"):
-        x = x.astype(np.float32) / np.float32(scale)
-    if not np.all(np.isfinite(x)):
-        raise BadInput(f"{path!r}:{key}: the values (or --input-scale {scale!r}) overflow float32")
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4) and min(x.shape[1:3]) > 4:
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    if norm_mean is not None or norm_std is not None:
-        if x.ndim != 4:
-            raise BadInput("--norm-mean/--norm-std need image data (N, C, H, W)")
-        c = x.shape[1]
-        mean = np.asarray(norm_mean if norm_mean is not None else [0.0], dtype=np.float32)
-        std = np.asarray(norm_std if norm_std is not None else [1.0], dtype=np.float32)
-        for name, arr in (("--norm-mean", mean), ("--norm-std", std)):
-            if arr.size not in (1, c):
-                raise BadInput(f"{name} has {arr.size} values for {c} channel(s)")
-        if not np.all(np.isfinite(std)) or np.any(std <= 0) or not np.all(np.isfinite(mean)):
-            raise BadInput("--norm-std values must be finite and > 0 (and --norm-mean finite) in float32")
-        with np.errstate(all="ignore"):
-            x = (x - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1)
-        if not np.all(np.isfinite(x)):
-            raise BadInput(f"--norm-std {norm_std} makes the normalized inputs overflow float32")
-    return x
+    return load_calibration(path, samples=samples, seed=seed, input_scale=input_scale, mean=norm_mean,
+                            std=norm_std).x
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -305,6 +245,8 @@ def _sc_pairs(values: list[str] | None) -> dict[str, float] | None:
             name = ""
         if not sep or not name:
             raise BadInput(f"--sc-p expects LAYER=P, got {item!r}")
+        if not 0.0 < out[name] <= 1.0:
+            raise BadInput(f"--sc-p {item!r}: the spike confidence P of layer {name!r} must be in (0, 1]")
     return out
 
 
@@ -345,9 +287,17 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     try:
         from netx_export.api import PhaseClock, convert, summary
 
+        from msat_lava.data import parse_floats
+
         clock = PhaseClock(timings)
         # the destination is checked before any work: its directory exists and is writable, no silent overwrite
         out = check_destination(args.out, "--out", overwrite=args.overwrite)
+        sc_p = _sc_pairs(args.sc_p)  # the options' own bounds, before any work
+        params = _model_params(args.param, args.method)
+        if not 0.0 <= args.v_init < 1.0:
+            raise BadInput(f"--v-init {args.v_init!r}: the initial residual v_init is a fraction of λ in [0, 1)")
+        if not 0.0 < args.percentile <= 100.0:
+            raise BadInput(f"--percentile {args.percentile!r}: must be in (0, 100]")
         if args.burst_scaled and args.method != "const":
             raise BadInput(f"--burst-scaled: only for --method const (θ = λ/Γ of a constant threshold), got "
                            f"--method {args.method}")
@@ -360,15 +310,24 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         else:
             model = load_model(args.model, args.weights, args.exported)
         clock.lap("load_model")
-        x = load_data(args.data, norm_mean=_floats(args.norm_mean, "--norm-mean"),
-                      norm_std=_floats(args.norm_std, "--norm-std"), input_scale=args.input_scale,
+        x = load_data(args.data, norm_mean=parse_floats(args.norm_mean, "--norm-mean"),
+                      norm_std=parse_floats(args.norm_std, "--norm-std"), input_scale=args.input_scale,
                       samples=args.calib_samples, seed=args.seed)
         clock.lap("load_data")
-        net = convert(model, x, method=args.method, params=_model_params(args.param, args.method), preset=args.preset, lambda_method=args.lambda_method,
-                      percentile=args.percentile, nonzero_only=args.nonzero_only, sc_p=_sc_pairs(args.sc_p),
-                      seed=args.seed, progress=not (args.quiet or args.json), msat_units=args.msat_units,
-                      v_init=args.v_init, channelwise=args.channelwise, timings=timings, gamma=args.burst,
-                      threshold_divisor=args.burst if args.burst_scaled else 1)
+        from netx_export.errors import GraphError
+
+        try:
+            net = convert(model, x, method=args.method, params=params, preset=args.preset,
+                          lambda_method=args.lambda_method, percentile=args.percentile,
+                          nonzero_only=args.nonzero_only, sc_p=sc_p,
+                          seed=args.seed, progress=not (args.quiet or args.json), msat_units=args.msat_units,
+                          v_init=args.v_init, channelwise=args.channelwise, timings=timings, gamma=args.burst,
+                          threshold_divisor=args.burst if args.burst_scaled else 1)
+        except GraphError as exc:  # the model does not take the data's samples: name the data file too
+            if exc.field != "example_input_shape":
+                raise
+            raise BadInput(f"--data {args.data!r}: samples of shape {tuple(x.shape[1:])} do not fit the model "
+                           f"({exc})") from None
         clock.restart()  # convert() timed its own phases
         net.save(out, overwrite=args.overwrite)
         clock.lap("write")
@@ -443,7 +402,7 @@ def add_convert_parser(subparsers) -> None:
     p.add_argument("--norm-std", metavar="S1,S2,..", help="per-channel std divided after the mean")
     p.add_argument("--input-scale", type=float, default=None,
                    help="divide raw data by this first (default 255 for uint8 data, else 1)")
-    p.add_argument("--calib-samples", type=int, default=512, metavar="N",
+    p.add_argument("--calib-samples", type=positive_int, default=512, metavar="N",
                    help="seeded random subset of N calibration samples (default 512)")
     from netx_export import neurons
 
@@ -503,7 +462,7 @@ def add_info_parser(subparsers) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry with just ``convert`` and ``info``."""
-    parser = argparse.ArgumentParser(prog="msat-lava")
+    parser = Parser(prog="msat-lava")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_convert_parser(sub)
     add_info_parser(sub)

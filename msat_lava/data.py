@@ -1,4 +1,9 @@
-"""Input data for ``msat-lava run`` / ``verify``: ``.npz`` files → normalized float images + labels.
+"""Input data of every ``msat-lava`` command: ``.npz`` files → normalized float images (+ labels).
+
+The one reader of ``.npz`` inputs: :func:`load_npz` for evaluation data (``run``, ``verify``, ``eval --data``,
+``deploy --data``; inputs and labels of a split, strided subset) and :func:`load_calibration` for calibration
+images (``convert --data``, and the rule of ``eval --calib-data``: ``x_train``, else ``x``; labels ignored; a seeded
+random subset). Both accept the same layouts and normalization options and raise the same messages.
 
 Accepted layouts (loaded with ``np.load(allow_pickle=False)``: nothing is ever unpickled):
 
@@ -41,7 +46,8 @@ import numpy as np
 
 from netx_export.errors import located
 
-__all__ = ["DataError", "LoadedData", "load_npz", "read_normalized", "strided_indices", "to_nchw", "normalize", "parse_floats",
+__all__ = ["DataError", "LoadedData", "load_npz", "load_calibration", "calibration_key", "random_indices",
+           "read_normalized", "strided_indices", "to_nchw", "normalize", "parse_floats",
            "SPLITS", "NpzMember", "npz_members", "member_header", "read_member", "check_labels", "MAX_EXPANSION", "MAX_MEMBER_BYTES"]
 
 SPLITS = ("test", "train")
@@ -127,36 +133,39 @@ def normalize(x: np.ndarray, *, input_scale: float | None = None, mean: Sequence
     dtype = np.dtype(raw_dtype if raw_dtype is not None else x.dtype)
     scale = (255.0 if dtype == np.uint8 else 1.0) if input_scale is None else float(input_scale)
     if not np.isfinite(scale) or scale <= 0:
-        raise DataError(f"input scale must be finite and > 0, got {input_scale!r}")
+        raise DataError(f"input scale (--input-scale) must be finite and > 0, got {input_scale!r}")
     if not np.isfinite(np.float32(scale)) or np.float32(scale) <= 0 or not np.isfinite(np.float32(1.0) / np.float32(scale)):
-        raise DataError(f"input scale {input_scale!r} is not representable in float32 (inputs would become "
-                        "infinite or NaN)")
+        raise DataError(f"input scale (--input-scale) {input_scale!r} is not representable in float32 (inputs "
+                        "would become infinite or NaN)")
     with np.errstate(all="ignore"):
         raw = x.astype(np.float32)
         if not np.all(np.isfinite(raw)):
             raise DataError("inputs exceed the float32 range (|x| > 3.4e38) or are not finite")
         out = raw / np.float32(scale)
     if not np.all(np.isfinite(out)):
-        raise DataError(f"input scale {input_scale!r} makes the inputs overflow float32 (not finite)")
+        raise DataError(f"input scale (--input-scale) {input_scale!r} makes the inputs overflow float32 (not "
+                        "finite)")
     if mean is None and std is None:
         return out
     if out.ndim < 2:
-        raise DataError("mean/std normalization needs per-sample arrays (N, C, ...)")
+        raise DataError("mean/std normalization (--norm-mean/--norm-std) needs per-sample arrays (N, C, ...)")
     c = out.shape[1] if out.ndim > 2 else 1
     m = np.asarray([0.0] if mean is None else list(mean), dtype=np.float32)
     s = np.asarray([1.0] if std is None else list(std), dtype=np.float32)
-    for name, arr in (("mean", m), ("std", s)):
+    for name, arr in (("mean (--norm-mean)", m), ("std (--norm-std)", s)):
         if arr.ndim != 1 or arr.size not in (1, c):
             raise DataError(f"normalization {name} has {arr.size} value(s) for {c} channel(s)")
     if not np.all(np.isfinite(s)) or np.any(s <= 0):
-        raise DataError(f"normalization std values must be finite and > 0 in float32, got {s.tolist()}")
+        raise DataError(f"normalization std (--norm-std) values must be finite and > 0 in float32, got "
+                        f"{s.tolist()}")
     if not np.all(np.isfinite(m)):
-        raise DataError(f"normalization mean values must be finite in float32, got {m.tolist()}")
+        raise DataError(f"normalization mean (--norm-mean) values must be finite in float32, got {m.tolist()}")
     bshape = (1, -1) + (1,) * (out.ndim - 2) if out.ndim > 2 else (1, 1)
     with np.errstate(all="ignore"):
         res = ((out - m.reshape(bshape)) / s.reshape(bshape)).astype(np.float32)
     if not np.all(np.isfinite(res)):
-        raise DataError(f"normalization (std {s.tolist()}) makes the inputs overflow float32 (not finite)")
+        raise DataError(f"normalization (--norm-std {s.tolist()}) makes the inputs overflow float32 (not "
+                        "finite)")
     return res
 
 
@@ -324,6 +333,58 @@ def load_npz(path: str | os.PathLike, *, split: str = "test", samples: int | Non
     xs = read_normalized(spath, xm, xk, idx, input_shape=input_shape, input_scale=input_scale, mean=mean, std=std)
     ys = None if y is None else y[idx]
     return LoadedData(xs, ys, idx)
+
+
+def calibration_key(keys: Sequence[str], *, explicit: bool = True) -> str | None:
+    """The key of the calibration images among an ``.npz``'s ``keys``: ``x_train``; for a file given as
+    calibration data (``explicit``: ``convert --data``, ``eval --calib-data``) also ``x`` when there is no
+    ``x_train``. In an evaluation file (not ``explicit``) an ``x`` key means evaluation data, never calibration
+    (so ``x_train`` counts only without ``x``). None when there is none."""
+    keys = set(keys)
+    if "x_train" in keys and (explicit or "x" not in keys):
+        return "x_train"
+    if explicit and "x" in keys:
+        return "x"
+    return None
+
+
+def random_indices(total: int, samples: int | None, seed: int) -> np.ndarray:
+    """The seeded random calibration subset: ``sort(default_rng(seed).choice(total, min(samples, total),
+    replace=False))`` (all indices, in order, when ``samples`` is None or ≥ ``total``)."""
+    if samples is not None and (isinstance(samples, bool) or int(samples) != samples or samples < 1):
+        raise DataError(f"samples must be a positive integer, got {samples!r}")
+    if samples is None or samples >= total:
+        return np.arange(total, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(total, int(samples), replace=False)).astype(np.int64)
+
+
+def load_calibration(path: str | os.PathLike, *, samples: int | None = None, seed: int = 0,
+                     input_scale: float | None = None, mean: Sequence[float] | None = None,
+                     std: Sequence[float] | None = None, input_shape: Sequence[int] | None = None,
+                     explicit: bool = True) -> LoadedData:
+    """Calibration images of an ``.npz`` (:func:`calibration_key`: ``x_train``, else ``x`` for an ``explicit``
+    calibration file; labels are not read), a seeded random subset of ``samples`` (:func:`random_indices`),
+    arranged and normalized as :func:`load_npz` does (module docstring). ``LoadedData(x, None, indices)``;
+    every problem a :class:`DataError` naming the file and the key."""
+    spath = str(path)
+    members = npz_members(spath)
+    key = calibration_key(list(members), explicit=explicit)
+    if key is None:
+        want = "'x_train' or 'x'" if explicit else "'x_train' (an 'x' key is evaluation data)"
+        raise DataError(f"no calibration images: expected key {want} (keys: {sorted(members)})", path=spath,
+                        key="x_train")
+    member = member_header(spath, members[key])  # header only: bounded, never unpickles
+    if member.dtype.kind not in "uif":
+        raise DataError(f"inputs must be numeric, got dtype {member.dtype}", path=spath, key=key)
+    if len(member.shape) < 2 or member.shape[0] == 0:
+        raise DataError(f"inputs must be a non-empty array (N, ...), got shape {member.shape}", path=spath, key=key)
+    try:
+        idx = random_indices(member.shape[0], samples, seed)
+    except DataError as exc:
+        raise DataError(str(exc), path=spath) from None
+    x = read_normalized(spath, member, key, idx, input_shape=input_shape, input_scale=input_scale, mean=mean,
+                        std=std)
+    return LoadedData(x, None, idx)
 
 
 def read_normalized(path: str, member: Any, key: str, idx: np.ndarray, *, input_shape: Sequence[int] | None,
