@@ -71,9 +71,10 @@ def _deploy(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"check": report.to_dict()}
     if not args.json:
         print(format_report(report))
-    if not report.ok:
-        if args.run:
-            print(f"msat-lava deploy: not run: {len(report.violations)} violation(s)", file=sys.stderr)
+    if not report.ok:  # exit 1: one line on stderr, the first violation (every one is in the report)
+        first = " ".join(report.violations[0].message.split())
+        print(f"msat-lava deploy: {'not run: ' if args.run else ''}{len(report.violations)} violation(s) of the "
+              f"Loihi 2 limits; first: {first}", file=sys.stderr)
         if args.json:
             print(json.dumps(out, indent=2))
         return EXIT_MISMATCH

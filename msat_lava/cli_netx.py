@@ -247,8 +247,9 @@ def verify_netx(args: argparse.Namespace, net) -> int:
     _print_verify_report(args, report, [f"mismatches: {report.network['mismatches']} of {report.network['compared']} "
                                         f"values (spikes of {len(net.layers)} layers at every step, final u and v)"])
     if not report.bit_exact:
-        if args.json and report.divergence is not None:
-            print(f"msat-lava verify: MISMATCH: {report.divergence.describe()}", file=sys.stderr)
+        from msat_lava.cli_run import _print_mismatch
+
+        _print_mismatch(report)
         return EXIT_MISMATCH
     return EXIT_OK
 

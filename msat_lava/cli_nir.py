@@ -10,6 +10,9 @@ __all__ = ["add_export_nir_parser"]
 def _cmd_export_nir(args: argparse.Namespace) -> int:
     from netx_export import hdf5, nir_io
 
+    from msat_lava.cli_common import check_destination
+
+    check_destination(args.out, "--out", overwrite=args.overwrite)  # before any work, naming the option
     net = hdf5.read(args.net)
     graph = nir_io.to_nir(net)  # NirError (exit 2) names the layer NIR cannot express, before anything is written
     nir_io.write_nir(net, args.out, overwrite=args.overwrite)

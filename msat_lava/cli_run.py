@@ -303,11 +303,20 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                     compare_float=not args.no_float, progress=False)
     _print_verify_report(args, report)
     if not report.bit_exact:
-        if args.json:
-            print(f"msat-lava verify: MISMATCH: {report.divergence.describe() if report.divergence else ''}",
-                  file=sys.stderr)
+        _print_mismatch(report)
         return EXIT_MISMATCH
     return EXIT_OK
+
+
+def _print_mismatch(report, *, recorded: bool = False) -> None:
+    """Exit 1 of ``verify``: one line on stderr naming the first divergence (stage, step, sample), text or JSON."""
+    if report.divergence is None:
+        what = "the recorded run and the reference differ" if recorded else "Lava and the reference differ"
+    else:
+        what = report.divergence.describe()
+        if recorded:
+            what = what.replace(": lava ", ": recorded ")
+    print(f"msat-lava verify: MISMATCH: {' '.join(what.split())}", file=sys.stderr)
 
 
 def _print_verify_report(args: argparse.Namespace, report, extra: Sequence[str] = ()) -> None:
@@ -355,9 +364,7 @@ def _verify_against(args: argparse.Namespace, net=None) -> int:
     else:
         print(report.format())
     if not report.bit_exact:
-        if args.json and report.divergence is not None:
-            print(f"msat-lava verify: MISMATCH: {report.divergence.describe().replace(': lava ', ': recorded ')}",
-                  file=sys.stderr)
+        _print_mismatch(report, recorded=True)
         return EXIT_MISMATCH
     return EXIT_OK
 
