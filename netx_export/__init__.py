@@ -16,7 +16,7 @@ Library surface (imported on first use)::
 _API = {"convert": "netx_export.api", "load": "netx_export.api", "summary": "netx_export.api",
         "quantize": "netx_export.quantize", "trace": "netx_export.trace", "calibrate": "netx_export.calibrate",
         "write_nir": "netx_export.nir_io", "read_nir": "netx_export.nir_io", "to_nir": "netx_export.nir_io",
-        "ConvertedNetwork": "netx_export.quantize"}
+        "ConvertedNetwork": "netx_export.network"}
 __all__ = sorted(_API)
 
 

@@ -18,7 +18,8 @@ from typing import Any, Mapping, MutableMapping
 import numpy as np
 
 from netx_export.errors import CalibrationError
-from netx_export.quantize import ConvertedNetwork, quantize, state_hash
+from netx_export.network import ConvertedNetwork
+from netx_export.quantize import quantize, state_hash
 
 __all__ = ["convert", "load", "summary", "PhaseClock", "quiescent_theta_ratio"]
 

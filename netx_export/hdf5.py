@@ -1,6 +1,6 @@
 """The network file: netx HDF5 layout + the ``/msat`` extension (docs/FORMAT.md). This module owns the format.
 
-* :func:`write` stores a :class:`~netx_export.quantize.ConvertedNetwork` atomically (temporary file in the
+* :func:`write` stores a :class:`~netx_export.network.ConvertedNetwork` atomically (temporary file in the
   same directory, then ``os.replace``); it refuses to overwrite unless ``overwrite=True``.
 * :func:`read` rebuilds the ConvertedNetwork **only** through validation: every field's presence, dtype,
   shape and range, the references between nodes, the graph's order (no cycles), the format version, and the
@@ -44,8 +44,8 @@ from netx_export.fileio import atomic_target
 from netx_export.ir import NODE_TYPES, Graph, node_from_dict
 from netx_export.lut import ThresholdLuts, make_luts
 from netx_export.neuron import MsatCoefs, NeuronSpec, NeuronSpecError
-from netx_export.quantize import (FORMAT_VERSION, ConvertedNetwork, LayerReport, Provenance, QuantReport, Target,
-                                  Term)
+from netx_export.network import (FORMAT_VERSION, ConvertedNetwork, LayerReport, Provenance, QuantReport, Target,
+                                 Term)
 
 __all__ = ["write", "read", "content_hash", "netx_view", "NetxView", "FORMAT_VERSION", "NETX_VTH_MAX",
            "NETX_READOUT_VTH"]
