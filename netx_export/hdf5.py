@@ -8,6 +8,15 @@
   that is not HDF5 or is truncated, raises :class:`~netx_export.errors.FormatError` naming the file, the
   layer and the field (the HDF5 path of the dataset).
 
+What is checked where: this module checks what only a file has — HDF5 kinds, dtypes, declared shapes (before a
+dataset is read), links, sizes, unexpected members, the digest, the netx view, and that the fixed-point
+program and report equal their derivation from the float graph. What a value must be is the schema of
+:mod:`netx_export.network`, shared with the dict form: the format version (:func:`~netx_export.network.
+check_format_version`, the one version rule), the neuron specs (:func:`~netx_export.network.neuron_spec`) and
+every part's constructor (:class:`~netx_export.network.Target`, ``Term``, ``LayerReport``, ``Provenance``,
+``ConvertedNetwork``); their QuantizationError / NeuronSpecError is re-raised as FormatError naming the
+dataset.
+
 Layout (all datasets, no attributes carry information):
 
 ``/layer/<i>``
@@ -33,6 +42,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -42,10 +52,12 @@ import numpy as np
 from netx_export.errors import FormatError, GraphError, QuantizationError
 from netx_export.fileio import atomic_target
 from netx_export.ir import NODE_TYPES, Graph, node_from_dict
-from netx_export.lut import ThresholdLuts, make_luts
+from netx_export.lut import ThresholdLuts
+from netx_export.network import (DIGEST_SINCE, EXPONENT_MAX, FORMAT_VERSION, READOUT_FRAC_BITS, SEED_MAX,
+                                 SPEC_FIELDS_SINCE, ConvertedNetwork, LayerReport, Provenance, QuantReport, Target,
+                                 Term, check_format_version, neuron_spec, target_root, term_scale)
 from netx_export.neuron import MsatCoefs, NeuronSpec, NeuronSpecError
-from netx_export.network import (FORMAT_VERSION, ConvertedNetwork, LayerReport, Provenance, QuantReport, Target,
-                                 Term)
+from netx_export.quantize import bias_gain, input_gain, quantize_weight, zero_source_values
 
 __all__ = ["write", "read", "content_hash", "netx_view", "NetxView", "FORMAT_VERSION", "NETX_VTH_MAX",
            "NETX_READOUT_VTH"]
@@ -56,8 +68,7 @@ NETX_VTH_MAX = (1 << 17) - 1
 NETX_READOUT_VTH = NETX_VTH_MAX
 _COMPRESS_MIN = 1024
 _MAX_ELEMENTS = 1 << 30
-#: Seeds are 32-bit unsigned (the spike-confidence gate, ``--seed``): 0 ≤ seed ≤ SEED_MAX.
-SEED_MAX = (1 << 32) - 1
+# SEED_MAX (0 ≤ provenance/seed ≤ 2^32 − 1) and DIGEST_SINCE are the schema's (netx_export.network), imported above.
 #: What a read may allocate: the datasets' declared sizes together may not exceed
 #: max(READ_BUDGET_MIN, READ_BUDGET_RATIO × file size), and one chunked dataset may not declare more than
 #: MAX_EXPANSION × its stored bytes (gzip cannot expand more than ~1032×; more means unallocated storage
@@ -250,10 +261,10 @@ _NODE_PARAM_KINDS: dict[str, dict[str, str]] = {
 
 _SPEC_TYPES = {"mode": "str", "lam": "float", "k_const": "float", "coefs": "coefs?", "gamma": "int",
                "sc_p": "float?", "sc_early": "int", "sc_gate": "str", "frac_bits": "int", "state_bits": "int",
-               "units": "str|absent", "v_init": "float|absent", "params": "params?|absent"}
-# "…|absent": always written; a file of a version before the field existed (_ADDED_IN) reads as the default
-# without it; in a file of that version or later the field is required like any other.
-_ADDED_IN = {"units": (1, 1), "v_init": (1, 2), "params": (1, 4)}
+               "units": "str", "v_init": "float", "params": "params?"}
+# Every field is always written. A field of network.SPEC_FIELDS_SINCE may be absent from a file: the schema
+# (network.neuron_spec) reads it as the default in a file older than the version that added it and refuses its
+# absence from that version on.
 
 
 def _model(mode: str):
@@ -434,8 +445,6 @@ def _file_field(net_layers: dict[str, tuple[str, int]], layer: str | None, field
     """Map a ConvertedNetwork validation field ('terms[1].path', 'neuron.lam', ...) to the file's path."""
     if field is None:
         return None
-    import re
-
     kind_index = net_layers.get(layer or "")
     if field == "targets":
         return "msat/targets"
@@ -629,11 +638,14 @@ def _read_node(r: _Reader, g, i: int):
 
 
 def _read_spec(r: _Reader, g, layer: str) -> NeuronSpec:
+    """``neurons/<i>/spec``: each dataset's encoding here, then the schema's :func:`~netx_export.network.neuron_spec`
+    (the dict form's path): which fields the file's version requires, the mode's ``since``, the model's
+    parameters in full, every value's range."""
+    base = g.name.lstrip("/")
     data: dict[str, Any] = {}
     for key, typ in _SPEC_TYPES.items():
-        typ, sep, _ = typ.partition("|absent")
-        if sep and key not in g and r.version < _ADDED_IN[key]:
-            continue  # written before the field existed: NeuronSpec's default
+        if key in SPEC_FIELDS_SINCE and key not in g:
+            continue  # whether the file's version may lack it is the schema's rule (neuron_spec below)
         if typ == "str":
             data[key] = r.string(g, key, layer)
         elif typ == "float":
@@ -655,46 +667,21 @@ def _read_spec(r: _Reader, g, layer: str) -> NeuronSpec:
             if isinstance(obj, _h5py().Dataset) and obj.shape is None:
                 data[key] = None
             elif isinstance(obj, _h5py().Group):
-                try:
+                try:  # the group's members and their dtypes are the mode's parameters
                     model = _model(data.get("mode"))
                 except NeuronSpecError as exc:
-                    raise r.fail(_bare(exc), layer, f"{g.name.lstrip('/')}/mode") from None
+                    raise r.fail(_bare(exc), layer, f"{base}/mode") from None
                 if model.params_type is None:
                     raise r.fail(f"mode {model.name!r} has no model parameters, got a group", layer, where)
                 readers = {float: r.real, int: r.integer, str: r.string}
                 data[key] = {p.name: readers[p.type](obj, p.name, layer) for p in model.params}
             else:
                 raise r.fail("expected a group or a null dataset", layer, where)
-    base = g.name.lstrip('/')
-    if data.get("params") is None and "mode" in data:
-        try:
-            needs = _model(data["mode"]).params_type is not None
-        except NeuronSpecError as exc:
-            raise r.fail(_bare(exc), layer, f"{base}/mode") from None
-        if needs and "params" not in data and r.version >= _ADDED_IN["params"]:
-            raise r.fail("missing", layer, f"{base}/params")
-        if needs:  # a model's parameters are never defaulted from a file
-            raise r.fail(f"mode {data['mode']!r} needs its model parameters (a group), got a null dataset"
-                         if "params" in data else f"mode {data['mode']!r} needs its model parameters",
-                         layer, f"{base}/params")
-    if "mode" in data:
-        try:
-            since = _model(data["mode"]).since
-        except NeuronSpecError as exc:
-            raise r.fail(_bare(exc), layer, f"{base}/mode") from None
-        if r.version < since:
-            raise r.fail(f"mode {data['mode']!r} needs format >= {since[0]}.{since[1]}, the file is "
-                         f"{r.version[0]}.{r.version[1]}", layer, f"{base}/mode")
-    if data.get("params") is not None and isinstance(data["params"], dict) and "mode" in data:
-        # a model's parameters are required in full, never silently defaulted
-        try:
-            data["params"] = _model(data["mode"]).params_from_dict(data["params"])
-        except NeuronSpecError as exc:
-            raise r.fail(_bare(exc), layer, f"{base}/params/{exc.field}") from None
     try:
-        return NeuronSpec.from_dict(data)
+        return neuron_spec(data, r.version, null="a null dataset", what="the file")
     except NeuronSpecError as exc:
-        raise r.fail(_bare(exc), layer, f"{base}/{exc.field}") from None
+        field = (exc.field or "").replace(".", "/")
+        raise r.fail(_bare(exc), layer, f"{base}/{field}" if field else base) from None
 
 
 def _read_lut(r: _Reader, g, layer: str, spec: NeuronSpec):
@@ -759,16 +746,10 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
     f = r.f
     m = r.group(f, "msat", None)
     version = r.string(m, "format_version", None)
-    parts = version.split(".")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise r.fail(f"version must be 'major.minor', got {version!r}", None, "msat/format_version")
-    known = tuple(int(p) for p in FORMAT_VERSION.split("."))
-    if int(parts[0]) != known[0] or int(parts[1]) > known[1]:
-        # a newer minor version may carry fields (e.g. spec/v_init in 1.2) this reader would ignore: refuse
-        raise r.fail(f"unsupported format version {version} (this reader knows {FORMAT_VERSION}; a newer minor "
-                     "version may hold fields it would silently ignore — upgrade msat-lava)", None,
-                     "msat/format_version")
-    r.version = (int(parts[0]), int(parts[1]))
+    try:  # the one version rule, the dict form's too
+        r.version = check_format_version(version)
+    except QuantizationError as exc:
+        raise r.fail(_bare(exc), None, "msat/format_version") from None
 
     nodes = [_read_node(r, g, i) for i, g in enumerate(r.indexed(r.group(m, "graph", None), None))]
     seen: set[str] = set()
@@ -784,9 +765,9 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
         raise r.fail(_bare(exc), exc.node, field) from None
     shapes = graph.shapes()
 
-    inp = r.group(m, "input", None)
-    input_scale = r.real(inp, "scale", graph.input.name, positive=True)
-    input_frac_bits = r.integer(inp, "frac_bits", graph.input.name, lo=0, hi=16)
+    inp = r.group(m, "input", None)  # ranges: ConvertedNetwork's checks below
+    input_scale = r.real(inp, "scale", graph.input.name)
+    input_frac_bits = r.integer(inp, "frac_bits", graph.input.name)
 
     neurons: dict[str, NeuronSpec] = {}
     luts: dict[str, ThresholdLuts | None] = {}
@@ -817,25 +798,20 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
             raise r.fail(f"op {op!r} is not a conv/linear node of the graph", layer, where)
         return tuple(graph[op].weight.shape)
 
+    # A target's bias and a term's mantissas have their declared shape checked before they are read (the target
+    # must be a graph node, the op a conv/linear); kind, λ, F, sources and paths are checked by Target and
+    # ConvertedNetwork (the schema, against the graph's own path expansion).
     targets: list[Target] = []
     for i, tg in enumerate(r.indexed(r.group(m, "targets", None), None)):
         name = r.string(tg, "name", f"targets/{i}")
-        kind = r.string(tg, "kind", name, choices={"relu", "readout"})
+        kind = r.string(tg, "kind", name)
         if name not in graph:
             raise r.fail(f"target {name!r} is not a node of the graph", name, f"msat/targets/{i}/name")
-        lam = r.real(tg, "lam", name, positive=True)
-        frac_bits = r.integer(tg, "frac_bits", name, lo=0, hi=24)
+        lam = r.real(tg, "lam", name)
+        frac_bits = r.integer(tg, "frac_bits", name)
         bias = r.array(tg, "bias", name, kinds="i", dtype=np.int32, shape=shapes[name])
         terms = []
         for j, sg in enumerate(r.indexed(r.group(tg, "terms", name), name)):
-            for key in ("source",):
-                src = r.string(sg, key, name)
-                if src not in graph or graph[src].kind not in ("input", "relu", "maxpool"):
-                    raise r.fail(f"source {src!r} is not an input/relu/maxpool node", name,
-                                 f"msat/targets/{i}/terms/{j}/source")
-            for p in r.names(sg, "path", name):
-                if p not in graph:
-                    raise r.fail(f"path node {p!r} does not exist", name, f"msat/targets/{i}/terms/{j}/path")
             terms.append(_read_term(r, sg, name, lambda op, j=j: op_shape(op, name, f"msat/targets/{i}/terms/{j}/op")))
         try:
             targets.append(Target(name=name, kind=kind, lam=lam, frac_bits=frac_bits, bias=bias, terms=tuple(terms)))
@@ -847,41 +823,37 @@ def _read_network(r: _Reader) -> ConvertedNetwork:
     layers = []
     for i, lg in enumerate(r.indexed(r.group(rep, "layers", None), None)):
         name = r.string(lg, "name", f"report/{i}")
-        data: dict[str, Any] = {"name": name}
-        for key in ("lam",):
-            data[key] = r.real(lg, key, name, positive=True)
+        data: dict[str, Any] = {"name": name, "lam": r.real(lg, "lam", name)}  # ranges: LayerReport / TermReport
         for key in ("bias_max_abs_error", "bias_rel_rms_error"):
             data[key] = r.real(lg, key, name, finite=False)
         for key in ("frac_bits", "bias_saturated", "bias_over_state"):
-            data[key] = r.integer(lg, key, name, lo=0)
+            data[key] = r.integer(lg, key, name)
         terms = []
         for sg in r.indexed(r.group(lg, "terms", name), name):
             terms.append({"source": r.string(sg, "source", name),
                           "op": None if r.is_null(sg, "op", name) else r.string(sg, "op", name),
                           "exponent": r.integer(sg, "exponent", name),
-                          "count": r.integer(sg, "count", name, lo=0),
-                          "clipped": r.integer(sg, "clipped", name, lo=0),
+                          "count": r.integer(sg, "count", name),
+                          "clipped": r.integer(sg, "clipped", name),
                           "rel_rms_error": r.real(sg, "rel_rms_error", name, finite=False),
                           "max_abs_error": r.real(sg, "max_abs_error", name, finite=False)})
         data["terms"] = tuple(terms)
         try:
             layers.append(LayerReport.from_dict(data))
         except QuantizationError as exc:
-            raise r.fail(_bare(exc), name, f"msat/report/layers/{i}/{exc.field}") from None
+            field = re.sub(r"\[(\d+)\]\.?", r"/\1/", (exc.field or "").replace("report.", "")).rstrip("/")
+            raise r.fail(_bare(exc), name, f"msat/report/layers/{i}/{field}") from None
     report = QuantReport(layers=tuple(layers), warnings=warnings_)
 
     pg = r.group(m, "provenance", None)
     prov: dict[str, Any] = {k: r.string(pg, k, None) for k in ("model_hash", "data_hash", "tool_version", "method",
                                                                   "format_version")}
-    prov["seed"] = r.integer(pg, "seed", None, lo=0, hi=SEED_MAX)
+    prov["seed"] = r.integer(pg, "seed", None)  # 0 ≤ seed ≤ SEED_MAX: Provenance's rule
     text = r.string(pg, "hyperparameters", None)
     try:
-        hp = json.loads(text)
+        prov["hyperparameters"] = json.loads(text)  # a JSON object: Provenance's rule
     except ValueError:
         raise r.fail("not valid JSON", None, "msat/provenance/hyperparameters") from None
-    if not isinstance(hp, dict):
-        raise r.fail("must be a JSON object", None, "msat/provenance/hyperparameters")
-    prov["hyperparameters"] = hp
     try:
         provenance = Provenance.from_dict(prov)
     except QuantizationError as exc:
@@ -924,10 +896,6 @@ def _check_program(r: _Reader, net: ConvertedNetwork) -> None:
     """Recompute every target's terms (exponent, mantissas) and bias, and the quantization report, from the
     float graph, λ and the input scale (netx_export.quantize, docs/FORMAT.md §5) and refuse any difference:
     the float graph (float model) and the fixed-point program (fixed model) of one file must agree."""
-    from netx_export.quantize import (EXPONENT_MAX, READOUT_FRAC_BITS, bias_gain, input_gain, quantize_weight,
-                                      target_root,
-                                      term_scale, zero_source_values)
-
     graph = net.graph
     shapes = graph.shapes()
     roots = {t.name: target_root(graph, t.name) for t in net.targets}
