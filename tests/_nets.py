@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from msat_lava.program import Program, from_converted
 from netx_export import ann
 from netx_export.ir import Graph
-from netx_export.quantize import ConvertedNetwork, quantize
+from netx_export.network import ConvertedNetwork
+from netx_export.quantize import quantize
 from netx_export.trace import trace
 
 

@@ -180,7 +180,7 @@ def test_every_registered_model_round_trips(tmp_path, mode):
         assert model.tables_from_dict(tables.to_dict()) == tables == model.make_tables(spec)
     back = hdf5.read(hdf5.write(net, tmp_path / f"{mode}.net"))
     assert back == net
-    from netx_export.quantize import ConvertedNetwork
+    from netx_export.network import ConvertedNetwork
 
     assert ConvertedNetwork.from_dict(net.to_dict()) == net
     assert {"name": mode} .items() <= next(r for r in neurons.describe() if r["name"] == mode).items()

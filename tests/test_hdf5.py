@@ -13,7 +13,8 @@ from netx_export import hdf5, ir
 from netx_export.errors import FileExistsRefusedError, FormatError
 from netx_export.lut import make_luts
 from netx_export.neuron import PRESETS, NeuronSpec
-from netx_export.quantize import ConvertedNetwork, _deep_equal, quantize
+from netx_export.network import ConvertedNetwork, _deep_equal
+from netx_export.quantize import quantize
 
 LAMS = {"r0": 1.5, "r1": 2.5, "r2": 3.0, "r3": 4.0}
 
