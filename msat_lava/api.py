@@ -6,7 +6,7 @@
     out = ml.run_lava(net, x, 64)                      # Lava's CPU simulator (LavaRunResult)
     prog = ml.to_program(net)                          # the execution program both runtimes run
 
-Each accepts a :class:`netx_export.quantize.ConvertedNetwork` or a :class:`msat_lava.program.Program`; the
+Each accepts a :class:`netx_export.network.ConvertedNetwork` or a :class:`msat_lava.program.Program`; the
 keyword arguments are those of :func:`msat_lava.reference.simulate`, :func:`msat_lava.verify.verify` and
 :func:`msat_lava.lava.build.run_lava`. Lava is imported only by :func:`run_lava` and :func:`verify`.
 ``ml.verify`` stays callable after ``import msat_lava.verify`` (which binds the submodule to the attribute):

@@ -698,7 +698,7 @@ def network_file_kind(found: Mapping[str, str], path: str | None = None) -> str:
 
 
 def read_network_file(path: str | os.PathLike):
-    """``(kind, network)``: (:data:`MSAT_FILE`, a :class:`netx_export.quantize.ConvertedNetwork` read by
+    """``(kind, network)``: (:data:`MSAT_FILE`, a :class:`netx_export.network.ConvertedNetwork` read by
     :func:`netx_export.hdf5.read`) or (:data:`NETX_FILE`, a :class:`NetxNetwork`), by :func:`network_file_kind`
     on the one open-and-scan of :func:`netx_export.hdf5.read_scanned`; a netx file is read inside that scan,
     an msat-lava file by its own reader (which opens and scans it again). Every problem is a

@@ -1,6 +1,6 @@
 """Execution program of a converted network: stages and synaptic terms, shared by every backend.
 
-A :class:`Program` is derived once from a :class:`netx_export.quantize.ConvertedNetwork`. It lists the
+A :class:`Program` is derived once from a :class:`netx_export.network.ConvertedNetwork`. It lists the
 stateful **stages** in topological order:
 
 * ``neuron``  — one spiking layer (a ReLU of the ANN), rule given by its ``NeuronSpec`` (+ LUTs);
@@ -383,7 +383,7 @@ FLOAT_WEIGHTS = ("exact", "quantized")
 
 
 def from_converted(net: Any, *, float_weights: str = "exact") -> Program:
-    """Derive the execution program of a :class:`netx_export.quantize.ConvertedNetwork`.
+    """Derive the execution program of a :class:`netx_export.network.ConvertedNetwork`.
 
     Stages follow the graph order: each ``relu`` → neuron stage, each ``maxpool`` → lipool stage, the graph's
     output node → readout. Each target's terms become :class:`Term` objects whose ops carry both the raw float
@@ -397,7 +397,8 @@ def from_converted(net: Any, *, float_weights: str = "exact") -> Program:
     model is unchanged.
     """
     from msat_lava.dynamics import models
-    from netx_export.quantize import bias_gain, input_gain, target_root, zero_source_values
+    from netx_export.network import target_root
+    from netx_export.quantize import bias_gain, input_gain, zero_source_values
 
     if float_weights not in FLOAT_WEIGHTS:
         raise ValueError(f"float_weights must be one of {FLOAT_WEIGHTS}, got {float_weights!r}")

@@ -59,7 +59,7 @@ __all__ = ["Divergence", "StageComparison", "FloatComparison", "VerifyReport", "
 # helpers
 # ----------------------------------------------------------------------------------------------------------
 def as_program(net_or_program: Any) -> Program:
-    """A :class:`Program` from a Program or a :class:`netx_export.quantize.ConvertedNetwork`."""
+    """A :class:`Program` from a Program or a :class:`netx_export.network.ConvertedNetwork`."""
     if isinstance(net_or_program, Program):
         return net_or_program
     if hasattr(net_or_program, "targets") and hasattr(net_or_program, "graph"):
