@@ -5,8 +5,9 @@ exit code 2 on the command line) **before anything is built**, and ``run(program
 returns an object with ``predictions`` (T, N), ``readout`` (T, N, K) and ``traces`` {stage: (T, N, *shape)}.
 
 * :class:`ReferenceBackend` — :func:`msat_lava.reference.simulate` (batched torch; fixed or float).
-* :class:`LavaCpuBackend` — :func:`msat_lava.lava.build.run_lava` (Lava's CPU simulator, ``Loihi2SimCfg``);
-  check: Lava importable, the stage grouping fits the processes' ports.
+* :class:`LavaCpuBackend` — :func:`msat_lava.lava.build.run_lava` (Lava's CPU simulator,
+  :func:`msat_lava.lava.config.sim_config`: ``Loihi2SimCfg`` selecting the ``fixed_pt`` / ``floating_pt``
+  models); check: Lava importable (every program builds: a process gets one port per source it reads).
 * :class:`Loihi2Backend` — Loihi 2 through lava-loihi (:mod:`msat_lava.lava.loihi2`): a constant-threshold
   export whose netx view is loadable runs as Lava's own Dense/Conv/LIF under ``Loihi2HwCfg``. check: lava-loihi
   installed (else :class:`BackendUnavailable` with the INRC route), fixed point only, no MSAT or LIPool layer
@@ -77,12 +78,6 @@ class LavaCpuBackend(Backend):
         super().check(program, precision=precision)
         if importlib.util.find_spec("lava") is None:
             raise BackendUnavailable("backend lava-cpu: lava-nc is not installed (pip install lava-nc)")
-        from msat_lava.lava.build import partition
-
-        try:
-            partition(program)
-        except ValueError as exc:
-            raise UnsupportedProgram(f"backend lava-cpu: {exc}") from None
 
     def run(self, program, x, steps, *, precision="fixed", sample_ids=None, record=(), net=None, path=None,
             progress=False):

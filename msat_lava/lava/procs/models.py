@@ -1,21 +1,45 @@
-"""Process models of msat-lava's Lava processes: floating_pt and fixed_pt (bit-accurate) variants.
+"""Process models of msat-lava's Lava processes: ``floating_pt`` and ``fixed_pt`` (bit-accurate) CPU models.
 
 The stage arithmetic lives in :class:`msat_lava.lava.stages.StageRunner` (bit-exact with
 :mod:`msat_lava.reference` in fixed point); a :class:`MsatGroup` model steps its runners in program order,
-handing payloads from stage to stage in memory, and sends only the group's exported outputs. Ports:
+handing payloads from stage to stage in memory, and sends only the group's exported and recorded outputs.
 
-* fixed point (int64 containers): payload ports carry the unsigned graded payload θ̂·s ≤ Γ·2^F (13 bits for
-  F = 12, Γ = 1), the input port p_in (F_in + 8 bits signed). Neuron state v̂: 24-bit signed (saturating), Ŝ
-  and the spike counter 64-bit; readout accumulator 64-bit.
-* float: float64 raw-unit values.
+**Declared types.** A process's ports and Vars vary per instance (one input port per source, Vars per stage), so
+these classes declare no Lava type themselves: :meth:`_Declaring.for_process` returns, for one process, a
+subclass with one ``LavaPyType`` per member of ``proc.members`` (:mod:`msat_lava.lava.layout`: shape and
+precision from the spec), cached by signature. :class:`msat_lava.lava.config.SpecializingRunCfg` calls it on the
+model Lava's tag selection chose. Fixed point: int64 containers for every integer member, precision = the
+member's declared width (v̂: state_bits, payloads: bits(Γ·2^F), p_in: F_in + 8, …); float: float64 state and
+payloads without precision, int64 constants.
 
-Recorded stages keep their per-step output in memory and write it to an ``.npy`` file on the last step
-(``Var.get`` would cost ~13 µs per element, LAVA_NOTES §4).
-Absolute imports only (Lava executes this file as a top-level module during model discovery).
+**State in Vars.** After each step the model points every state Var of a stage (``v_i``, ``vsum_i``,
+``count_i``, ``t_i``, ``acc_i``) at the runner's current arrays (no copy; the arrays keep the batch axis of
+length 1, which ``Var.get`` flattens away), so ``proc.v_3.get()`` between runs is the stage's state and
+``Var.set`` writes into the arrays the next step reads (``t`` excepted: a Python int the runner owns).
+Read-only Vars (mantissas, exponents, bias, tables) hold the constants the kernels were compiled from.
+
+**Recording** goes out on the stage's ``rec_i`` port every step (:mod:`msat_lava.lava.build` taps it).
+
+**Adding a hardware model** (not here: it needs Intel's lava-loihi, docs/LOIHI2.md §5) is one more file,
+``msat_lava/lava/procs/ncmodels.py`` (Lava's discovery executes every file beside ``process.py``)::
+
+    # from lava.magma.core.model.nc.model import AbstractNcProcessModel       (lava-loihi)
+    # from lava.magma.core.resources import Loihi2NeuroCore
+    # @implements(proc=MsatGroup, protocol=LoihiProtocol)
+    # @requires(Loihi2NeuroCore)
+    # @tag("fixed_pt")
+    # class NcMsatGroup(AbstractNcProcessModel):
+    #     for_process(proc): one LavaNcType per proc.members entry (same names and precisions as here)
+    #     allocate(net): per stage the neuron group (v_i, vsum_i, t_i words), the microcode of docs/LOIHI2.md §5
+    #                    with the tables sig_lut_i / sp_lut_i / det_lut_i and lutc_i, one synapse block per
+    #                    term (w<k>_i, raw sums shifted by e<k>_i), bias_i, the reset every reset_interval steps
+
+run under ``class MsatHwCfg(SpecializingRunCfg, Loihi2HwCfg)``, which prefers Nc models. Absolute imports only
+(Lava executes this file as a top-level module during model discovery).
 """
 from __future__ import annotations
 
-import os
+from typing import Any, Callable
 
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
@@ -28,71 +52,121 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from msat_lava.lava.procs.process import ImageSource, MsatGroup
 from msat_lava.lava.stages import StageRunner
 
+_SPECIALIZED: dict[tuple, type] = {}
 
-class _ImageSourceBase(PyLoihiProcessModel):
-    s_out = None
+
+class _Declaring:
+    """Per-process Lava types (module docstring). ``FIXED``: fixed-point (int64) or float model."""
+
+    FIXED = True
+
+    @classmethod
+    def lava_type(cls, m: Any) -> LavaPyType:
+        dtype, bits = (np.int64 if m.integer else float), m.bits
+        if m.kind == "in":
+            return LavaPyType(PyInPort.VEC_DENSE, dtype, precision=bits)
+        if m.kind == "out":
+            return LavaPyType(PyOutPort.VEC_DENSE, dtype, precision=bits)
+        if m.scalar:
+            return LavaPyType(int, int, precision=bits)
+        return LavaPyType(np.ndarray, dtype, precision=bits)
+
+    @classmethod
+    def for_process(cls, proc: Any) -> type:
+        """This model specialised for ``proc``: one class attribute (Lava type) per ``proc.members`` entry.
+        Raises ValueError (at compile time, in this process) when ``proc`` was built for the other precision."""
+        want = "fixed" if cls.FIXED else "float"
+        if proc.proc_params["precision"] != want:
+            raise ValueError(f"{cls.__name__} runs {want} point but process {proc.name!r} was built for "
+                             f"{proc.proc_params['precision']!r} (select the run config tag of its precision)")
+        members = tuple(proc.members.values())
+        key = (cls, tuple((m.name, m.kind, m.integer, m.scalar, m.bits) for m in members))
+        hit = _SPECIALIZED.get(key)
+        if hit is None:
+            attrs: dict[str, Any] = {m.name: cls.lava_type(m) for m in members}
+            attrs["__module__"] = cls.__module__
+            attrs["__qualname__"] = cls.__qualname__
+            attrs["__doc__"] = f"{cls.__name__} with the Lava types of one {type(proc).__name__}'s members."
+            hit = _SPECIALIZED[key] = type(cls.__name__, (cls,), attrs)
+        return hit
+
+
+class _ImageSourceBase(_Declaring, PyLoihiProcessModel):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self._steps = int(proc_params["steps"])
 
     def run_spk(self) -> None:
-        k = (self.time_step - 1) // self.proc_params["steps"]
-        images = self.proc_params["images"]
-        self.s_out.send(images[min(k, images.shape[0] - 1)])
+        data = self.data
+        k = (self.time_step - 1) // self._steps
+        self.s_out.send(data[min(k, data.shape[0] - 1)])
 
 
 @implements(proc=ImageSource, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
 class PyImageSourceFloat(_ImageSourceBase):
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    FIXED = False
 
 
 @implements(proc=ImageSource, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt", "bit_accurate_loihi")
 class PyImageSourceFixed(_ImageSourceBase):
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=16)
-
-
-class _GroupBase(PyLoihiProcessModel):
-    """Shared group logic; subclasses fix the precision (``FIXED``) and declare port types."""
-
     FIXED = True
-    in0 = in1 = in2 = in3 = out0 = out1 = out2 = out3 = None
+
+
+def _publisher(runner: StageRunner, names: dict[str, str], d: dict) -> Callable[[], None]:
+    """Points the stage's state Vars (attributes of the model, ``d`` = its ``__dict__``) at the runner's state."""
+    if runner.kind == "neuron":
+        v, s, c, t = names["v"], names["vsum"], names["count"], names["t"]
+
+        def publish() -> None:
+            st = runner.state
+            d[v], d[s], d[c], d[t] = st.v, st.vsum, st.count, st.t
+    elif runner.kind == "lipool":
+        a = names["acc"]
+
+        def publish() -> None:
+            d[a] = runner.state[1].acc
+    else:
+        a = names["acc"]
+
+        def publish() -> None:
+            d[a] = runner.state
+    return publish
+
+
+class _GroupBase(_Declaring, PyLoihiProcessModel):
+    """Shared group logic; subclasses fix the precision (``FIXED``)."""
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
         ids, steps, seed = proc_params["sample_ids"], proc_params["steps"], proc_params["seed"]
         self._runners = tuple(StageRunner(s, fixed=self.FIXED, steps=steps, sample_ids=ids, seed=seed)
                               for s in proc_params["stages"])
-        self._sources = proc_params["sources"]
-        self._outputs = proc_params["outputs"]
-        self._total = proc_params["total_steps"]
-        self._record_paths = proc_params["record_paths"]
-        self._records: dict[str, np.ndarray] = {}
+        self._plan: Any = None
+
+    def _bind(self) -> Any:
+        """Ports and publishers, once (the builder sets the ports after ``__init__``)."""
+        pp = self.proc_params
+        state = dict(pp["state_vars"])
+        d = self.__dict__
+        ins = tuple((src, getattr(self, port)) for src, port in pp["inputs"])
+        steps = tuple((r, _publisher(r, dict(state[r.name]), d)) for r in self._runners)
+        outs = tuple((name, getattr(self, port)) for name, port in (*pp["outputs"], *pp["records"]))
+        self._plan = (ins, steps, outs)
+        return self._plan
 
     def run_spk(self) -> None:
+        ins, steps, outs = self._plan or self._bind()
         ts = self.time_step
-        ins = (self.in0, self.in1, self.in2, self.in3)
-        received = {name: ins[i].recv() for i, name in enumerate(self._sources)}
-        for r in self._runners:
-            out = r.step(ts, received)
-            received[r.name] = out
-            if r.name in self._record_paths:
-                self._store(r.name, ts, out)
-        outs = (self.out0, self.out1, self.out2, self.out3)
-        for i, name in enumerate(self._outputs):
-            outs[i].send(received[name])
-
-    def _store(self, name: str, ts: int, out: np.ndarray) -> None:
-        rec = self._records.get(name)
-        if rec is None:
-            dtype = np.int64 if self.FIXED else np.float64
-            rec = self._records[name] = np.zeros((self._total,) + tuple(out.shape), dtype=dtype)
-        rec[ts - 1] = out
-        if ts == self._total:
-            path = self._record_paths[name]
-            tmp = path + ".tmp.npy"
-            np.save(tmp, rec)
-            os.replace(tmp, path)
+        received = {name: port.recv() for name, port in ins}
+        for r, publish in steps:
+            received[r.name] = r.step(ts, received)
+            publish()
+        for name, port in outs:
+            port.send(received[name])
 
 
 @implements(proc=MsatGroup, protocol=LoihiProtocol)
@@ -100,14 +174,6 @@ class _GroupBase(PyLoihiProcessModel):
 @tag("floating_pt")
 class PyMsatGroupFloat(_GroupBase):
     FIXED = False
-    in0: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    in1: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    in2: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    in3: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    out0: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    out1: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    out2: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    out3: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
 
 
 @implements(proc=MsatGroup, protocol=LoihiProtocol)
@@ -115,11 +181,3 @@ class PyMsatGroupFloat(_GroupBase):
 @tag("fixed_pt", "bit_accurate_loihi")
 class PyMsatGroupFixed(_GroupBase):
     FIXED = True
-    in0: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
-    in1: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
-    in2: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
-    in3: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
-    out0: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
-    out1: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
-    out2: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
-    out3: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)

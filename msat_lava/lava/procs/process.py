@@ -1,84 +1,182 @@
 """Lava processes (interfaces only) for a converted MSAT network; behaviour lives in ``models.py``.
 
 * :class:`ImageSource` — sends sample k's (quantized or analog) image at every step of its time window
-  (samples concatenated in time, T steps each): ALGORITHMS §1.3 direct input.
+  (samples concatenated in time, T steps each): ALGORITHMS §1.3 direct input. Var ``data`` (read-only): the
+  images; port ``s_out``.
 * :class:`MsatGroup` — one or more consecutive stateful stages of a :class:`msat_lava.program.Program` (spiking
   neuron layers, LIPooling layers, the accumulating readout), each with its incoming synaptic terms fused in.
   Stages inside a group pass their payloads to each other in memory; only the group's boundary goes through
-  Lava ports: up to ``MAX_INPUTS`` source ports ``in0..in3``, one per distinct source outside the group, shaped
-  like that source, and up to ``MAX_OUTPUTS`` output ports ``out0..out3``, one per stage of the group that a
-  later group reads. ``msat_lava.lava.build`` decides the grouping (one stage per process by default).
+  Lava ports. ``msat_lava.lava.build`` decides the grouping (the whole network in one process by default).
+
+Like Lava's own processes, a process is an interface: every port and Var is an attribute created in
+``__init__`` (with ``setattr``: their number depends on the stages), with its shape, initial value and declared
+precision taken from the spec by :mod:`msat_lava.lava.layout` (the table of names is there). ``members`` lists
+them all (name → :class:`~msat_lava.lava.layout.Member`); ``stage_vars(stage)`` gives one stage's Vars by role
+(``proc.stage_vars('relu_1')['v'].get()`` after a run is that stage's v̂). There is one input port per distinct
+source outside the group and one output port per stage a later group reads: any number, nothing fails at build
+time. Recording is an output port per recorded stage (``rec_port(stage)``), tapped by the builder, never a file.
+
+The models are picked by tag (``fixed_pt`` / ``floating_pt``); because the members vary per instance, each
+selected model class is specialised for its process with one Lava type per member (run with
+:func:`msat_lava.lava.config.sim_config`, a ``Loihi2SimCfg`` that does this in ``select``).
 
 Timing is zero-delay (docs/DESIGN.md §3): every model receives, computes, then sends in the same step, which Lava
 allows on an acyclic graph. All stateful stages reset at the start of each sample window,
-``(time_step − 1) % steps == 0``.
+``(time_step − 1) % steps == 0`` (``reset_interval`` = steps, ``reset_offset`` = 1, LIFReset's convention).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
 
-MAX_INPUTS = 4
-MAX_OUTPUTS = 4
+from msat_lava.lava import layout
+from msat_lava.lava.layout import Member
+
+PRECISIONS = ("fixed", "float")
 
 
-class ImageSource(AbstractProcess):
+def _check_precision(precision: str) -> bool:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return precision == "fixed"
+
+
+class _Declared(AbstractProcess):
+    """Shared: create the ports and Vars of a list of :class:`Member`, remember them in ``members``."""
+
+    def _declare(self, members: Sequence[Member]) -> None:
+        self.members: dict[str, Member] = {}
+        for m in members:
+            if m.name in self.members or hasattr(self, m.name):
+                raise ValueError(f"process {self.name!r}: member name {m.name!r} is used twice")
+            if m.kind == "in":
+                obj: Any = InPort(shape=m.shape)
+            elif m.kind == "out":
+                obj = OutPort(shape=m.shape)
+            else:
+                obj = Var(shape=m.shape, init=m.init)
+            setattr(self, m.name, obj)
+            self.members[m.name] = m
+
+
+class ImageSource(_Declared):
     """Emits ``images[k]`` during global steps k·steps+1 .. (k+1)·steps (Lava steps count from 1).
 
-    images: (N, *shape) array — integers (fixed point, p_in of DESIGN.md §4) or float64 (raw units).
+    images: (N, *shape) array — integers (fixed point, p_in of DESIGN.md §4) or float64 (raw units);
+    ``input_frac_bits``: F_in, for the declared width of ``s_out`` (signed F_in + 8 bits).
     """
 
-    def __init__(self, *, images: np.ndarray, steps: int, name: str | None = None) -> None:
+    def __init__(self, *, images: np.ndarray, steps: int, precision: str = "fixed", input_frac_bits: int = 8,
+                 name: str | None = None) -> None:
+        fixed = _check_precision(precision)
         images = np.asarray(images)
-        shape = tuple(images.shape[1:])
-        super().__init__(images=images, steps=int(steps), name=name)
-        self.s_out = OutPort(shape=shape)
+        shape = tuple(int(v) for v in images.shape[1:])
+        super().__init__(steps=int(steps), precision=precision, name=name)
+        bits = layout.input_bits(input_frac_bits) if fixed else None
+        self._declare([
+            Member("data", "var", "input", "data", tuple(images.shape), bits, True, fixed, init=images,
+                   read_only=True),
+            Member("s_out", "out", "input", "payload", shape, bits, True, fixed),
+        ])
 
 
-class MsatGroup(AbstractProcess):
+class MsatGroup(_Declared):
     """Consecutive stages (neuron | lipool | readout) of a Program, with their fused input terms.
 
     Parameters: ``stages`` (msat_lava.program.Stage, in program order), ``sources`` (names of the stages /
-    'input' outside the group feeding in0..), ``source_shapes``, ``outputs`` (names of the group's stages sent
-    on out0.., for later groups), ``steps`` (T per sample), ``sample_ids`` (dataset index of each sample in
-    time order, used by the spike-confidence gate), ``seed``, ``total_steps`` (N·T), ``record_paths`` (stage
-    name → an ``.npy`` path the model writes that stage's per-step output to on the last step).
+    'input' outside the group, each gets an input port), ``source_shapes``, ``outputs`` (names of the group's
+    stages read by later groups, each gets an output port), ``steps`` (T per sample), ``sample_ids`` (dataset
+    index of each sample in time order, used by the spike-confidence gate), ``seed``, ``total_steps`` (N·T),
+    ``record`` (stage names of the group whose per-step output goes out on a record port), ``precision``
+    ('fixed' or 'float': the number domain of the Vars; the run config's tag must match), ``context``
+    (the program's stages, or at least the sources and what a LIPool source pools: their payload widths),
+    ``input_frac_bits`` (F_in, the input's width).
     """
 
     def __init__(self, *, stages: Sequence[Any], sources: Sequence[str], source_shapes: Sequence[tuple[int, ...]],
                  outputs: Sequence[str], steps: int, sample_ids: Sequence[int], seed: int, total_steps: int,
-                 record_paths: Mapping[str, str] | None = None, name: str | None = None) -> None:
+                 record: Sequence[str] = (), precision: str = "fixed", context: Sequence[Any] = (),
+                 input_frac_bits: int = 8, name: str | None = None) -> None:
+        fixed = _check_precision(precision)
         stages = tuple(stages)
         if not stages:
             raise ValueError("a group needs at least one stage")
         label = stages[0].name if len(stages) == 1 else f"{stages[0].name}..{stages[-1].name}"
-        if len(sources) > MAX_INPUTS:
-            raise ValueError(f"stage(s) {label!r} have {len(sources)} distinct outside sources; at most {MAX_INPUTS}")
-        if len(outputs) > MAX_OUTPUTS:
-            raise ValueError(f"stage(s) {label!r} export {len(outputs)} outputs; at most {MAX_OUTPUTS}")
-        by_name = {s.name: s for s in stages}
-        unknown = [o for o in outputs if o not in by_name]
-        if unknown:
-            raise ValueError(f"outputs {unknown} are not stages of the group {label!r}")
-        super().__init__(stages=stages, sources=tuple(sources), outputs=tuple(outputs), steps=int(steps),
-                         sample_ids=np.asarray(sample_ids, dtype=np.int64), seed=int(seed),
-                         total_steps=int(total_steps), record_paths=dict(record_paths or {}), name=name or label)
-        shapes = list(source_shapes) + [(1,)] * (MAX_INPUTS - len(source_shapes))
-        self.in0 = InPort(shape=tuple(shapes[0]))
-        self.in1 = InPort(shape=tuple(shapes[1]))
-        self.in2 = InPort(shape=tuple(shapes[2]))
-        self.in3 = InPort(shape=tuple(shapes[3]))
-        oshapes = [tuple(by_name[o].shape) for o in outputs] + [(1,)] * (MAX_OUTPUTS - len(outputs))
-        self.out0 = OutPort(shape=oshapes[0])
-        self.out1 = OutPort(shape=oshapes[1])
-        self.out2 = OutPort(shape=oshapes[2])
-        self.out3 = OutPort(shape=oshapes[3])
+        by_name = {s.name: s for s in (*context, *stages)}
+        own = {s.name for s in stages}
+        for what, names in (("outputs", outputs), ("record", record)):
+            unknown = [o for o in names if o not in own]
+            if unknown:
+                raise ValueError(f"{what} {unknown} are not stages of the group {label!r}")
+        missing = [s for s in sources if s != "input" and s not in by_name]
+        if missing:
+            raise ValueError(f"group {label!r}: context lacks the sources {missing}")
+        if len(source_shapes) != len(sources):
+            raise ValueError(f"group {label!r}: {len(sources)} sources but {len(source_shapes)} source shapes")
+        super().__init__(stages=stages, steps=int(steps), sample_ids=np.asarray(sample_ids, dtype=np.int64),
+                         seed=int(seed), total_steps=int(total_steps), precision=precision,
+                         reset_interval=int(steps), reset_offset=1 % int(steps), name=name or label)
+        shapes = dict(zip(sources, (tuple(int(v) for v in s) for s in source_shapes)))
 
-    def in_port(self, i: int) -> InPort:
-        return (self.in0, self.in1, self.in2, self.in3)[i]
+        def width(stage_name: str | None) -> tuple[int | None, bool]:
+            bits, signed = layout.payload_bits(None if stage_name in (None, "input") else by_name[stage_name],
+                                               by_name, input_frac_bits)
+            return (bits if fixed else None), signed
 
-    def out_port(self, i: int) -> OutPort:
-        return (self.out0, self.out1, self.out2, self.out3)[i]
+        def source_shape(name: str) -> tuple[int, ...]:
+            return shapes[name] if name in shapes else tuple(by_name[name].shape)
+
+        members: list[Member] = []
+        self.in_ports_of: dict[str, str] = {}
+        for src in sources:
+            bits, signed = width(src)
+            pname = layout.source_port_name(src, by_name)
+            members.append(Member(pname, "in", src, "payload", shapes[src], bits, signed, fixed))
+            self.in_ports_of[src] = pname
+        self.out_ports_of: dict[str, str] = {}
+        self.rec_ports_of: dict[str, str] = {}
+        self.vars_of: dict[str, dict[str, str]] = {}
+        for s in stages:
+            pmax = None
+            src_shape = None
+            if s.kind == "lipool":
+                src_shape = source_shape(s.source)
+                pmax = layout.payload_max(by_name.get(s.source), by_name, input_frac_bits)
+            decl = layout.stage_state(s, steps=steps, fixed=fixed, src_shape=src_shape, source_payload_max=pmax)
+            decl += layout.stage_constants(s)
+            members += decl
+            self.vars_of[s.name] = {m.role: m.name for m in decl}
+            bits, signed = width(s.name)
+            if s.name in outputs:
+                pname = f"out_{s.index}"
+                members.append(Member(pname, "out", s.name, "payload", tuple(s.shape), bits, signed, fixed))
+                self.out_ports_of[s.name] = pname
+            if s.name in record:
+                pname = f"rec_{s.index}"
+                members.append(Member(pname, "out", s.name, "record", tuple(s.shape), bits, signed, fixed))
+                self.rec_ports_of[s.name] = pname
+        self._declare(members)
+        self.proc_params["inputs"] = tuple(self.in_ports_of.items())
+        self.proc_params["outputs"] = tuple(self.out_ports_of.items())
+        self.proc_params["records"] = tuple(self.rec_ports_of.items())
+        self.proc_params["state_vars"] = tuple(
+            (s.name, tuple((role, self.vars_of[s.name][role]) for role in layout.STATE_ROLES[s.kind]))
+            for s in stages)
+
+    # ---- lookups by stage name ----
+    def in_port_of(self, source: str) -> InPort:
+        return getattr(self, self.in_ports_of[source])
+
+    def out_port_of(self, stage: str) -> OutPort:
+        return getattr(self, self.out_ports_of[stage])
+
+    def rec_port(self, stage: str) -> OutPort:
+        return getattr(self, self.rec_ports_of[stage])
+
+    def stage_vars(self, stage: str) -> dict[str, Var]:
+        """The stage's Vars by role (v, vsum, count, t | acc; w<k>, e<k>, bias, tables, lutc)."""
+        return {role: getattr(self, name) for role, name in self.vars_of[stage].items()}
