@@ -109,6 +109,13 @@ def run_eval(args: argparse.Namespace, log: Callable[[str], None] = lambda s: No
     from msat_lava.evaluate import check_out_dir, evaluate
 
     out_dir = check_out_dir(args.out)  # before any work
+    if args.calib_data:  # an unreadable --calib-data is named as such (not as "no calibration images")
+        from msat_lava.data import DataError, npz_members
+
+        try:
+            npz_members(args.calib_data)
+        except DataError as exc:
+            raise DataError(f"--calib-data: {exc}") from None
     report = evaluate(args.net, args.data, args.methods, eval_config(args), calibration=args.calib_data or None,
                       ctx=ctx, log=log, progress=not (args.json or getattr(args, "quiet", False)))
     if report is None:  # not rank 0

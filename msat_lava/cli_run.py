@@ -641,6 +641,7 @@ def _run_demo(out: str | os.PathLike, *, seconds: float, epochs: int, steps: int
         "snn_accuracy": {m: dict(zip(rsteps, c)) for m, c in curves.items()},
         "verify": report.to_dict(),
         "bit_exact": report.bit_exact,
+        "first_divergence": None if report.divergence is None else report.divergence.describe(),
         "files": {"msat_net": str(files["msat"]), "const_net": str(files["const"]), "test_data": str(test_npz),
                   "plot": str(plot), "report": str(out_dir / "demo_report.json")},
         "quantization_warnings": quant_warnings,
@@ -701,7 +702,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(_format_demo(result))
     if not result["bit_exact"]:
-        print("msat-lava demo: FAILED: Lava and the reference differ", file=sys.stderr)
+        first = result.get("first_divergence")
+        print("msat-lava demo: FAILED: Lava and the reference differ"
+              + (f"; first divergence: {' '.join(str(first).split())}" if first else ""), file=sys.stderr)
         return EXIT_MISMATCH
     return EXIT_OK
 
