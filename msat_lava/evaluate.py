@@ -169,20 +169,18 @@ def _sha256_arrays(*arrays: np.ndarray) -> str:
 
 
 def _calib_key(path: str, explicit: bool = False) -> str | None:
-    """The calibration images' key of ``path``: ``x_train``; for an explicit ``--calib-data`` file also ``x``
-    (convert's rule for ``--data``: x_train preferred, else x). In ``--data`` (the test file) an ``x`` key means
-    evaluation data, never calibration. None when there is none."""
-    from msat_lava.data import DataError, npz_members
+    """The calibration images' key of ``path`` (:func:`msat_lava.data.calibration_key`: ``x_train``; for an
+    explicit calibration file also ``x``). None when there is none. An unreadable explicit calibration file is
+    a DataError naming it; an unreadable ``--data`` file gives None here (load_npz reports it)."""
+    from msat_lava.data import DataError, calibration_key, npz_members
 
     try:
-        files = set(npz_members(path))
-    except DataError:  # unreadable files are reported by load_npz
+        files = list(npz_members(path))
+    except DataError:
+        if explicit:
+            raise
         return None
-    if "x_train" in files and (explicit or "x" not in files):
-        return "x_train"
-    if explicit and "x" in files:
-        return "x"
-    return None
+    return calibration_key(files, explicit=explicit)
 
 
 def _has_train_split(path: str, explicit: bool = False) -> bool:
@@ -191,23 +189,13 @@ def _has_train_split(path: str, explicit: bool = False) -> bool:
 
 def _load_calibration(path: str, n: int, seed: int, *, input_scale, mean, std, input_shape,
                       explicit: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random subset (sorted indices) of the calibration images of ``path`` (:func:`_calib_key`),
-    normalized like the test data."""
-    from msat_lava.data import DataError, member_header, npz_members, read_normalized
+    """Seeded random subset (sorted indices) of the calibration images of ``path``, normalized like the test
+    data: :func:`msat_lava.data.load_calibration` (convert's loader, the same subset rule)."""
+    from msat_lava.data import load_calibration
 
-    key = _calib_key(path, explicit)
-    if key is None:
-        raise DataError("no training split: a calibration file needs the key 'x_train' (or, for --calib-data, 'x')",
-                        path=path, key="x_train")
-    member = member_header(path, npz_members(path)[key])  # header only: bounded, never unpickles
-    if member.dtype.kind not in "uif" or len(member.shape) < 2 or member.shape[0] == 0:
-        raise DataError(f"expected a non-empty numeric array (N, ...), got {member.dtype} {member.shape}",
-                        path=path, key=key)
-    total = member.shape[0]
-    k = min(int(n), total)
-    idx = np.sort(np.random.default_rng(seed).choice(total, k, replace=False)).astype(np.int64)
-    return read_normalized(path, member, key, idx, input_shape=input_shape, input_scale=input_scale, mean=mean,
-                           std=std), idx
+    loaded = load_calibration(path, samples=n, seed=seed, input_scale=input_scale, mean=mean, std=std,
+                              input_shape=input_shape, explicit=explicit)
+    return loaded.x, loaded.indices
 
 
 def _ann_predictions(graph, x: np.ndarray, chunk: int) -> np.ndarray:

@@ -340,3 +340,18 @@ def test_accepted_names_equal_the_documented_grammar():
         cli_eval.parse_methods(" , ")
     with pytest.raises(DataError, match="unknown method"):
         MethodSpec.parse("msat+p")  # a bare +p: refused (it used to crash with AttributeError)
+
+
+@pytest.mark.parametrize("content", [None, b"not a zip archive"], ids=["missing", "not-npz"])
+def test_unreadable_calibration_file_is_named(files, tmp_path, content):
+    """An explicit calibration file that cannot be read is a DataError naming that file and why (not 'no
+    calibration images'), raised by the library itself, before any simulation."""
+    import msat_lava as ml
+
+    bad = tmp_path / "calib.npz"
+    if content is not None:
+        bad.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        ml.evaluate(files["net"], files["data"], "const", calibration=str(bad), steps=4, batch_size=4, threads=1)
+    msg = str(err.value)
+    assert str(bad) in msg and "no calibration images" not in msg
