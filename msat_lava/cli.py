@@ -127,6 +127,23 @@ def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> dict | No
     return apply_config(sub, argv[i + 1:])
 
 
+#: exit code when stdout's reader closed the pipe (128 + SIGPIPE, what a shell reports for a tool killed by it)
+EXIT_BROKEN_PIPE = 141
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so that the interpreter's final flush of stdout does not fail a second time."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -174,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         return code
+    except BrokenPipeError:  # the reader of stdout went away (`msat-lava ... --json | head`): stop quietly
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except bad_input_errors() + (OSError,) as exc:
         if debug_on():
             traceback.print_exc()

@@ -4,7 +4,7 @@ stderr (no traceback without ``--debug``) and that line naming the offending fil
 Exit codes (README, ``msat_lava.cli_common``): 0 ok; **1** verification failed (``verify`` mismatch, ``demo``
 mismatch), the plan breaks a Loihi 2 limit (``deploy``), ``doctor`` failed, or an internal error (an exception that
 is not a bad-input error: one line ``TypeName: message``); **2** bad input: arguments, files, data, models,
-destinations; **130** interrupted. A bad command line is one line from :class:`msat_lava.cli_common.Parser` (no
+destinations; **130** interrupted; **141** stdout's reader closed the pipe (silent). A bad command line is one line from :class:`msat_lava.cli_common.Parser` (no
 usage block, no abbreviations).
 
 Inventory. "here" = a case of this file (the id is the pytest id); otherwise the test that covers the path one for
@@ -37,6 +37,8 @@ M2   2    every: a bad-input error escaping a handler (BadInput, DataError, Netx
 M3   2    every: OSError escaping a handler (names the file). Tested: here test_oserror_exit_2
 M4   1    every: any other exception -> "TypeName: message". Tested: here test_internal_error_exit_1
 M5   130  every: KeyboardInterrupt. Tested: here test_interrupt_exit_130
+M5b  141  every: stdout's reader closed the pipe (``... --json | head``): no message. Tested: here
+          test_broken_pipe_exit_141_silently, test_broken_pipe_in_a_real_pipe
 M6   1/n  every: SystemExit(0) from a handler / SystemExit(n). Tested: here test_stray_system_exit
 M7   2    every: --debug / MSAT_LAVA_DEBUG adds the traceback. Tested:
           test_cli_config::test_debug_after_a_subcommand_shows_the_traceback
@@ -537,6 +539,29 @@ def test_interrupt_exit_130(d, monkeypatch):
     monkeypatch.setattr(cli_convert, "_cmd_info", _raising(KeyboardInterrupt()))
     code, _, err = _call(["info", str(d / "const.net")])
     assert code == 130 and _one_line(err) == "msat-lava info: interrupted"
+
+
+def test_broken_pipe_exit_141_silently(d, monkeypatch):
+    """A closed stdout is not bad input: exit 141 (128 + SIGPIPE), nothing on stderr."""
+    from msat_lava import cli_convert
+
+    monkeypatch.setattr(cli_convert, "_cmd_info", _raising(BrokenPipeError(32, "Broken pipe")))
+    code, _, err = _call(["info", str(d / "const.net")])
+    assert code == 141 and err == ""
+
+
+def test_broken_pipe_in_a_real_pipe(d):
+    """`msat-lava info NET --json` into a reader that has already closed its end: exit 141, no error line, no
+    traceback from the interpreter's final flush."""
+    import os
+    import subprocess
+
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first write
+    proc = subprocess.run([sys.executable, "-m", "msat_lava.cli", "info", str(d / "const.net"), "--json"],
+                          stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(w)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
 
 
 def test_stray_system_exit(d, monkeypatch):
