@@ -49,7 +49,7 @@ def _first_batch_shape(data: Any) -> tuple[tuple[int, ...], Any]:
 
 def convert(model, calibration_data, *, method: str = "msat", preset: str | None = "resnet20",
             input_shape: tuple[int, ...] | None = None, lambda_method: str = "max", percentile: float = 99.99,
-            nonzero_only: bool = False, channelwise: bool = False, sc_p: Mapping[str, float] | None = None,
+            nonzero_only: bool = False, channelwise: bool = False, sc_p: Mapping[str, float] | float | None = None,
             seed: int = 0, progress: bool = True, msat_units: str = "raw", v_init: float = 0.0,
             timings: MutableMapping[str, float] | None = None, params: Any = None,
             gamma: int = 1, threshold_divisor: int = 1) -> ConvertedNetwork:
@@ -70,7 +70,7 @@ def convert(model, calibration_data, *, method: str = "msat", preset: str | None
       every relu between a conv/linear and conv/linear consumers are rescaled so that they share the layer's λ
       (the stored graph carries the rescaled, ANN-equivalent weights); other layers keep a layer-wise λ.
       The calibration data is read twice (it must not be a one-shot iterator).
-    * ``sc_p``: spike confidence p per relu node name; ``seed``: recorded for the SC gate.
+    * ``sc_p``: spike confidence p per relu node name, or one number for every relu; ``seed``: recorded for the SC gate.
     * ``progress``: tqdm bar (stderr) during calibration.
     * ``msat_units``: 'raw' (default; the paper's raw-unit MSAT) or 'normalized' (the BrainCog port, λ = 1 inside
       the threshold formula; ALGORITHMS §2.2), stored per spiking layer (``NeuronSpec.units``).

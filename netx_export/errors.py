@@ -26,6 +26,7 @@ class GraphError(NetxExportError, ValueError):
         super().__init__(located(message, node=node, field=field))
         self.node = node
         self.field = field
+        self.detail = message  # the message without its location (for an error that re-locates it)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class QuantizationError(NetxExportError, ValueError):
         super().__init__(located(message, layer=layer, field=field))
         self.layer = layer
         self.field = field
+        self.detail = message  # the message without its location
 
 
 class FormatError(NetxExportError, ValueError):

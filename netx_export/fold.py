@@ -76,7 +76,7 @@ def fold_bn_into(node: ir.Conv | ir.Linear, *, mean: np.ndarray, var: np.ndarray
     try:
         w, b = fold_batchnorm(node.weight, node.bias, mean=mean, var=var, eps=eps, gamma=gamma, beta=beta)
     except GraphError as exc:
-        raise GraphError(str(exc), node=node.name, field=exc.field) from None
+        raise GraphError(exc.detail, node=node.name, field=exc.field) from None
     params = node.params()
     params.update(weight=w, bias=b)
     return type(node)(name=node.name, inputs=node.inputs, **params)

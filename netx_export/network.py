@@ -852,7 +852,7 @@ class ConvertedNetwork:
         try:
             graph = Graph.from_dict(data["graph"])
         except GraphError as exc:
-            raise QuantizationError(str(exc), layer=exc.node, field=exc.field) from None
+            raise QuantizationError(exc.detail, layer=exc.node, field=exc.field) from None
         neurons: dict[str, NeuronSpec] = {}
         if not isinstance(data["neurons"], Mapping):
             raise QuantizationError("expected a mapping", field="neurons")
@@ -876,7 +876,7 @@ class ConvertedNetwork:
                 else:
                     luts[name] = model.tables_from_dict(lut)
             except NeuronSpecError as exc:
-                raise QuantizationError(str(exc), layer=name, field=exc.field or "luts") from None
+                raise QuantizationError(exc.detail, layer=name, field=exc.field or "luts") from None
             except (TypeError, ValueError) as exc:
                 raise QuantizationError(str(exc), layer=name, field="luts") from None
         if isinstance(data["targets"], (str, bytes, Mapping)):
@@ -910,6 +910,4 @@ def _deep_equal(a: Any, b: Any) -> bool:
 
 
 def _bare_spec_error(exc: NeuronSpecError) -> str:
-    text = str(exc)
-    prefix = f"field {exc.field!r}: "
-    return text[len(prefix):] if exc.field is not None and text.startswith(prefix) else text
+    return exc.detail

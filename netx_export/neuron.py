@@ -65,6 +65,7 @@ class NeuronSpecError(NetxExportError, ValueError):
     def __init__(self, message: str, *, field: str | None = None):
         super().__init__(f"field {field!r}: {message}" if field is not None else message)
         self.field = field
+        self.detail = message  # the message without its location (for an error that re-locates it)
 
 
 def _real(value: Any, field: str) -> float:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import math
+import numbers
 import warnings
 from typing import Any, Iterable, Mapping
 
@@ -352,7 +353,7 @@ def _resolve_coefs(method: str, preset: str | None, coefs: Any) -> tuple[MsatCoe
         try:
             return MsatCoefs.from_dict(coefs), None
         except NeuronSpecError as exc:
-            raise QuantizationError(str(exc), field=exc.field or "coefs") from None
+            raise QuantizationError(exc.detail, field=exc.field or "coefs") from None
     if preset is None:
         raise QuantizationError(f"method {method!r} needs a preset or explicit coefs", field="preset")
     if preset not in PRESETS:
@@ -377,7 +378,7 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
       mapping name → value over its defaults, :func:`netx_export.neurons.params_from_options`); None = defaults.
       MSAT-family settings (preset/coefs, k_const, msat_units) are ignored for such a model.
     * ``preset``: MSAT coefficient preset (:data:`netx_export.neuron.PRESETS`), or explicit ``coefs``.
-    * ``sc_p``: spike confidence p per relu name (others: gate off).
+    * ``sc_p``: spike confidence p per relu name (others: gate off), or one number for every relu.
     * ``gamma``, ``sc_early``, ``sc_gate``, ``frac_bits`` (F = 12), ``state_bits`` (24): NeuronSpec options.
     * ``input_scale``: λ^0 (overrides the calibration's); ``input_frac_bits``: F_in = 8.
     * ``model_hash``: a string or the model / its state_dict (hashed by :func:`state_hash`).
@@ -402,7 +403,7 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
         try:
             params = params if isinstance(params, model.params_type) else registry.params_from_options(method, params)
         except NeuronSpecError as exc:
-            raise QuantizationError(str(exc), field=f"params.{exc.field}") from None
+            raise QuantizationError(exc.detail, field=f"params.{exc.field}") from None
         preset, coefs, k_const, msat_units = None, None, 1.0, "raw"
     elif params is not None:
         raise QuantizationError(f"method {method!r} has no model parameters", field="params")
@@ -412,7 +413,15 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
     lams, lam0, cal_hash = _calibration_values(calibration, graph, input_scale)
     coef_obj, preset_used = _resolve_coefs(method, preset, coefs)
     relus = [n.name for n in graph if n.kind == "relu"]
-    sc = dict(sc_p or {})
+    if sc_p is None:
+        sc = {}
+    elif isinstance(sc_p, numbers.Real) and not isinstance(sc_p, bool):
+        sc = {r: float(sc_p) for r in relus}  # one p for every spiking layer
+    elif isinstance(sc_p, Mapping):
+        sc = dict(sc_p)
+    else:
+        raise QuantizationError(f"expected a mapping relu name -> p, or one number for every layer, got "
+                                f"{type(sc_p).__name__}", field="sc_p")
     unknown = sorted(set(sc) - set(relus))
     if unknown:
         raise QuantizationError(f"spike confidence given for unknown relu node(s) {unknown}", layer=unknown[0],
@@ -442,7 +451,7 @@ def quantize(graph: Graph, calibration: Any, *, method: str = "msat", preset: st
             neurons[name] = spec
             luts[name] = model.make_tables(spec)
         except NeuronSpecError as exc:
-            raise QuantizationError(str(exc), layer=name, field=exc.field) from None
+            raise QuantizationError(exc.detail, layer=name, field=exc.field) from None
 
     scale_of = {n: (s.lam, s.frac_bits) for n, s in neurons.items()}
     zero_values = zero_source_values(graph, [root for _, _, root in roots])

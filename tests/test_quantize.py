@@ -487,3 +487,40 @@ def test_state_hash_and_provenance():
     assert p.tool_version == tool_version() and p.tool_version
     assert p.hyperparameters["method"] == "const" and p.hyperparameters["input_frac_bits"] == 8
     assert math.isclose(p.hyperparameters["k_const"], 1.0)
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+
+
+@pytest.mark.parametrize("kw,where", [
+    (dict(v_init=1.5), "field 'v_init': must be in [0, 1)"),
+    (dict(method="msat", sc_p={"_2": 2.0}), "field 'sc_p': must be in (0, 1]"),
+    (dict(method="dtif-r", params={"beta": -1}), "field 'params.beta': must be"),
+])
+def test_converter_errors_name_the_field_once(kw, where):
+    """A neuron-parameter error re-raised by the quantizer carries its location once (not "field 'x': field 'x':")."""
+    import netx_export as nx
+
+    x = _rng(1).random((8, 4)).astype(np.float32)
+    with pytest.raises(QuantizationError) as err:
+        nx.convert(_tiny_model(), x, progress=False, **kw)
+    msg = str(err.value)
+    assert where in msg
+    field = where.split("'")[1]
+    assert msg.count(f"'{field}'") == 1, msg
+
+
+def test_sc_p_as_one_number_means_every_layer_and_bad_types_are_named():
+    import netx_export as nx
+
+    x = _rng(1).random((8, 4)).astype(np.float32)
+    one = nx.convert(_tiny_model(), x, method="msat", sc_p=0.9, progress=False)
+    relus = [n for n, s in one.neurons.items()]
+    per = nx.convert(_tiny_model(), x, method="msat", sc_p={r: 0.9 for r in relus}, progress=False)
+    assert {k: s.sc_p for k, s in one.neurons.items()} == {k: s.sc_p for k, s in per.neurons.items()} == \
+        {r: 0.9 for r in relus}
+    for bad in ("0.9", [0.9], True):
+        with pytest.raises(QuantizationError, match="field 'sc_p': expected a mapping"):
+            nx.convert(_tiny_model(), x, method="msat", sc_p=bad, progress=False)
