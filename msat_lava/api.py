@@ -5,6 +5,7 @@
     rep = ml.verify(net, x, 64)                        # Lava vs reference, every stage bit for bit (VerifyReport)
     out = ml.run_lava(net, x, 64)                      # Lava's CPU simulator (LavaRunResult)
     prog = ml.to_program(net)                          # the execution program both runtimes run
+    rep = ml.preflight(net)                            # Loihi 2 pre-flight = `deploy --check` (DeployReport)
 
 Each accepts a :class:`netx_export.network.ConvertedNetwork` or a :class:`msat_lava.program.Program`; the
 keyword arguments are those of :func:`msat_lava.reference.simulate`, :func:`msat_lava.verify.verify` and
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load", "to_program", "simulate", "verify", "run_lava"]
+__all__ = ["load", "to_program", "simulate", "verify", "run_lava", "preflight"]
 
 
 def load(path: Any):
@@ -52,3 +53,24 @@ def run_lava(net_or_program: Any, x: Any, steps: int, **kwargs: Any):
     from msat_lava.lava.build import run_lava as _run_lava
 
     return _run_lava(to_program(net_or_program), x, steps, **kwargs)
+
+
+def preflight(net: Any, constraints: Any = None, **kwargs: Any):
+    """Loihi 2 pre-flight of a converted network, as ``msat-lava deploy NET --check``
+    (:func:`msat_lava.deploy.preflight`; its program is derived from ``net``): a
+    :class:`~msat_lava.deploy.DeployReport` with the per-layer plan, the width checks, every violation at once
+    (``.violations``, ``.ok``) and ``.to_dict()`` (the ``--json`` form). ``constraints``: a
+    :class:`~msat_lava.loihi2.constraints.Loihi2Constraints`, a mapping of overrides of its defaults
+    (``{"chips": 8}``, the ``--set`` keys), or None for the defaults. Keyword arguments (``name``, ``x``,
+    ``sample_ids``, ``steps``) are those of :func:`msat_lava.deploy.preflight`."""
+    from collections.abc import Mapping
+
+    from msat_lava.deploy import preflight as _preflight
+    from msat_lava.loihi2.constraints import Loihi2Constraints
+
+    if isinstance(constraints, Mapping):
+        constraints = Loihi2Constraints(**dict(constraints))
+    elif constraints is not None and not isinstance(constraints, Loihi2Constraints):
+        raise TypeError(f"constraints must be a Loihi2Constraints, a mapping of overrides or None, got "
+                        f"{type(constraints).__name__}")
+    return _preflight(net, to_program(net), constraints, **kwargs)

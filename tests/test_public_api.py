@@ -28,7 +28,8 @@ import json, sys
 import netx_export as nx, msat_lava as ml
 heavy = [m for m in ("torch", "lava") if m in sys.modules]
 names = {n: callable(getattr(nx, n)) for n in ("convert", "load", "summary", "write_nir", "read_nir")}
-names.update({"ml." + n: callable(getattr(ml, n)) for n in ("load", "to_program", "simulate", "verify", "run_lava")})
+names.update({"ml." + n: callable(getattr(ml, n)) for n in ("load", "to_program", "simulate", "verify", "run_lava",
+                                                             "preflight", "evaluate", "Loihi2Constraints")})
 import msat_lava.verify  # binds the submodule to the attribute: still callable
 names["ml.verify after submodule import"] = callable(ml.verify)
 try:
@@ -94,12 +95,35 @@ y = rng.integers(0, 5, 20)
 import json, os
 print(json.dumps({"bit_exact": bool(rep.bit_exact), "pred_shape": list(res.predictions.shape),
                   "curve": len(ev.accuracy("p99.9+h+bs4", "fixed")), "eval_json": os.path.exists("eval_out/eval.json"),
-                  "nir_nodes": len(list(graph)), "runs": sorted(r["method"] for r in ev.manifest["runs"])}))
+                  "nir_nodes": len(list(graph)), "runs": sorted(r["method"] for r in ev.manifest["runs"]),
+                  "pre_ok": pre.ok, "pre_layers": len(pre.plan.layers), "pre_cores": pre.plan.cores,
+                  "pre_json": sorted(pre.to_dict())[:3]}))
 """
     out = _fresh(prelude + _readme_python_block() + epilogue, tmp_path)
     assert out["bit_exact"] and out["pred_shape"] == [64, 20]
     assert out["curve"] == 32 and out["eval_json"] and out["nir_nodes"] >= 3
     assert out["runs"] == ["const", "p99.9+h+bs4"]
+    assert out["pre_ok"] and out["pre_layers"] >= 3 and out["pre_cores"] >= 2
+
+
+def test_preflight_equals_deploy_check_and_takes_overrides():
+    """ml.preflight(net) is the report `deploy --check` builds (same plan, widths and violations); a mapping of
+    overrides is the --set form; anything else is refused by type."""
+    import _nets
+    import msat_lava as ml
+    from msat_lava.deploy import preflight
+    from msat_lava.loihi2.constraints import Loihi2Constraints
+
+    net = _nets.convert("mlp", "msat").net
+    default = ml.preflight(net)
+    assert default.to_dict() == preflight(net, ml.to_program(net)).to_dict()
+    tight = ml.preflight(net, {"neuron_slots_per_core": 8, "chips": 1, "cores_per_chip": 2})
+    assert tight.to_dict() == preflight(net, ml.to_program(net), Loihi2Constraints(
+        neuron_slots_per_core=8, chips=1, cores_per_chip=2)).to_dict()
+    assert tight.plan.cores > default.plan.cores and not tight.ok
+    assert any(v.resource == "chips" for v in tight.violations)
+    with pytest.raises(TypeError, match="constraints"):
+        ml.preflight(net, "chips=8")
 
 
 def test_cli_refuses_abbreviated_options(capsys):
