@@ -6,7 +6,9 @@
 **Ours.** The akamaster ResNet20 converted like ``benchmarks/verify.sh`` (``netx_export.api.convert``, method
 msat, preset resnet20, 512 calibration images of the CIFAR-10 training set drawn with seed 0, fixed point), run
 by :func:`msat_lava.lava.build.run_lava` on ``--samples`` strided CIFAR-10 test images × ``--steps`` steps in
-one compiled run, ``Loihi2SimCfg(select_tag='fixed_pt')``. Layouts (``--layouts``): ``fused`` = run_lava's
+one compiled run, ``msat_lava.lava.config.sim_config('fixed')`` (a ``Loihi2SimCfg`` subclass selecting the
+``fixed_pt`` models and specialising them per process; lava-dl's side runs under
+``Loihi2SimCfg(select_tag='fixed_pt')``). Layouts (``--layouts``): ``fused`` = run_lava's
 default (``stages_per_process=None``: the whole network in one Lava process beside the image source) and
 ``per-stage`` (``stages_per_process=1``: one Lava process per stage, 20 + 1).
 
@@ -404,7 +406,7 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "lava_speed", "issue": 12, "goal_ratio": 1.2,
         "config": {"samples": args.samples, "steps": args.steps, "rounds": args.rounds, "layouts": layouts,
-                   "run_cfg": "Loihi2SimCfg(select_tag='fixed_pt')", "network": args.net or
+                   "run_cfg": "ours: msat_lava.lava.config.sim_config('fixed'); netx: Loihi2SimCfg(select_tag='fixed_pt')", "network": args.net or
                    f"akamaster ResNet20, msat, preset resnet20, {args.calib} calibration images (seed 0)",
                    "convert_s": round(convert_s, 2)},
         "ratio": ours[main_layout]["ratio_to_netx"], "ratio_layout": main_layout,
