@@ -24,8 +24,9 @@ schedule, Γ, gate, saturation) advances the stage one step at a time on numpy a
 no neuron rule is written twice. DTIF-R's fixed model also has a fused kernel (``FIXED_KERNELS``,
 ``fused.dtif_fixed_chunk``, read from the same tables as the step function's interpolation), and so has every
 model with one θ̂ per step for the whole layer (``DynamicsModel.fixed_uniform_step``: BSNN-R's fixed model,
-``fused.uniform_fixed_chunk``; its schedule and θ̂ come from that method, evaluated per step of the chunk). A generic stage whose payloads are all 0 over a chunk (BSNN-R outside its FIRE
-cycles) feeds no term: its consumers skip those convolutions (every op of a term is linear).
+``fused.uniform_fixed_chunk``; its schedule and θ̂ come from that method, evaluated per step of the chunk). A
+neuron stage whose payloads are all 0 over a chunk (any fixed-point stage, or a generic one; BSNN-R outside its
+FIRE cycles) feeds no term: its consumers skip those convolutions (every op of a term is linear).
 
 Exactness (fixed point): payloads are non-negative integers ≤ Γ·2^F. A weighted op runs in float32 when
 :func:`msat_lava.program._exact_f32_chunks` proves every partial sum an exact integer below 2^24 (one chunk), on
@@ -250,6 +251,13 @@ def _dtif_tables(spec, tables) -> tuple:
     return fused.DTIF_VARIANTS[spec.params.variant], dp, g_a, g_d
 
 
+def _fixed_buffers(tc: int, size: int, wide: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(payload (tc, size), per-block maxima) for a fused fixed kernel: payloads are exact integers, in float32
+    unless ``wide`` (a payload may reach 2^24)."""
+    return (np.empty((tc, size), dtype=np.float64 if wide else np.float32),
+            np.zeros(-(-size // fused.BLOCK), dtype=np.int64))
+
+
 def _phys(lay: _Layout, state: dict, key: str) -> np.ndarray:
     """A neuron stage's state array ``key`` ('v' | 'count') as a flat physical numpy array (B·N,)."""
     if "st" in state:
@@ -468,13 +476,13 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
                     st = states[s.name]
                     gate_code = 1 if spec.sc_gate == "code" else 0
                     mode = fused.MODE_CODES.get(spec.mode, -1)
+                    if fixed:
+                        sp0, sp1 = np.array(fused.shift_params(q0, e0)), np.array(fused.shift_params(q1, e1))
                     if paths[s.name] == "dtif":
                         spikes_only = spec.params.variant != "b"  # payload 2^F per spike: spike counts, q = 2^F
                         q_out = spec.one if spikes_only else 1
                         wide = spec.gamma * (1 if spikes_only else spec.one) >= 1 << 24
-                        pay = np.empty((tc, lay.size), dtype=np.float64 if wide else np.float32)
-                        pmax = np.zeros(-(-lay.size // fused.BLOCK), dtype=np.int64)
-                        sp0, sp1 = np.array(fused.shift_params(q0, e0)), np.array(fused.shift_params(q1, e1))
+                        pay, pmax = _fixed_buffers(tc, lay.size, wide)
                         fused.dtif_fixed_chunk(a0, sp0, a1, sp1, len(arrs), base[s.name], st["v"], st["vsum"],
                                                st["count"], st["sat"], t0, spec.one, spec.v_max, spec.gamma, gate,
                                                gate_code, spikes_only, *params[s.name], pay, pmax)
@@ -486,22 +494,16 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
                         theta = np.array([int(th) for _, _, th in steps_k], dtype=np.int64)
                         q_out = 1
                         wide = spec.gamma * int(theta.max(initial=0)) >= 1 << 24
-                        pay = np.empty((tc, lay.size), dtype=np.float64 if wide else np.float32)
-                        pmax = np.zeros(-(-lay.size // fused.BLOCK), dtype=np.int64)
-                        sp0, sp1 = np.array(fused.shift_params(q0, e0)), np.array(fused.shift_params(q1, e1))
+                        pay, pmax = _fixed_buffers(tc, lay.size, wide)
                         fused.uniform_fixed_chunk(a0, sp0, a1, sp1, len(arrs), base[s.name], st["v"], st["vsum"],
                                                   st["count"], st["sat"], t0, spec.v_max, spec.gamma, gate,
                                                   gate_code, integ, fire, theta, pay, pmax)
                         top = float(pmax.max())
-                        if top == 0.0:
-                            zero.add(s.name)  # no spike in the chunk: its consumers leave its terms out
                     elif fixed:
                         spikes_only = spec.mode == "const"
                         q_out = spec.theta_const_fixed if spikes_only else 1
                         wide = spec.gamma * (1 if spikes_only else spec.one) >= 1 << 24
-                        pay = np.empty((tc, lay.size), dtype=np.float64 if wide else np.float32)
-                        pmax = np.zeros(-(-lay.size // fused.BLOCK), dtype=np.int64)
-                        sp0, sp1 = np.array(fused.shift_params(q0, e0)), np.array(fused.shift_params(q1, e1))
+                        pay, pmax = _fixed_buffers(tc, lay.size, wide)
                         if plain:
                             fused.fixed_chunk_plain(a0, sp0, a1, sp1, len(arrs), base[s.name], st["v"], st["vsum"],
                                                     st["count"], st["sat"], t0, mode, spec.theta_const_fixed,
@@ -524,6 +526,8 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
                             fused.float_chunk(a0, a1, len(arrs), base[s.name], st["v"], st["vsum"], st["count"],
                                               t0, mode, spec.lam, spec.k_const * spec.lam, spec.gamma, gate,
                                               gate_code, params[s.name], pay)
+                    if fixed and top == 0.0:
+                        zero.add(s.name)  # no spike in the chunk: its consumers leave its terms out
                     if sums_at:
                         psums[s.name] += pay.sum(axis=0, dtype=np.float64) * q_out
                     payload[s.name] = (lay.chunk_from_phys(pay, tc), q_out, top)
