@@ -323,10 +323,19 @@ def _require(data: Any, keys: tuple[str, ...], *, layer: str | None, what: str) 
 
 def _relabel(exc: QuantizationError, layer: str, prefix: str) -> QuantizationError:
     fld = f"{prefix}.{exc.field}" if exc.field else prefix
-    msg = str(exc)
-    if ": " in msg and (exc.layer is not None or exc.field is not None):
-        msg = msg.split(": ", 1)[1]
-    return QuantizationError(msg, layer=exc.layer or layer, field=fld)
+    return QuantizationError(exc.detail, layer=exc.layer or layer, field=fld)
+
+
+def _parts(items: Any, cls: type, layer: str, prefix: str) -> tuple:
+    """``items`` as a tuple of ``cls`` (instances kept, mappings read by ``cls.from_dict``); an error in item j
+    names ``layer`` and the field ``prefix[j]``."""
+    out = []
+    for j, item in enumerate(items):
+        try:
+            out.append(item if isinstance(item, cls) else cls.from_dict(item))
+        except QuantizationError as exc:
+            raise _relabel(exc, layer, f"{prefix}[{j}]") from None
+    return tuple(out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -361,15 +370,10 @@ class Target:
         if b.dtype != np.int32:
             raise QuantizationError(f"must be int32, got dtype {b.dtype}", layer=name, field="bias")
         object.__setattr__(self, "bias", _frozen(b))
-        terms = []
-        for j, term in enumerate(self.terms):
-            try:
-                terms.append(term if isinstance(term, Term) else Term.from_dict(term))
-            except QuantizationError as exc:
-                raise _relabel(exc, name, f"terms[{j}]") from None
+        terms = _parts(self.terms, Term, name, "terms")
         if not terms:
             raise QuantizationError("a target needs at least one term", layer=name, field="terms")
-        object.__setattr__(self, "terms", tuple(terms))
+        object.__setattr__(self, "terms", terms)
 
     @property
     def one(self) -> int:
@@ -461,13 +465,7 @@ class LayerReport:
             object.__setattr__(self, k, _float(getattr(self, k), layer=name, field=k))
         for k in ("bias_saturated", "bias_over_state"):
             object.__setattr__(self, k, _int(getattr(self, k), layer=name, field=k, lo=0))
-        terms = []
-        for j, t in enumerate(self.terms):
-            try:
-                terms.append(t if isinstance(t, TermReport) else TermReport.from_dict(t))
-            except QuantizationError as exc:
-                raise _relabel(exc, name, f"report.terms[{j}]") from None
-        object.__setattr__(self, "terms", tuple(terms))
+        object.__setattr__(self, "terms", _parts(self.terms, TermReport, name, "report.terms"))
 
     @property
     def clipped(self) -> int:
