@@ -4,7 +4,8 @@
   last sample: v̂ (``membrane_at``), Ŝ = Σ v̂, the spike count (``spike_counts``), t = T, the LIPool window
   accumulators (LIPool stepped on the reference's own source trace) and the accumulated readout; the read-only
   Vars hold the program's mantissas, exponents, biases and tables.
-* Recording goes through the record ports, also when the run proceeds in chunks that fit their channels.
+* Recording goes through the record ports, also when the run proceeds in chunks that fit their channels, and
+  a port's buffered steps (one message per run call) are all read back after every run call.
 * A stage reading 6 sources and a group exporting 6 outputs build and run bit-exact (the old fixed
   ``in0..in3`` / ``out0..out3`` ports refused both).
 * The declared precisions (process members and the specialised models' Lava types) follow the spec:
@@ -127,6 +128,43 @@ def test_recording_in_chunks_is_bit_exact(monkeypatch):
     assert np.array_equal(lav.readout, ref.readout)
     for name in names:
         assert np.array_equal(lav.traces[name], ref.traces[name]), name
+
+
+@pytest.mark.lava
+def test_buffered_records_after_every_run_call(monkeypatch):
+    """A record port carries ``chunk`` steps per message ((chunk, *shape)); the model sends a full buffer
+    mid-run and the partly filled one in the host phase that ends each run call. Run calls of 1, 2, 7 (split
+    5 + 2 by the network), 5, 4 and 5 steps: after each, ``recorded()`` holds exactly the steps so far, equal
+    to the reference's traces in global time."""
+    from msat_lava.lava import build
+
+    conv = _nets.convert("resmix", "msat", sc=((1, 0.7),), sc_early=4)
+    prog = conv.program
+    x = _nets.random_inputs(conv.model.input_shape, len(IDS), seed=8)
+    names = tuple(s.name for s in prog.stages)
+    per_step = sum(8 * int(np.prod(s.shape)) for s in prog.stages)
+    monkeypatch.setattr(build, "RECORD_BUFFER_BYTES", 5 * per_step)
+    ref = reference.simulate(prog, x, STEPS, precision="fixed", sample_ids=IDS, record=names, record_readout=True,
+                             progress=False)
+    # the reference's (T, N, *shape) traces in Lava's global time (samples concatenated)
+    flat = {n: np.swapaxes(ref.traces[n], 0, 1).reshape((len(IDS) * STEPS,) + ref.traces[n].shape[2:])
+            for n in names}
+    net = build.build_network(prog, x, STEPS, sample_ids=IDS, record=names)
+    try:
+        assert net.chunk == 5
+        for n in names:
+            assert tuple(net.process_of(n).rec_port(n).shape) == (5, *prog.stage(n).shape)
+        done = 0
+        for k in (1, 2, 7, 5, 4, 5):
+            net.run(k)
+            done += k
+            rec = net.recorded()
+            assert net.steps_done == done
+            for n in names:
+                assert rec[n].shape[0] == done and np.array_equal(rec[n], flat[n][:done]), (n, done)
+        assert done == net.total_steps
+    finally:
+        net.stop()
 
 
 # ---------------------------------------------------------------------------------------------------------

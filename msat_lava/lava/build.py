@@ -15,9 +15,10 @@ Many samples run in ONE compiled run, concatenated in time (T steps each, every 
 boundary). **Recording**: each recorded stage (and always the readout) sends its per-step output on its
 process's record port (``rec_i``); :func:`build_network` flags those ports as Lava external pipes (a
 shared-memory channel to this process, as ``lava.proc.io.extractor`` does) and :class:`LavaNetwork` reads them
-after each run call: one message per step and port, no ``Var.get`` (≈ 13 µs per element, LAVA_NOTES §4) and no
-file. The channels hold ``chunk`` steps (all N·T unless the recorded bytes per step exceed
-:data:`RECORD_BUFFER_BYTES`; then the run proceeds in chunks, each drained before the next). Vars (state,
+after each run call: no ``Var.get`` (≈ 13 µs per element, LAVA_NOTES §4) and no file. A message carries
+``chunk`` steps (all N·T unless the recorded bytes per step exceed :data:`RECORD_BUFFER_BYTES`; then the run
+proceeds in calls of at most ``chunk`` steps, each drained before the next), so one run call sends one message
+per record port, not one per step (the model buffers the steps and sends at the end of the call). Vars (state,
 constants) stay readable with ``.get()`` until :meth:`LavaNetwork.stop`.
 
 :func:`run_lava` splits the run into a first ``RunSteps(1)`` (compile, process start, one step) and the
@@ -162,9 +163,10 @@ class LavaNetwork:
             pipe = port.external_pipe_csp_recv_port
             rec = self._rec.get(name)
             if rec is None:
-                rec = self._rec[name] = np.empty((self.total_steps,) + tuple(port.shape), dtype=pipe.d_type)
-            for k in range(lo, lo + n):
-                rec[k] = pipe.recv()
+                rec = self._rec[name] = np.empty((self.total_steps,) + tuple(port.shape[1:]), dtype=pipe.d_type)
+            for k in range(lo, lo + n, self.chunk):
+                m = min(self.chunk, lo + n - k)
+                rec[k:k + m] = pipe.recv()[:m]
         self.steps_done = lo + n
 
     def recorded(self) -> dict[str, np.ndarray]:
@@ -198,6 +200,8 @@ def build_network(program: Program, x: Any, steps: int, *, precision: str = "fix
     out_name = program.readout.name
     wanted = tuple(dict.fromkeys((*record, out_name)))
     consumers = _consumers(program)
+    per_step = sum(8 * int(np.prod(program.stage(n).shape)) for n in wanted)
+    chunk = max(1, min(total, RECORD_BUFFER_BYTES // max(1, per_step)))
 
     src = ImageSource(images=images, steps=steps, precision=precision, input_frac_bits=program.input_frac_bits,
                       name="input")
@@ -208,7 +212,8 @@ def build_network(program: Program, x: Any, steps: int, *, precision: str = "fix
         proc = MsatGroup(stages=group, sources=sources,
                          source_shapes=[program.source_shape(name) for name in sources], outputs=outputs,
                          steps=steps, sample_ids=ids, seed=seed, total_steps=total,
-                         record=[s.name for s in group if s.name in wanted], precision=precision,
+                         record=[s.name for s in group if s.name in wanted], record_steps=chunk,
+                         precision=precision,
                          context=program.stages, input_frac_bits=program.input_frac_bits)
         for name in sources:
             ports[name].connect(proc.in_port_of(name))
@@ -216,10 +221,8 @@ def build_network(program: Program, x: Any, steps: int, *, precision: str = "fix
             ports[name] = proc.out_port_of(name)
         procs.append(proc)
     where = {s.name: p for p, g in zip(procs, groups) for s in g}
-    per_step = sum(8 * int(np.prod(program.stage(n).shape)) for n in wanted)
-    chunk = max(1, min(total, RECORD_BUFFER_BYTES // max(1, per_step)))
     for name in wanted:
-        where[name].rec_port(name).flag_external_pipe(buffer_size=chunk)
+        where[name].rec_port(name).flag_external_pipe(buffer_size=1)
     return LavaNetwork(program, src, procs, groups, wanted, total, chunk, sim_config(precision), clipped)
 
 

@@ -18,7 +18,11 @@ length 1, which ``Var.get`` flattens away), so ``proc.v_3.get()`` between runs i
 ``Var.set`` writes into the arrays the next step reads (``t`` excepted: a Python int the runner owns).
 Read-only Vars (mantissas, exponents, bias, tables) hold the constants the kernels were compiled from.
 
-**Recording** goes out on the stage's ``rec_i`` port every step (:mod:`msat_lava.lava.build` taps it).
+**Recording** goes out on the stage's ``rec_i`` port, ``record_steps`` = K steps per message: each step's
+output is copied into row k of a (K, *shape) buffer, which is sent when full and, partly filled, in the host
+phase that ends every run call (``_host``; the valid rows are the run's remaining steps, which the reader
+knows). A run of n ≤ K steps thus sends one message per record port instead of n (:mod:`msat_lava.lava.build`
+taps the ports and runs at most K steps per call).
 
 **Adding a hardware model** (not here: it needs Intel's lava-loihi, docs/LOIHI2.md §5) is one more file,
 ``msat_lava/lava/procs/ncmodels.py`` (Lava's discovery executes every file beside ``process.py``)::
@@ -146,6 +150,7 @@ class _GroupBase(_Declaring, PyLoihiProcessModel):
         self._runners = tuple(StageRunner(s, fixed=self.FIXED, steps=steps, sample_ids=ids, seed=seed)
                               for s in proc_params["stages"])
         self._plan: Any = None
+        self._recs: tuple = ()
 
     def _bind(self) -> Any:
         """Ports and publishers, once (the builder sets the ports after ``__init__``)."""
@@ -154,7 +159,11 @@ class _GroupBase(_Declaring, PyLoihiProcessModel):
         d = self.__dict__
         ins = tuple((src, getattr(self, port)) for src, port in pp["inputs"])
         steps = tuple((r, _publisher(r, dict(state[r.name]), d)) for r in self._runners)
-        outs = tuple((name, getattr(self, port)) for name, port in (*pp["outputs"], *pp["records"]))
+        outs = tuple((name, getattr(self, port)) for name, port in pp["outputs"])
+        dtype = np.int64 if self.FIXED else np.float64
+        self._recs = tuple([name, getattr(self, port), None, 0] for name, port in pp["records"])
+        for rec in self._recs:
+            rec[2] = np.zeros(rec[1].shape, dtype=dtype)
         self._plan = (ins, steps, outs)
         return self._plan
 
@@ -167,6 +176,25 @@ class _GroupBase(_Declaring, PyLoihiProcessModel):
             publish()
         for name, port in outs:
             port.send(received[name])
+        for rec in self._recs:
+            buf, k = rec[2], rec[3]
+            buf[k] = received[rec[0]]
+            k += 1
+            if k == buf.shape[0]:
+                rec[1].send(buf)
+                k = 0
+            rec[3] = k
+
+    def _flush_records(self) -> None:
+        for rec in self._recs:
+            if rec[3]:
+                rec[1].send(rec[2])
+                rec[3] = 0
+
+    def _host(self) -> None:
+        """End of a run call (Lava's host phase): send the partly filled record buffers."""
+        super()._host()
+        self._flush_records()
 
 
 @implements(proc=MsatGroup, protocol=LoihiProtocol)

@@ -14,7 +14,8 @@ precision taken from the spec by :mod:`msat_lava.lava.layout` (the table of name
 them all (name → :class:`~msat_lava.lava.layout.Member`); ``stage_vars(stage)`` gives one stage's Vars by role
 (``proc.stage_vars('relu_1')['v'].get()`` after a run is that stage's v̂). There is one input port per distinct
 source outside the group and one output port per stage a later group reads: any number, nothing fails at build
-time. Recording is an output port per recorded stage (``rec_port(stage)``), tapped by the builder, never a file.
+time. Recording is an output port per recorded stage (``rec_port(stage)``, ``record_steps`` steps per message),
+tapped by the builder, never a file.
 
 The models are picked by tag (``fixed_pt`` / ``floating_pt``); because the members vary per instance, each
 selected model class is specialised for its process with one Lava type per member (run with
@@ -91,7 +92,9 @@ class MsatGroup(_Declared):
     'input' outside the group, each gets an input port), ``source_shapes``, ``outputs`` (names of the group's
     stages read by later groups, each gets an output port), ``steps`` (T per sample), ``sample_ids`` (dataset
     index of each sample in time order, used by the spike-confidence gate), ``seed``, ``total_steps`` (N·T),
-    ``record`` (stage names of the group whose per-step output goes out on a record port), ``precision``
+    ``record`` (stage names of the group whose per-step output goes out on a record port), ``record_steps``
+    (K ≥ 1: a record port carries K steps per message, shape (K, *stage shape); the model sends a message when
+    K steps are buffered and at the end of every run call, so a run of n ≤ K steps sends one), ``precision``
     ('fixed' or 'float': the number domain of the Vars; the run config's tag must match), ``context``
     (the program's stages, or at least the sources and what a LIPool source pools: their payload widths),
     ``input_frac_bits`` (F_in, the input's width).
@@ -99,8 +102,8 @@ class MsatGroup(_Declared):
 
     def __init__(self, *, stages: Sequence[Any], sources: Sequence[str], source_shapes: Sequence[tuple[int, ...]],
                  outputs: Sequence[str], steps: int, sample_ids: Sequence[int], seed: int, total_steps: int,
-                 record: Sequence[str] = (), precision: str = "fixed", context: Sequence[Any] = (),
-                 input_frac_bits: int = 8, name: str | None = None) -> None:
+                 record: Sequence[str] = (), record_steps: int = 1, precision: str = "fixed",
+                 context: Sequence[Any] = (), input_frac_bits: int = 8, name: str | None = None) -> None:
         fixed = _check_precision(precision)
         stages = tuple(stages)
         if not stages:
@@ -115,11 +118,15 @@ class MsatGroup(_Declared):
         missing = [s for s in sources if s != "input" and s not in by_name]
         if missing:
             raise ValueError(f"group {label!r}: context lacks the sources {missing}")
+        record_steps = int(record_steps)
+        if record_steps < 1:
+            raise ValueError(f"group {label!r}: record_steps must be >= 1, got {record_steps}")
         if len(source_shapes) != len(sources):
             raise ValueError(f"group {label!r}: {len(sources)} sources but {len(source_shapes)} source shapes")
         super().__init__(stages=stages, steps=int(steps), sample_ids=np.asarray(sample_ids, dtype=np.int64),
                          seed=int(seed), total_steps=int(total_steps), precision=precision,
-                         reset_interval=int(steps), reset_offset=1 % int(steps), name=name or label)
+                         record_steps=record_steps, reset_interval=int(steps), reset_offset=1 % int(steps),
+                         name=name or label)
         shapes = dict(zip(sources, (tuple(int(v) for v in s) for s in source_shapes)))
 
         def width(stage_name: str | None) -> tuple[int | None, bool]:
@@ -157,7 +164,8 @@ class MsatGroup(_Declared):
                 self.out_ports_of[s.name] = pname
             if s.name in record:
                 pname = f"rec_{s.index}"
-                members.append(Member(pname, "out", s.name, "record", tuple(s.shape), bits, signed, fixed))
+                members.append(Member(pname, "out", s.name, "record", (record_steps, *s.shape), bits, signed,
+                                      fixed))
                 self.rec_ports_of[s.name] = pname
         self._declare(members)
         self.proc_params["inputs"] = tuple(self.in_ports_of.items())
