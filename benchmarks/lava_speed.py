@@ -10,7 +10,9 @@ one compiled run, ``msat_lava.lava.config.sim_config('fixed')`` (a ``Loihi2SimCf
 ``fixed_pt`` models and specialising them per process; lava-dl's side runs under
 ``Loihi2SimCfg(select_tag='fixed_pt')``). Layouts (``--layouts``): ``fused`` = run_lava's
 default (``stages_per_process=None``: the whole network in one Lava process beside the image source) and
-``per-stage`` (``stages_per_process=1``: one Lava process per stage, 20 + 1).
+``per-stage`` (``stages_per_process=1``: one Lava process per stage, 20 + 1) and ``separate-synapses``
+(``synapses='separate'``: one process per stage plus one ``MsatSynapse`` process per synaptic term, netx's layout
+of a Conv/Dense process beside each neuron process).
 
 **lava-dl.** A netx HDF5 file written here with h5py in lava-dl's layout (LAVA_NOTES §2; the layout of
 shared/data/netx_peer's slayer-written files): input (3, 32, 32) → the same 19 convs (shapes, kernels, strides,
@@ -60,7 +62,8 @@ from netx_export.fileio import atomic_target  # noqa: E402
 
 CIFAR_MEAN = (0.485, 0.456, 0.406)
 CIFAR_STD = (0.229, 0.224, 0.225)
-LAYOUTS = {"fused": None, "per-stage": 1}
+#: layout name → (stages_per_process, synapses) of run_lava
+LAYOUTS = {"fused": (None, "fused"), "per-stage": (1, "fused"), "separate-synapses": (1, "separate")}
 VTH_MAX = (1 << 17) - 1   # netx vThMant is 17-bit
 NETX_MAX_SHIFT = 16       # FORMAT §3.2: 2^−u capped at 2^16
 
@@ -92,10 +95,11 @@ def test_images(n: int, program) -> np.ndarray:
                     input_shape=program.input_shape).x
 
 
-def run_ours(program, x: np.ndarray, steps: int, stages_per_process) -> dict[str, Any]:
+def run_ours(program, x: np.ndarray, steps: int, layout) -> dict[str, Any]:
     from msat_lava.lava.build import run_lava
 
-    r = run_lava(program, x, steps, precision="fixed", stages_per_process=stages_per_process)
+    stages_per_process, synapses = layout
+    r = run_lava(program, x, steps, precision="fixed", stages_per_process=stages_per_process, synapses=synapses)
     return {"per_step_s": r.per_step_s, "build_s": r.build_s, "compile_s": r.compile_s, "run_s": r.run_s,
             "collect_s": r.collect_s, "wall_s": r.wall_s, "processes": r.num_processes,
             "predictions_at_T": r.predictions[-1].tolist()}
@@ -393,7 +397,7 @@ def main(argv=None) -> int:
     for layout in layouts:
         b = _best(rows[layout])
         ours[layout] = {
-            "stages_per_process": LAYOUTS[layout], "processes": b["processes"],
+            "stages_per_process": LAYOUTS[layout][0], "synapses": LAYOUTS[layout][1], "processes": b["processes"],
             "per_step_ms": _ms(b["per_step_s"]), "per_step_all_ms": [_ms(v) for v in b["per_step_all_s"]],
             "ratio_to_netx": round(b["per_step_s"] / netx_best["per_step_s"], 3),
             "lava_overhead_per_step_ms": _ms(b["per_step_s"] - comp["per_step_s"]),

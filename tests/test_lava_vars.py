@@ -313,3 +313,79 @@ def test_a_model_refuses_a_process_of_the_other_precision():
             fixed.run(1)
     finally:
         fixed.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# separate synapse processes (synapses='separate'): netx's layout of a Dense/Conv process beside each neuron
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.lava
+@pytest.mark.parametrize("net_key, mode, precision", [("resmix", "msat", "fixed"), ("poolmix", "dtif-r", "fixed"),
+                                                      ("resmix", "msat", "float")])
+def test_separate_synapses_equal_reference(net_key, mode, precision):
+    """One MsatSynapse process per term (weights w, shift e as its read-only Vars, contribution on x_out) and
+    one one-stage MsatGroup per stage, holding no weights: every stage's trace and the readout equal the
+    reference's (fixed: bit for bit; float: to 1e-9), and so equal the fused layout's."""
+    from msat_lava.lava.procs.process import MsatSynapse
+
+    opts = dict(sc=((1, 0.7),), sc_early=4) if net_key == "resmix" else {}
+    conv = _nets.convert(net_key, mode, **opts)
+    prog = conv.program
+    x = _nets.random_inputs(conv.model.input_shape, len(IDS), seed=21)
+    names = tuple(s.name for s in prog.stages)
+    ref = reference.simulate(prog, x, STEPS, precision=precision, sample_ids=IDS, record=names,
+                             record_readout=True, progress=False)
+    net = build_network(prog, x, STEPS, precision=precision, sample_ids=IDS, record=names, synapses="separate")
+    n_terms = sum(len(s.terms) for s in prog.stages if s.kind != "lipool")
+    try:
+        assert len(net.synapses) == n_terms and all(isinstance(p, MsatSynapse) for p in net.synapses)
+        assert len(net.processes) == len(prog.stages) and net.num_processes == 1 + len(prog.stages) + n_terms
+        for p in net.processes:             # the groups hold no weights; the synapse processes do
+            assert not any(m.role.startswith("w") for m in p.members.values() if m.kind == "var")
+        fixed = precision == "fixed"
+        for syn in net.synapses:
+            st = syn.proc_params["stage"]
+            term = st.terms[syn.proc_params["k"]]
+            if fixed and "w" in syn.members:
+                op = next(o for o in term.ops if o.kind in ("conv", "linear", "gain"))
+                assert np.array_equal(syn.w.get().reshape(np.shape(op.mant)), op.mant)
+                assert int(syn.e.get()[0]) == term.exp
+                # declared width: the signed bound of the contribution
+                assert syn.members["x_out"].bits >= 2
+        _run(net, STEPS)
+        rec = net.recorded()
+    finally:
+        net.stop()
+    for n in names:
+        got = np.swapaxes(rec[n].reshape((len(IDS), STEPS) + rec[n].shape[1:]), 0, 1)
+        assert np.count_nonzero(ref.traces[n]) > 0, n
+        if fixed:
+            assert np.array_equal(got, ref.traces[n]), n
+        else:
+            np.testing.assert_allclose(got, ref.traces[n], rtol=0, atol=1e-9, err_msg=n)
+
+
+def test_term_bound_holds_on_random_payloads():
+    """layout.term_bound bounds |round_shift(W ⊛ p, e)| for every payload p in [0, pmax] (here: the all-pmax
+    input, which attains Σ|w| on positive rows, and random ones), for every term of a residual network."""
+    from msat_lava.lava import layout
+    from msat_lava.program import apply_term_np
+
+    conv = _nets.convert("resmix", "msat")
+    prog = conv.program
+    by_name = {s.name: s for s in prog.stages}
+    rng = np.random.default_rng(4)
+    checked = 0
+    for s in prog.stages:
+        if s.kind == "lipool":
+            continue
+        for term in s.terms:
+            src = None if term.source == "input" else by_name[term.source]
+            pmax = layout.payload_max(src, by_name, prog.input_frac_bits)
+            bound = layout.term_bound(term, pmax)
+            shape = prog.source_shape(term.source)
+            lo = -pmax if src is None else 0
+            for p in (np.full(shape, pmax), rng.integers(lo, pmax + 1, size=shape)):
+                got = np.abs(apply_term_np(term, p.astype(np.float64), True)).max()
+                assert got <= bound, (s.name, term.source, got, bound)
+                checked += 1
+    assert checked >= 8

@@ -124,9 +124,11 @@ class LavaNetwork:
         self.drain_s = 0.0
         self._stopped = False
 
+    synapses: tuple = ()  # the MsatSynapse processes (synapses='separate')
+
     @property
     def num_processes(self) -> int:
-        return 1 + len(self.processes)
+        return 1 + len(self.processes) + len(self.synapses)
 
     def process_of(self, stage: str) -> Any:
         return self._where[stage]
@@ -179,18 +181,31 @@ class LavaNetwork:
             self.processes[-1].stop()
 
 
+SYNAPSE_LAYOUTS = ("fused", "separate")
+
+
 def build_network(program: Program, x: Any, steps: int, *, precision: str = "fixed",
                   sample_ids: Sequence[int] | None = None, seed: int | None = None, record: Sequence[str] = (),
-                  stages_per_process: int | None = None) -> LavaNetwork:
+                  stages_per_process: int | None = None, synapses: str = "fused") -> LavaNetwork:
     """Create and connect the processes for N samples (x: (N, *input_shape)) of ``steps`` steps each; nothing is
     compiled until the first :meth:`LavaNetwork.run`. ``record``: stages whose per-step output is read back (the
-    readout always is)."""
+    readout always is). ``synapses``: 'fused' (each group computes its stages' terms) or 'separate' (one
+    :class:`~msat_lava.lava.procs.process.MsatSynapse` process per term feeding a one-stage group, netx's
+    layout of a Dense/Conv process beside each neuron process; needs ``stages_per_process`` None or 1)."""
     from msat_lava.lava import compat
 
     compat.install()
     from msat_lava.lava.config import sim_config
-    from msat_lava.lava.procs.process import ImageSource, MsatGroup
+    from msat_lava.lava.procs.process import ImageSource, MsatGroup, MsatSynapse
 
+    if synapses not in SYNAPSE_LAYOUTS:
+        raise ValueError(f"synapses must be one of {list(SYNAPSE_LAYOUTS)}, got {synapses!r}")
+    separate = synapses == "separate"
+    if separate:
+        if stages_per_process not in (None, 1):
+            raise ValueError(f"synapses='separate' runs one stage per process; stages_per_process must be None or "
+                             f"1, got {stages_per_process}")
+        stages_per_process = 1
     inputs = check_run_inputs(program, x, steps, sample_ids=sample_ids, seed=seed, record=record,
                               precisions=tuple(PRECISIONS), precision=precision)
     x, ids, seed = inputs.x, inputs.ids, inputs.seed
@@ -207,36 +222,52 @@ def build_network(program: Program, x: Any, steps: int, *, precision: str = "fix
                       name="input")
     ports: dict[str, Any] = {"input": src.s_out}
     procs: list[Any] = []
+    synapse_procs: list[Any] = []
     for group in groups:
         sources, outputs = _boundary(program, group, consumers)
+        ext = separate and group[0].kind != "lipool"
+        if ext:
+            sources = []
         proc = MsatGroup(stages=group, sources=sources,
                          source_shapes=[program.source_shape(name) for name in sources], outputs=outputs,
                          steps=steps, sample_ids=ids, seed=seed, total_steps=total,
                          record=[s.name for s in group if s.name in wanted], record_steps=chunk,
-                         precision=precision,
-                         context=program.stages, input_frac_bits=program.input_frac_bits)
+                         precision=precision, context=program.stages, input_frac_bits=program.input_frac_bits,
+                         term_inputs=ext)
         for name in sources:
             ports[name].connect(proc.in_port_of(name))
+        if ext:
+            stage = group[0]
+            for k, term in enumerate(stage.terms):
+                syn = MsatSynapse(stage=stage, k=k, source_shape=program.source_shape(term.source),
+                                  precision=precision, context=program.stages,
+                                  input_frac_bits=program.input_frac_bits)
+                ports[term.source].connect(syn.a_in)
+                syn.x_out.connect(proc.term_port(stage.name, k))
+                synapse_procs.append(syn)
         for name in outputs:
             ports[name] = proc.out_port_of(name)
         procs.append(proc)
     where = {s.name: p for p, g in zip(procs, groups) for s in g}
     for name in wanted:
         where[name].rec_port(name).flag_external_pipe(buffer_size=1)
-    return LavaNetwork(program, src, procs, groups, wanted, total, chunk, sim_config(precision), clipped)
+    net = LavaNetwork(program, src, procs, groups, wanted, total, chunk, sim_config(precision), clipped)
+    net.synapses = tuple(synapse_procs)
+    return net
 
 
 def run_lava(program: Program, x: Any, steps: int, *, precision: str = "fixed",
              sample_ids: Sequence[int] | None = None, seed: int | None = None,
-             record: Sequence[str] = (), stages_per_process: int | None = None) -> LavaRunResult:
+             record: Sequence[str] = (), stages_per_process: int | None = None,
+             synapses: str = "fused") -> LavaRunResult:
     """Run N samples (x: (N, *input_shape)) for ``steps`` steps each in one compiled Lava run.
 
-    ``stages_per_process``: consecutive stages per Lava process (:func:`partition`); the results do not depend
-    on it.
+    ``stages_per_process``: consecutive stages per Lava process (:func:`partition`); ``synapses``: 'fused' or
+    'separate' (:func:`build_network`); the results depend on neither.
     """
     t0 = time.perf_counter()
     net = build_network(program, x, steps, precision=precision, sample_ids=sample_ids, seed=seed, record=record,
-                        stages_per_process=stages_per_process)
+                        stages_per_process=stages_per_process, synapses=synapses)
     total = net.total_steps
     n = total // steps
     t1 = time.perf_counter()

@@ -174,17 +174,18 @@ def _weighted_op(term: Any) -> Any:
     return None
 
 
-def stage_constants(stage: Any) -> list[Member]:
-    """The read-only Vars of one stage: term mantissas and exponents, the bias, the neuron's tables."""
+def term_constants(stage: Any, *, terms: Any = None, index: int | None = None) -> list[Member]:
+    """Read-only Vars ``w<k>_<i>`` (the weighted op's mantissas) and ``e<k>_<i>`` (the term's shift) of a stage's
+    terms (``terms``: a subset, default all; ``index``: only term k = index)."""
     from netx_export.network import EXPONENT_MAX, EXPONENT_MIN, MANTISSA_MAX, MANTISSA_MIN
 
-    if stage.kind == "lipool":
-        return []
     i = stage.index
     wbits = int(MANTISSA_MAX - MANTISSA_MIN).bit_length()
     ebits = max(_signed_bits(EXPONENT_MIN), _signed_bits(EXPONENT_MAX))
     out: list[Member] = []
-    for k, term in enumerate(stage.terms):
+    for k, term in enumerate(stage.terms if terms is None else terms):
+        if index is not None and k != index:
+            continue
         op = _weighted_op(term)
         if op is not None:
             mant = np.asarray(op.mant, dtype=np.int64)
@@ -193,6 +194,38 @@ def stage_constants(stage: Any) -> list[Member]:
                               init=mant, read_only=True))
         out.append(Member(f"e{k}_{i}", "var", stage.name, f"e{k}", (1,), ebits, True,
                           init=np.array([int(term.exp)]), read_only=True))
+    return out
+
+
+def term_bound(term: Any, source_payload_max: int) -> int:
+    """A bound on |term contribution| (after the round-shift) for source payloads in [0, source_payload_max]
+    (the image source: |p_in| ≤ that bound): the bound pushed through the ops (conv/linear: the largest row
+    Σ|mantissa|; gain: |g|; sum-pool: its area; the others move values), then the shift."""
+    b = int(source_payload_max)
+    for op in term.ops:
+        if op.kind in ("conv", "linear"):
+            mant = np.abs(np.asarray(op.mant, dtype=np.int64))
+            b *= int(mant.reshape(mant.shape[0], -1).sum(axis=1).max()) if mant.size else 0
+        elif op.kind == "gain":
+            b *= int(np.max(np.abs(np.asarray(op.mant, dtype=np.int64))))
+        elif op.kind == "sumpool":
+            b *= int(op.params["kernel"][0] * op.params["kernel"][1])
+    e = int(term.exp)
+    return b << e if e >= 0 else (b + (1 << (-e - 1))) >> -e
+
+
+def term_bits(term: Any, source_payload_max: int) -> int:
+    """Signed width of a term contribution (the port a separate synapse process sends on)."""
+    return _signed_bits(term_bound(term, source_payload_max))
+
+
+def stage_constants(stage: Any, *, terms: bool = True) -> list[Member]:
+    """The read-only Vars of one stage: term mantissas and exponents (``terms``: False when separate synapse
+    processes hold them), the bias, the neuron's tables."""
+    if stage.kind == "lipool":
+        return []
+    i = stage.index
+    out: list[Member] = term_constants(stage, terms=stage.terms if terms else ())
     bias = np.asarray(stage.bias_fixed, dtype=np.int64).reshape(tuple(stage.shape))
     bbits = int(stage.spec.state_bits) if stage.kind == "neuron" else READOUT_BITS
     out.append(Member(f"bias_{i}", "var", stage.name, "bias", tuple(bias.shape), bbits, True, init=bias,

@@ -19,7 +19,12 @@ from msat_lava.dynamics import lipool as lip
 from msat_lava.dynamics import neuron as dyn
 from msat_lava.lava.kernels import TermKernel
 
-__all__ = ["StageRunner"]
+__all__ = ["StageRunner", "term_key"]
+
+
+def term_key(stage: str, k: int) -> str:
+    """The key of stage's term k among a step's received arrays when a separate synapse process computes it."""
+    return f"{stage}#t{k}"
 
 
 class StageRunner:
@@ -29,7 +34,8 @@ class StageRunner:
     of each sample in time order (spike-confidence gate key); ``ts`` counts Lava steps from 1.
     """
 
-    def __init__(self, stage: Any, *, fixed: bool, steps: int, sample_ids: Sequence[int], seed: int) -> None:
+    def __init__(self, stage: Any, *, fixed: bool, steps: int, sample_ids: Sequence[int], seed: int,
+                 external_terms: bool = False) -> None:
         self.stage = stage
         self.name = stage.name
         self.kind = stage.kind
@@ -37,7 +43,11 @@ class StageRunner:
         self.steps = int(steps)
         self.ids = np.asarray(sample_ids, dtype=np.int64)
         self.seed = int(seed)
-        self.kernels = tuple(TermKernel(t, self.fixed) for t in stage.terms)
+        # external_terms: each term's contribution arrives computed (``received[term_key(name, k)]``, a separate
+        # synapse process running the same TermKernel), instead of being computed here from the source payload
+        self.external = bool(external_terms) and stage.kind != "lipool"
+        self.kernels = () if self.external else tuple(TermKernel(t, self.fixed) for t in stage.terms)
+        self.term_keys = tuple(term_key(stage.name, k) for k in range(len(stage.terms))) if self.external else ()
         if stage.kind != "lipool":
             bias = stage.bias_fixed if self.fixed else stage.bias_float
             self.bias = np.array(bias, dtype=np.float64, copy=True).reshape(tuple(stage.shape))
@@ -83,6 +93,8 @@ class StageRunner:
             x = np.zeros_like(self.bias)  # the neuron model adds the readout bias only at some steps (BSNN-R)
         for kern in self.kernels:
             x = x + kern(received[kern.source])
+        for key in self.term_keys:
+            x = x + received[key]
         if s.kind == "readout":
             self.state = self.state + x
             return self.state

@@ -53,7 +53,8 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from msat_lava.lava.procs.process import ImageSource, MsatGroup
+from msat_lava.lava.kernels import TermKernel
+from msat_lava.lava.procs.process import ImageSource, MsatGroup, MsatSynapse
 from msat_lava.lava.stages import StageRunner
 
 _SPECIALIZED: dict[tuple, type] = {}
@@ -147,8 +148,9 @@ class _GroupBase(_Declaring, PyLoihiProcessModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
         ids, steps, seed = proc_params["sample_ids"], proc_params["steps"], proc_params["seed"]
-        self._runners = tuple(StageRunner(s, fixed=self.FIXED, steps=steps, sample_ids=ids, seed=seed)
-                              for s in proc_params["stages"])
+        ext = bool(proc_params["term_inputs"])
+        self._runners = tuple(StageRunner(s, fixed=self.FIXED, steps=steps, sample_ids=ids, seed=seed,
+                                          external_terms=ext) for s in proc_params["stages"])
         self._plan: Any = None
         self._recs: tuple = ()
 
@@ -208,4 +210,31 @@ class PyMsatGroupFloat(_GroupBase):
 @requires(CPU)
 @tag("fixed_pt", "bit_accurate_loihi")
 class PyMsatGroupFixed(_GroupBase):
+    FIXED = True
+
+
+class _SynapseBase(_Declaring, PyLoihiProcessModel):
+    """x_out = the term's contribution of this step's a_in (MsatSynapse's docstring); same TermKernel as a
+    group's fused terms, so both layouts compute the same values."""
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self._kernel = TermKernel(proc_params["stage"].terms[int(proc_params["k"])], self.FIXED)
+        self._dtype = np.int64 if self.FIXED else np.float64
+
+    def run_spk(self) -> None:
+        self.x_out.send(self._kernel(self.a_in.recv()).astype(self._dtype, copy=False))
+
+
+@implements(proc=MsatSynapse, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyMsatSynapseFloat(_SynapseBase):
+    FIXED = False
+
+
+@implements(proc=MsatSynapse, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "bit_accurate_loihi")
+class PyMsatSynapseFixed(_SynapseBase):
     FIXED = True

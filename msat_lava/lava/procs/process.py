@@ -36,6 +36,7 @@ from lava.magma.core.process.variable import Var
 
 from msat_lava.lava import layout
 from msat_lava.lava.layout import Member
+from msat_lava.lava.stages import term_key
 
 PRECISIONS = ("fixed", "float")
 
@@ -97,13 +98,17 @@ class MsatGroup(_Declared):
     K steps are buffered and at the end of every run call, so a run of n ≤ K steps sends one), ``precision``
     ('fixed' or 'float': the number domain of the Vars; the run config's tag must match), ``context``
     (the program's stages, or at least the sources and what a LIPool source pools: their payload widths),
-    ``input_frac_bits`` (F_in, the input's width).
+    ``input_frac_bits`` (F_in, the input's width), ``term_inputs`` (False: the group computes its stages'
+    synaptic terms from its sources' payloads; True: a :class:`MsatSynapse` process per term sends the term's
+    contribution, received on ``in_t<k>_<i>`` (:meth:`term_port`), and the group holds no weights; a LIPool
+    stage still reads its source).
     """
 
     def __init__(self, *, stages: Sequence[Any], sources: Sequence[str], source_shapes: Sequence[tuple[int, ...]],
                  outputs: Sequence[str], steps: int, sample_ids: Sequence[int], seed: int, total_steps: int,
                  record: Sequence[str] = (), record_steps: int = 1, precision: str = "fixed",
-                 context: Sequence[Any] = (), input_frac_bits: int = 8, name: str | None = None) -> None:
+                 context: Sequence[Any] = (), input_frac_bits: int = 8, term_inputs: bool = False,
+                 name: str | None = None) -> None:
         fixed = _check_precision(precision)
         stages = tuple(stages)
         if not stages:
@@ -125,7 +130,7 @@ class MsatGroup(_Declared):
             raise ValueError(f"group {label!r}: {len(sources)} sources but {len(source_shapes)} source shapes")
         super().__init__(stages=stages, steps=int(steps), sample_ids=np.asarray(sample_ids, dtype=np.int64),
                          seed=int(seed), total_steps=int(total_steps), precision=precision,
-                         record_steps=record_steps, reset_interval=int(steps), reset_offset=1 % int(steps),
+                         record_steps=record_steps, term_inputs=bool(term_inputs), reset_interval=int(steps), reset_offset=1 % int(steps),
                          name=name or label)
         shapes = dict(zip(sources, (tuple(int(v) for v in s) for s in source_shapes)))
 
@@ -154,9 +159,17 @@ class MsatGroup(_Declared):
                 src_shape = source_shape(s.source)
                 pmax = layout.payload_max(by_name.get(s.source), by_name, input_frac_bits)
             decl = layout.stage_state(s, steps=steps, fixed=fixed, src_shape=src_shape, source_payload_max=pmax)
-            decl += layout.stage_constants(s)
+            decl += layout.stage_constants(s, terms=not term_inputs)
             members += decl
             self.vars_of[s.name] = {m.role: m.name for m in decl}
+            if term_inputs and s.kind != "lipool":
+                for k, term in enumerate(s.terms):
+                    pname = f"in_t{k}_{s.index}"
+                    tb = layout.term_bits(term, layout.payload_max(
+                        None if term.source == "input" else by_name[term.source], by_name, input_frac_bits))
+                    members.append(Member(pname, "in", s.name, "term", tuple(s.shape), tb if fixed else None, True,
+                                          fixed))
+                    self.in_ports_of[term_key(s.name, k)] = pname
             bits, signed = width(s.name)
             if s.name in outputs:
                 pname = f"out_{s.index}"
@@ -175,6 +188,10 @@ class MsatGroup(_Declared):
             (s.name, tuple((role, self.vars_of[s.name][role]) for role in layout.STATE_ROLES[s.kind]))
             for s in stages)
 
+    def term_port(self, stage: str, k: int) -> InPort:
+        """The input port of stage's term k (``term_inputs``: a :class:`MsatSynapse` sends its contribution)."""
+        return getattr(self, self.in_ports_of[term_key(stage, k)])
+
     # ---- lookups by stage name ----
     def in_port_of(self, source: str) -> InPort:
         return getattr(self, self.in_ports_of[source])
@@ -188,3 +205,39 @@ class MsatGroup(_Declared):
     def stage_vars(self, stage: str) -> dict[str, Var]:
         """The stage's Vars by role (v, vsum, count, t | acc; w<k>, e<k>, bias, tables, lutc)."""
         return {role: getattr(self, name) for role, name in self.vars_of[stage].items()}
+
+
+class MsatSynapse(_Declared):
+    """One synaptic term of a stage as its own process (the ``separate`` synapse layout, like netx's Dense/Conv
+    processes beside its neuron processes): receives the source's payload on ``a_in`` and sends the term's
+    contribution to the target stage on ``x_out``:
+
+        fixed: x̂_k = round_shift(W_k ⊛ p, e_k)   (integers; W_k the weighted op's mantissas ``w``, e_k ``e``)
+        float: x_k = (W_k ⊛ p) · scale           (raw units, float64)
+
+    where ⊛ is the term's op chain (conv / linear / gain, sum-pool, subsample, channel pad, flatten; the
+    same arithmetic as :func:`msat_lava.program.apply_term_np`). Declared widths: ``a_in`` the source payload's,
+    ``x_out`` the signed bound of :func:`msat_lava.lava.layout.term_bits`. Stateless (no reset).
+    """
+
+    def __init__(self, *, stage: Any, k: int, source_shape: Sequence[int], precision: str = "fixed",
+                 context: Sequence[Any] = (), input_frac_bits: int = 8, name: str | None = None) -> None:
+        fixed = _check_precision(precision)
+        k = int(k)
+        if not 0 <= k < len(stage.terms):
+            raise ValueError(f"stage {stage.name!r} has no term {k}")
+        term = stage.terms[k]
+        by_name = {s.name: s for s in (*context, stage)}
+        if term.source != "input" and term.source not in by_name:
+            raise ValueError(f"synapse {stage.name!r}/{k}: context lacks the source {term.source!r}")
+        src = None if term.source == "input" else by_name[term.source]
+        super().__init__(stage=stage, k=k, precision=precision, name=name or f"{stage.name}.t{k}")
+        pbits, psigned = layout.payload_bits(src, by_name, input_frac_bits)
+        pmax = layout.payload_max(src, by_name, input_frac_bits)
+        members = [Member("a_in", "in", term.source, "payload", tuple(int(v) for v in source_shape),
+                          pbits if fixed else None, psigned, fixed),
+                   Member("x_out", "out", stage.name, "term", tuple(stage.shape),
+                          layout.term_bits(term, pmax) if fixed else None, True, fixed)]
+        members += [Member(m.role[0], m.kind, m.stage, m.role, m.shape, m.bits, m.signed, m.integer,
+                           m.scalar, m.init, m.read_only) for m in layout.term_constants(stage, index=k)]
+        self._declare(members)
