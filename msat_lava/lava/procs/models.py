@@ -96,6 +96,19 @@ class _Declaring:
         return hit
 
 
+def _cpu_models(proc: type, base: type, name: str) -> tuple[type, type]:
+    """The two CPU models of ``proc``, picked by tag: ``<name>Float`` (``floating_pt``) and ``<name>Fixed``
+    (``fixed_pt``, ``bit_accurate_loihi``), i.e. ``base`` with ``FIXED`` False / True, declared as Lava's
+    ``@implements(proc, LoihiProtocol) @requires(CPU) @tag(...)`` would (module-level names, so Lava's model
+    discovery and pickling find them)."""
+    out = []
+    for fixed, tags in ((False, ("floating_pt",)), (True, ("fixed_pt", "bit_accurate_loihi"))):
+        cname = f"{name}{'Fixed' if fixed else 'Float'}"
+        cls = type(cname, (base,), {"FIXED": fixed, "__module__": __name__, "__qualname__": cname})
+        out.append(implements(proc=proc, protocol=LoihiProtocol)(requires(CPU)(tag(*tags)(cls))))
+    return out[0], out[1]
+
+
 class _ImageSourceBase(_Declaring, PyLoihiProcessModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -107,18 +120,7 @@ class _ImageSourceBase(_Declaring, PyLoihiProcessModel):
         self.s_out.send(data[min(k, data.shape[0] - 1)])
 
 
-@implements(proc=ImageSource, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyImageSourceFloat(_ImageSourceBase):
-    FIXED = False
-
-
-@implements(proc=ImageSource, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt", "bit_accurate_loihi")
-class PyImageSourceFixed(_ImageSourceBase):
-    FIXED = True
+PyImageSourceFloat, PyImageSourceFixed = _cpu_models(ImageSource, _ImageSourceBase, "PyImageSource")
 
 
 def _publisher(runner: StageRunner, names: dict[str, str], d: dict) -> Callable[[], None]:
@@ -199,18 +201,7 @@ class _GroupBase(_Declaring, PyLoihiProcessModel):
         self._flush_records()
 
 
-@implements(proc=MsatGroup, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyMsatGroupFloat(_GroupBase):
-    FIXED = False
-
-
-@implements(proc=MsatGroup, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt", "bit_accurate_loihi")
-class PyMsatGroupFixed(_GroupBase):
-    FIXED = True
+PyMsatGroupFloat, PyMsatGroupFixed = _cpu_models(MsatGroup, _GroupBase, "PyMsatGroup")
 
 
 class _SynapseBase(_Declaring, PyLoihiProcessModel):
@@ -226,15 +217,4 @@ class _SynapseBase(_Declaring, PyLoihiProcessModel):
         self.x_out.send(self._kernel(self.a_in.recv()).astype(self._dtype, copy=False))
 
 
-@implements(proc=MsatSynapse, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyMsatSynapseFloat(_SynapseBase):
-    FIXED = False
-
-
-@implements(proc=MsatSynapse, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt", "bit_accurate_loihi")
-class PyMsatSynapseFixed(_SynapseBase):
-    FIXED = True
+PyMsatSynapseFloat, PyMsatSynapseFixed = _cpu_models(MsatSynapse, _SynapseBase, "PyMsatSynapse")
