@@ -1,6 +1,7 @@
 """The fixed reference's float32 fast path for conv/linear (msat_lava.program) is exact: chunked float32 results
 equal integer arithmetic (int64, numpy) on adversarial weights and payloads, including power-of-two payloads
-whose low chunks are zero and all-zero inputs."""
+whose low chunks are zero and all-zero inputs, for float64 payloads (split as integers) and float32 payloads (the
+engine's buffers; split in float32)."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,9 +35,10 @@ def _conv_int64(x: np.ndarray, mant: np.ndarray, groups: int) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])  # float32: split in float32, no int64 copies
 @pytest.mark.parametrize("groups", [1, 4])
 @pytest.mark.parametrize("payload", ["graded", "power_of_two", "zero"])
-def test_chunked_f32_conv_is_exact(groups, payload):
+def test_chunked_f32_conv_is_exact(groups, payload, dtype):
     rng = np.random.default_rng(5)
     c_in, c_out = 8, 8
     mant = rng.choice(np.array([-127, -126, 125, 127]), size=(c_out, c_in // groups, 3, 3)).astype(np.int64)
@@ -49,7 +51,7 @@ def test_chunked_f32_conv_is_exact(groups, payload):
     x = x.astype(np.int64)
     x[0, 0, 0, 0] = 0 if payload == "zero" else x.max()  # keep the maximum present for a deterministic split
     op = _conv_op(mant, groups)
-    xt = torch.as_tensor(x, dtype=torch.float64)
+    xt = torch.as_tensor(x, dtype=dtype)
     chunks, bits = _exact_f32_chunks(op, xt)
     if payload != "zero":
         assert chunks >= 2 and bits >= 1  # the chunked path is the one under test
@@ -58,7 +60,8 @@ def test_chunked_f32_conv_is_exact(groups, payload):
     np.testing.assert_array_equal(got.numpy().astype(np.int64), _conv_int64(x, mant, groups))
 
 
-def test_chunked_f32_linear_is_exact_at_the_float32_limit():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_chunked_f32_linear_is_exact_at_the_float32_limit(dtype):
     """A row whose ‖w‖₁ is large (127 · 1024) forces 1-bit chunks; sums reach ~2^29, beyond float32's 2^24."""
     rng = np.random.default_rng(6)
     mant = np.where(rng.random((5, 1024)) < 0.5, -127, 127).astype(np.int64)
@@ -67,7 +70,7 @@ def test_chunked_f32_linear_is_exact_at_the_float32_limit():
     x[0] = (1 << 8) - 1
     op = Op(kind="linear", node="fc", in_shape=(1024,), out_shape=(5,), weight=mant.astype(np.float64),
             mant=mant)
-    xt = torch.as_tensor(x, dtype=torch.float64)
+    xt = torch.as_tensor(x, dtype=dtype)
     chunks, bits = _exact_f32_chunks(op, xt)
     assert chunks >= 2
     got = apply_op_torch(op, xt, fixed=True, cache={}).numpy().astype(np.int64)
