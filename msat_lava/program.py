@@ -312,41 +312,33 @@ def _weighted_f32_exact(op: Op, x, chunks: int, bits: int, cache: dict | None):
     w = _weight_tensor(op, True, x.device, torch.float32, cache)
     if chunks == 1:
         return _weighted(op, x.to(torch.float32), w).to(torch.float64)
+    scale = float(1 << bits)
     if x.dtype == torch.float32:
-        # float32 x holds exact integers below 2^24 (the engine's payload buffers): split it in float32,
-        # hi = ⌊x·2^−b⌋ (a power-of-two scaling and a floor: exact) and lo = x − hi·2^b ∈ [0, 2^b) (exact), and
-        # accumulate the parts' exact float32 sums into one float64 result (integers below 2^53: exact); no
-        # int64 copies, two passes fewer per chunk than the integer split below (same values)
-        scale = float(1 << bits)
-        rest, out = x, None
-        for k in range(chunks):
-            if k < chunks - 1:
-                hi = torch.floor(rest * (1.0 / scale))
-                low = torch.add(rest, hi, alpha=-scale)
-            else:
-                low, hi = rest, None
-            if bool(low.any()) or (out is None and k == chunks - 1):
-                part = _weighted(op, low, w)
-                f = float(1 << (bits * k))
-                if out is None:
-                    out = part.to(torch.float64)
-                    if k:
-                        out.mul_(f)
-                else:
-                    out.add_(part, alpha=f)
-            rest = hi
-        return out
-    rest = x.to(torch.int64)
-    mask = (1 << bits) - 1
+        # float32 x holds exact integers below 2^24 (the engine's payload buffers): split in float32, hi =
+        # ⌊x·2^−b⌋ (a power-of-two scaling and a floor: exact), lo = x − hi·2^b ∈ [0, 2^b) (exact); no int64 copies
+        def split(rest):
+            hi = torch.floor(rest * (1.0 / scale))
+            return torch.add(rest, hi, alpha=-scale), hi
+        rest = x
+    else:
+        mask = (1 << bits) - 1
+
+        def split(rest):
+            return torch.bitwise_and(rest, mask).to(torch.float32), torch.bitwise_right_shift(rest, bits)
+        rest = x.to(torch.int64)
+    # the parts' exact float32 sums accumulate into one float64 result (integers below 2^53: exact)
     out = None
     for k in range(chunks):
-        low = torch.bitwise_and(rest, mask) if k < chunks - 1 else rest
+        low, rest = split(rest) if k < chunks - 1 else (rest.to(torch.float32), None)
         if bool(low.any()) or (out is None and k == chunks - 1):
-            part = _weighted(op, low.to(torch.float32), w).to(torch.float64)
-            if k:
-                part = part * float(1 << (bits * k))
-            out = part if out is None else out + part
-        rest = torch.bitwise_right_shift(rest, bits)
+            part = _weighted(op, low, w)
+            f = float(1 << (bits * k))
+            if out is None:
+                out = part.to(torch.float64)
+                if k:
+                    out.mul_(f)
+            else:
+                out.add_(part, alpha=f)
     return out
 
 

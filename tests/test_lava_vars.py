@@ -349,8 +349,10 @@ def test_separate_synapses_equal_reference(net_key, mode, precision):
                 op = next(o for o in term.ops if o.kind in ("conv", "linear", "gain"))
                 assert np.array_equal(syn.w.get().reshape(np.shape(op.mant)), op.mant)
                 assert int(syn.e.get()[0]) == term.exp
-                # declared width: the signed bound of the contribution
+                # declared width: the signed bound of the contribution, the same at both ends of the connection
                 assert syn.members["x_out"].bits >= 2
+                k = syn.proc_params["k"]
+                assert net.process_of(st.name).members[f"in_t{k}_{st.index}"].bits == syn.members["x_out"].bits
         _run(net, STEPS)
         rec = net.recorded()
     finally:

@@ -113,18 +113,18 @@ class LavaNetwork:
     """
 
     def __init__(self, program: Program, source: Any, processes: list[Any], groups: list[list[Stage]],
-                 record: Sequence[str], total_steps: int, chunk: int, run_cfg: Any, input_clipped: int) -> None:
+                 record: Sequence[str], total_steps: int, chunk: int, run_cfg: Any, input_clipped: int,
+                 synapses: Sequence[Any] = ()) -> None:
         self.program, self.source, self.processes, self.groups = program, source, processes, groups
         self.record, self.total_steps, self.chunk, self.run_cfg = tuple(record), int(total_steps), int(chunk), run_cfg
         self.input_clipped = int(input_clipped)
+        self.synapses = tuple(synapses)  # the MsatSynapse processes (synapses='separate')
         self._where = {s.name: p for p, g in zip(processes, groups) for s in g}
         self._ports = [(name, self._where[name].rec_port(name)) for name in self.record]
         self._rec: dict[str, np.ndarray] = {}
         self.steps_done = 0
         self.drain_s = 0.0
         self._stopped = False
-
-    synapses: tuple = ()  # the MsatSynapse processes (synapses='separate')
 
     @property
     def num_processes(self) -> int:
@@ -251,9 +251,8 @@ def build_network(program: Program, x: Any, steps: int, *, precision: str = "fix
     where = {s.name: p for p, g in zip(procs, groups) for s in g}
     for name in wanted:
         where[name].rec_port(name).flag_external_pipe(buffer_size=1)
-    net = LavaNetwork(program, src, procs, groups, wanted, total, chunk, sim_config(precision), clipped)
-    net.synapses = tuple(synapse_procs)
-    return net
+    return LavaNetwork(program, src, procs, groups, wanted, total, chunk, sim_config(precision), clipped,
+                       synapse_procs)
 
 
 def run_lava(program: Program, x: Any, steps: int, *, precision: str = "fixed",

@@ -214,9 +214,11 @@ def term_bound(term: Any, source_payload_max: int) -> int:
     return b << e if e >= 0 else (b + (1 << (-e - 1))) >> -e
 
 
-def term_bits(term: Any, source_payload_max: int) -> int:
-    """Signed width of a term contribution (the port a separate synapse process sends on)."""
-    return _signed_bits(term_bound(term, source_payload_max))
+def term_bits(term: Any, by_name: dict[str, Any], input_frac_bits: int) -> int:
+    """Signed width of a term contribution (the port a separate synapse process sends on and its target group
+    receives on), from the bound of its source's payload (``by_name``: the program's stages)."""
+    src = None if term.source == "input" else by_name[term.source]
+    return _signed_bits(term_bound(term, payload_max(src, by_name, input_frac_bits)))
 
 
 def stage_constants(stage: Any, *, terms: bool = True) -> list[Member]:

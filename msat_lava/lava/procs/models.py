@@ -144,6 +144,26 @@ def _publisher(runner: StageRunner, names: dict[str, str], d: dict) -> Callable[
     return publish
 
 
+class _RecordBuffer:
+    """One record port's buffer: rows 0..k−1 of a (K, *shape) array hold the steps not yet sent."""
+
+    def __init__(self, name: str, port: Any, dtype: Any) -> None:
+        self.name, self.port = name, port
+        self.buf = np.zeros(port.shape, dtype=dtype)
+        self.k = 0
+
+    def push(self, out: np.ndarray) -> None:
+        self.buf[self.k] = out
+        self.k += 1
+        if self.k == self.buf.shape[0]:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.k:
+            self.port.send(self.buf)
+            self.k = 0
+
+
 class _GroupBase(_Declaring, PyLoihiProcessModel):
     """Shared group logic; subclasses fix the precision (``FIXED``)."""
 
@@ -165,9 +185,7 @@ class _GroupBase(_Declaring, PyLoihiProcessModel):
         steps = tuple((r, _publisher(r, dict(state[r.name]), d)) for r in self._runners)
         outs = tuple((name, getattr(self, port)) for name, port in pp["outputs"])
         dtype = np.int64 if self.FIXED else np.float64
-        self._recs = tuple([name, getattr(self, port), None, 0] for name, port in pp["records"])
-        for rec in self._recs:
-            rec[2] = np.zeros(rec[1].shape, dtype=dtype)
+        self._recs = tuple(_RecordBuffer(name, getattr(self, port), dtype) for name, port in pp["records"])
         self._plan = (ins, steps, outs)
         return self._plan
 
@@ -181,24 +199,13 @@ class _GroupBase(_Declaring, PyLoihiProcessModel):
         for name, port in outs:
             port.send(received[name])
         for rec in self._recs:
-            buf, k = rec[2], rec[3]
-            buf[k] = received[rec[0]]
-            k += 1
-            if k == buf.shape[0]:
-                rec[1].send(buf)
-                k = 0
-            rec[3] = k
-
-    def _flush_records(self) -> None:
-        for rec in self._recs:
-            if rec[3]:
-                rec[1].send(rec[2])
-                rec[3] = 0
+            rec.push(received[rec.name])
 
     def _host(self) -> None:
         """End of a run call (Lava's host phase): send the partly filled record buffers."""
         super()._host()
-        self._flush_records()
+        for rec in self._recs:
+            rec.flush()
 
 
 PyMsatGroupFloat, PyMsatGroupFixed = _cpu_models(MsatGroup, _GroupBase, "PyMsatGroup")

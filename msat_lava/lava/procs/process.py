@@ -130,8 +130,8 @@ class MsatGroup(_Declared):
             raise ValueError(f"group {label!r}: {len(sources)} sources but {len(source_shapes)} source shapes")
         super().__init__(stages=stages, steps=int(steps), sample_ids=np.asarray(sample_ids, dtype=np.int64),
                          seed=int(seed), total_steps=int(total_steps), precision=precision,
-                         record_steps=record_steps, term_inputs=bool(term_inputs), reset_interval=int(steps), reset_offset=1 % int(steps),
-                         name=name or label)
+                         record_steps=record_steps, term_inputs=bool(term_inputs), reset_interval=int(steps),
+                         reset_offset=1 % int(steps), name=name or label)
         shapes = dict(zip(sources, (tuple(int(v) for v in s) for s in source_shapes)))
 
         def width(stage_name: str | None) -> tuple[int | None, bool]:
@@ -165,10 +165,8 @@ class MsatGroup(_Declared):
             if term_inputs and s.kind != "lipool":
                 for k, term in enumerate(s.terms):
                     pname = f"in_t{k}_{s.index}"
-                    tb = layout.term_bits(term, layout.payload_max(
-                        None if term.source == "input" else by_name[term.source], by_name, input_frac_bits))
-                    members.append(Member(pname, "in", s.name, "term", tuple(s.shape), tb if fixed else None, True,
-                                          fixed))
+                    tb = layout.term_bits(term, by_name, input_frac_bits) if fixed else None
+                    members.append(Member(pname, "in", s.name, "term", tuple(s.shape), tb, True, fixed))
                     self.in_ports_of[term_key(s.name, k)] = pname
             bits, signed = width(s.name)
             if s.name in outputs:
@@ -233,11 +231,10 @@ class MsatSynapse(_Declared):
         src = None if term.source == "input" else by_name[term.source]
         super().__init__(stage=stage, k=k, precision=precision, name=name or f"{stage.name}.t{k}")
         pbits, psigned = layout.payload_bits(src, by_name, input_frac_bits)
-        pmax = layout.payload_max(src, by_name, input_frac_bits)
         members = [Member("a_in", "in", term.source, "payload", tuple(int(v) for v in source_shape),
                           pbits if fixed else None, psigned, fixed),
                    Member("x_out", "out", stage.name, "term", tuple(stage.shape),
-                          layout.term_bits(term, pmax) if fixed else None, True, fixed)]
+                          layout.term_bits(term, by_name, input_frac_bits) if fixed else None, True, fixed)]
         members += [Member(m.role[0], m.kind, m.stage, m.role, m.shape, m.bits, m.signed, m.integer,
                            m.scalar, m.init, m.read_only) for m in layout.term_constants(stage, index=k)]
         self._declare(members)
