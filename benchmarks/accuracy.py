@@ -87,12 +87,13 @@ def main(argv=None) -> int:
                     "torchrun instead (module docstring); --shard remains for runs split over sessions")
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--methods", default="const,msat",
-                    help="comma list of eval's method names without +sc: const, pQ (λ = Q-th percentile), dtt, det, "
+                    help="comma list of eval's method names: const, pQ (λ = Q-th percentile), dtt, det, "
                     "msat, -norm after dtt/det/msat, then in this order +pQ (percentile λ for dtt/det/msat), "
                     "+cw (channel-wise λ by channel balancing), "
                     "+h (half-threshold start), +bN (burst, Γ = N) or +bsN (const/pQ: burst Γ = N with θ = λ/N), "
-                    "+wc[T] (weight calibration), +bc[T] (bias correction), "
-                    "e.g. const+h,p99.9+cw+h,p99.9+h+bs4,msat-norm+b4")
+                    "+wc[T] (weight calibration), +bc[T] (bias correction), +sc (spike confidence, calibrated "
+                    "as eval does: on the --calib images over the first --sc-window steps of the SC-free network), "
+                    "e.g. const+h,p99.9+cw+h,p99.9+h+bs4,msat-norm+b4,msat+sc")
     ap.add_argument("--precision", default="fixed", help="comma list of fixed, float, float-qw")
     ap.add_argument("--preset", default="resnet20")
     ap.add_argument("--input-frac-bits", type=int, default=None, metavar="F_IN",
@@ -102,6 +103,10 @@ def main(argv=None) -> int:
                     help="also write each method's converted network to DIR/<method>.net (for msat-lava verify)")
     ap.add_argument("--bc-samples", type=int, default=64,
                     help="calibration images used by +bc bias correction (its runs use the first --precision)")
+    ap.add_argument("--sc-window", type=int, default=16, metavar="E",
+                    help="+sc: steps of the spike-confidence calibration run and the gate's early window (eval's "
+                    "default)")
+    ap.add_argument("--sc-layers", default="last", help="+sc: gated layers, last | all | comma-separated names")
     ap.add_argument("--batch-size", type=int, default=25,
                     help="images simulated at once (results do not depend on it; 25 keeps a ResNet's tensors in "
                     "cache: ≈ 1.5× faster than 125 on a 2-core CPU)")
@@ -120,7 +125,7 @@ def main(argv=None) -> int:
     if args.model is None or not args.out:
         ap.error("--model and --out are required")
     from msat_lava.data import DataError
-    from msat_lava.methods import MethodSpec, parse_methods
+    from msat_lava.methods import parse_methods
 
     try:
         methods = [str(spec) for spec in parse_methods(args.methods)]  # eval's grammar (msat_lava.methods)
@@ -138,9 +143,8 @@ def main(argv=None) -> int:
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:
         ap.error(f"--precision: unknown {bad}; choose from {', '.join(PRECISIONS)}")
-    sc_methods = [m for m in methods if MethodSpec.of(m).sc]
-    if sc_methods:
-        ap.error(f"--methods: {sc_methods} need spike-confidence calibration; use `msat-lava eval` for those")
+    if not 1 <= args.sc_window <= 256:
+        ap.error(f"--sc-window must be in 1..256, got {args.sc_window}")
 
     from msat_lava import distributed
 
@@ -188,7 +192,10 @@ def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
     builder = NetworkBuilder(graph, x_cal, quantize_options=dict(preset=args.preset, model_hash=model_hash, seed=23,
                                                                  **input_bits),
                              precision=precisions[0].split("-")[0], correction_samples=args.bc_samples,
-                             correction_batch_size=args.bc_samples, correction_threads=args.threads)
+                             correction_batch_size=args.bc_samples, correction_threads=args.threads,
+                             sc_window=args.sc_window, sc_chunk=args.batch_size, calibration_ids=calib_idx,
+                             sc_layers=args.sc_layers if args.sc_layers in ("last", "all")
+                             else args.sc_layers.split(","))
     _, cal_input_scale, cal_data_hash, _, _ = builder.lambdas_for("const")  # λ = max: the calibration record
     convert_s = time.perf_counter() - t0
     ann_acc = float("nan")
@@ -209,6 +216,9 @@ def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
                                            "wall_s": round(wc[1], 1)}
         bc_info = None if bc is None else {**bc[0].to_dict(), "precision": builder.precision,
                                            "wall_s": round(bc[1], 1)}
+        sc = builder.sc_results.get(method)
+        sc_info = None if sc is None else {"p": dict(sc.p), "window": sc.window, "precision": sc.precision,
+                                           "samples": sc.samples, "mode": sc.mode}
         # every rank converted the network itself: it must be the same before the ranks split the images
         ctx.check_same(net, f"the converted networks of {method}")
         if args.save_nets and ctx.is_main:
@@ -235,6 +245,7 @@ def _run(args, argv, methods, precisions, shard_kn, ctx) -> int:
                 "curve": [round(float(a), 5) for a in curve],
                 "correct": [int(c) for c in (run.predictions == y.reshape(1, -1)).sum(axis=1)],
                 "input_clipped": run.input_clipped, "bias_correction": bc_info, "weight_calibration": wc_info,
+                "spike_confidence": sc_info,
                 "synapse_dtype": args.synapse_dtype if precision != "fixed" else None,
                 "saturated": run.saturated,
             }
