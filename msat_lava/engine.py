@@ -166,15 +166,30 @@ def _float_params(spec) -> np.ndarray:
                      spec.lsb], dtype=np.float64)
 
 
-def _term_fixed(term, x, xmax: float, cache: dict):
-    """The term's integer sum before its round-shift for a (tc·B, …) tensor ``x`` of non-negative integers below
-    ``xmax`` (inclusive), computed in float32 wherever every value and partial sum is provably an exact integer
-    below 2^24 and in float64 otherwise (module docstring). Bounds are carried through the ops, so nothing is
-    reduced over x."""
+def _trailing_gain(term, fixed: bool) -> tuple[tuple, Any]:
+    """(ops, g): a term whose last op is a scalar gain as its other ops and that gain, which the neuron kernel
+    applies instead of an array pass: fixed, the integer mantissa g joins the term's multiplier q (the kernel's
+    (a·q·g + add) >> shift in int64 is the same integer as round_shift((a·g)·q)); float, only a gain of exactly 1
+    (raw units) is dropped, x·1.0 = x. Otherwise (term.ops, None)."""
+    ops = term.ops
+    if not ops or ops[-1].kind != "gain":
+        return ops, None
+    if fixed:
+        return ops[:-1], int(np.asarray(ops[-1].mant))
+    if float(np.asarray(ops[-1].weight)) == 1.0 and term.float_scale == 1.0:
+        return ops[:-1], 1
+    return ops, None
+
+
+def _term_fixed(ops, x, xmax: float, cache: dict):
+    """The integer sum of a term's ``ops`` (before its round-shift) for a (tc·B, …) tensor ``x`` of non-negative
+    integers below ``xmax`` (inclusive), computed in float32 wherever every value and partial sum is provably an
+    exact integer below 2^24 and in float64 otherwise (module docstring). Bounds are carried through the ops, so
+    nothing is reduced over x."""
     import torch
 
     bound = float(xmax)
-    for op in term.ops:
+    for op in ops:
         k = op.kind
         if k in ("conv", "linear"):
             chunks, bits = _exact_f32_chunks(op, x, cache, xmax=bound)
@@ -210,8 +225,14 @@ def _source_terms(stage, payload: dict, fixed: bool, synapse_dtype, cache: dict,
         if term.source == "input" or term.source in zero:
             continue
         x, q, xmax = payload[term.source]
+        ops, g = _trailing_gain(term, fixed)
         if fixed:
-            out.append((_term_fixed(term, x, xmax, cache), q, term.exp))
+            out.append((_term_fixed(ops, x, xmax, cache), q * (1 if g is None else g), term.exp))
+        elif g is not None:  # a unit gain: the payload itself (after any structural ops)
+            x = x.to(synapse_dtype)
+            for op in ops:
+                x = apply_op_torch(op, x, False, cache)
+            out.append((x, 1, 0))
         else:
             out.append((apply_term_torch(term, x.to(synapse_dtype), False, cache), 1, 0))
     return out
@@ -467,8 +488,6 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
                                                tc), q, e) for a, q, e in terms]
                     if not arrs:
                         arrs = [(np.zeros((tc, lay.size), dtype=np.float32), 1, 0)]
-                    if len(arrs) == 2 and arrs[0][0].dtype != arrs[1][0].dtype:
-                        arrs = [(a.astype(np.float64), q, e) for a, q, e in arrs]
                     a0, q0, e0 = arrs[0]
                     a1, q1, e1 = arrs[-1]
                     gate = gates[s.name]

@@ -295,7 +295,7 @@ def test_term_sums_exact_on_every_float32_plan(n_in, top):
     x[0] = top
     op = Op(kind="linear", node="fc", in_shape=(n_in,), out_shape=(5,), weight=mant.astype(np.float64), mant=mant)
     term = Term(source="s", ops=(op,), exp=0)
-    got = engine._term_fixed(term, torch.as_tensor(x, dtype=torch.float32), top, {})
+    got = engine._term_fixed(term.ops, torch.as_tensor(x, dtype=torch.float32), top, {})
     want = x @ mant.T
     np.testing.assert_array_equal(got.to(torch.float64).numpy().astype(np.int64), want)
     if n_in == 64:
@@ -338,3 +338,31 @@ def test_floor_div_by_reciprocal_is_exact():
     s = np.clip(s, -(1 << 51) + 1, (1 << 51) - 1)
     want = np.array([int(a) // int(b) for a, b in zip(s, t)], dtype=np.int64)
     np.testing.assert_array_equal(fd(s.astype(np.int64), t.astype(np.int64)), want)
+
+
+def test_trailing_gain_goes_into_the_kernel_multiplier():
+    """A shortcut term (structural ops, then a scalar gain) reaches the kernel as the bare payload with the gain
+    mantissa in its multiplier: the kernel's round-shift (a·q·g + add) >> shift equals the plain engine's
+    round_shift of the term's sum (apply_term_torch), and in float a unit gain is dropped bit for bit."""
+    from msat_lava.program import apply_term_torch
+
+    prog = convert("resmix", "msat").program
+    terms = [t for s in prog.stages for t in getattr(s, "terms", ()) if t.ops and t.ops[-1].kind == "gain"]
+    assert terms and any(int(np.asarray(t.ops[-1].mant)) != 1 for t in terms)
+    rng = np.random.default_rng(5)
+    for term in terms:
+        shape = (3,) + tuple(term.ops[0].in_shape)
+        x = torch.as_tensor(rng.integers(0, 4097, size=shape), dtype=torch.float32)
+        for q in (1, 37):
+            ops, g = engine._trailing_gain(term, True)
+            a = engine._term_fixed(ops, x, 4096.0, {}).to(torch.int64)
+            mul, add, sh = fused.shift_params(q * g, term.exp)
+            want = apply_term_torch(term, x.to(torch.float64) * q, True, {})
+            np.testing.assert_array_equal(((a * mul + add) >> sh).numpy(), want.numpy().astype(np.int64))
+        ops, g = engine._trailing_gain(term, False)
+        assert g == 1 and float(np.asarray(term.ops[-1].weight)) == 1.0  # raw units: the float gain is 1
+        xf = x * 0.37
+        y = xf
+        for op in ops:
+            y = engine.apply_op_torch(op, y, False, {})
+        assert torch.equal(y, apply_term_torch(term, xf, False, {}))
