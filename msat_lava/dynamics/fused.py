@@ -241,6 +241,23 @@ def _fixed_theta(fdtt, fdet, delta, x, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_
 
 
 @_njit_noalias
+def _fixed_prep(n, vb, sb, bb, x0, x1, xb, db, mul0, add0, sh0, mul1, add1, sh1, two, t, inv_t):
+    """xb[i] = x̂ (:func:`_input_fixed`) and db[i] = Δ̂ = v̂ − ⌊Ŝ/t⌋ for a block's n neurons: one loop over
+    non-aliasing arrays, which vectorizes (with the list's running store index in the same loop it does not)."""
+    for i in range(n):
+        xb[i] = _input_fixed(bb[i], x0[i], x1[i], mul0, add0, sh0, mul1, add1, sh1, two)
+        db[i] = vb[i] - _floor_div(sb[i], t, inv_t)
+
+
+@_njit_noalias
+def _float_prep(n, vb, sb, bb, x0, x1, xb, db, two, inv_t, inv_u):
+    """:func:`_fixed_prep` of the float model: xb[i] = x = b + a₀ [+ a₁], db[i] = Δ/u = (v − S/t)/u."""
+    for i in range(n):
+        xb[i] = bb[i] + np.float64(x0[i]) + two * np.float64(x1[i])
+        db[i] = (vb[i] - sb[i] * inv_t) * inv_u
+
+
+@_njit_noalias
 def _theta_list(cnt, dc, xc, thc, fdtt, fdet, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d):
     """thc[c] = θ̂(Δ̂ = dc[c], x̂ = xc[c]) for c < cnt: a loop over dense arrays whose arguments do not alias, so
     the compiler vectorizes it (table reads become gathers)."""
@@ -400,17 +417,18 @@ def fixed_chunk_plain(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, m
             pk = payload[k, j0:j1]
             if mode != 0 and t > 0:
                 # θ̂ ∈ [1, 2^F] cannot change the outcome of m̂ ≤ 0 (no spike, v̂ = m̂): the LUTs are evaluated only
-                # for the neurons with m̂ > 0, gathered branch-free into a dense list (one vectorizable loop)
+                # for the neurons with m̂ > 0, gathered branch-free into a dense list (one vectorizable loop).
+                # x̂ and Δ̂ of the whole block first (vectorized; thb holds Δ̂ until the list is made), then the
+                # list itself in a short scalar loop (its store index is a running count)
+                _fixed_prep(n, vb, sb, bb, x0, x1, xb, thb, mul0, add0, sh0, mul1, add1, sh1, two, t, inv_t)
                 cnt = 0
                 for i in range(n):
-                    vj = vb[i]
-                    x = _input_fixed(bb[i], x0[i], x1[i], mul0, add0, sh0, mul1, add1, sh1, two)
-                    xb[i] = x
-                    thb[i] = one
-                    dc[cnt] = vj - _floor_div(sb[i], t, inv_t)
+                    x = xb[i]
+                    dc[cnt] = thb[i]
                     xc[cnt] = x
                     ic[cnt] = i
-                    cnt += np.int64(vj + x > 0)
+                    cnt += np.int64(vb[i] + x > 0)
+                    thb[i] = one
                 _theta_list(cnt, dc, xc, thc, fdtt, fdet, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d)
                 for c in range(cnt):
                     thb[ic[c]] = thc[c]
@@ -551,16 +569,15 @@ def float_chunk_plain(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam
                 # θ ≥ λ·2^−F: below that m neither fires nor resets, whatever θ is; θ is evaluated only for the
                 # neurons with m ≥ λ·2^−F, gathered branch-free into a dense list (one vectorized loop)
                 inv_t = 1.0 / t
+                _float_prep(n, vb, sb, bb, x0, x1, xb, thb, two, inv_t, inv_u)  # as in fixed_chunk_plain
                 cnt = 0
                 for i in range(n):
-                    vj = vb[i]
-                    x = bb[i] + np.float64(x0[i]) + two * np.float64(x1[i])
-                    xb[i] = x
-                    thb[i] = lsb
-                    dc[cnt] = (vj - sb[i] * inv_t) * inv_u
+                    x = xb[i]
+                    dc[cnt] = thb[i]
                     xc[cnt] = x
                     ic[cnt] = i
-                    cnt += np.int64(vj + x >= lsb)
+                    cnt += np.int64(vb[i] + x >= lsb)
+                    thb[i] = lsb
                 _float_theta_list(cnt, dc, xc, thc, dtt, det, fp, lam)
                 for c in range(cnt):
                     thb[ic[c]] = thc[c]
