@@ -249,6 +249,28 @@ def _fixed_prep(n, vb, sb, bb, x0, x1, xb, db, mul0, add0, sh0, mul1, add1, sh1,
         db[i] = vb[i] - _floor_div(sb[i], t, inv_t)
 
 
+@numba.njit(cache=_CACHE, error_model="numpy")
+def _fixed_thetas(n, vb, sb, bb, x0, x1, xb, thb, dc, xc, ic, thc, mul0, add0, sh0, mul1, add1, sh1, two, t, inv_t,
+                  one, fdtt, fdet, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d):
+    """xb[i] = x̂ and thb[i] = θ̂ of step t ≥ 1 for a block's n neurons, θ̂ = one where m̂ = v̂ + x̂ ≤ 0 (θ̂ ∈ [1, 2^F]
+    cannot change that outcome: no spike, v̂ = m̂), so the LUTs are read only for the neurons with m̂ > 0: x̂ and
+    Δ̂ of the block in one vectorized loop (thb holds Δ̂ until the list is made), the list of those neurons in a
+    short scalar loop (its store index is a running count), their θ̂ in one vectorized loop (:func:`_theta_list`),
+    scattered back. dc, xc, ic, thc: scratch of n entries."""
+    _fixed_prep(n, vb, sb, bb, x0, x1, xb, thb, mul0, add0, sh0, mul1, add1, sh1, two, t, inv_t)
+    cnt = 0
+    for i in range(n):
+        x = xb[i]
+        dc[cnt] = thb[i]
+        xc[cnt] = x
+        ic[cnt] = i
+        cnt += np.int64(vb[i] + x > 0)
+        thb[i] = one
+    _theta_list(cnt, dc, xc, thc, fdtt, fdet, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d)
+    for c in range(cnt):
+        thb[ic[c]] = thc[c]
+
+
 @_njit_noalias
 def _float_prep(n, vb, sb, bb, x0, x1, xb, db, two, inv_t, inv_u):
     """:func:`_fixed_prep` of the float model: xb[i] = x = b + a₀ [+ a₁], db[i] = Δ/u = (v − S/t)/u."""
@@ -336,6 +358,9 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
         cb = count[j0:j1]
         tb = sat[j0:j1]
         bb = base[j0:j1]
+        nb = n if mode != 0 else 0  # scratch of the LUT path (_fixed_thetas); a const layer allocates nothing
+        xb, thb, dc = np.empty(nb, np.int64), np.empty(nb, np.int64), np.empty(nb, np.int64)
+        xc, ic, thc = np.empty(nb, np.int64), np.empty(nb, np.int64), np.empty(nb, np.int64)
         top = np.int64(0)
         for k in range(tc):
             t = t0 + k
@@ -345,14 +370,13 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
             pk = payload[k, j0:j1]
             gated = t < g_end
             if mode != 0 and t > 0:
+                _fixed_thetas(n, vb, sb, bb, x0, x1, xb, thb, dc, xc, ic, thc, mul0, add0, sh0, mul1, add1, sh1,
+                              two, t, inv_t, one, fdtt, fdet, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d)
                 for i in range(n):
                     vj = vb[i]
                     kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr) if gated else 1
-                    x = _input_fixed(bb[i], x0[i], x1[i], mul0, add0, sh0, mul1, add1, sh1, two)
-                    theta = one  # as in fixed_chunk_plain: m̂ ≤ 0 neither fires nor resets, whatever θ̂ is
-                    if vj + x > 0:
-                        theta = _fixed_theta(fdtt, fdet, vj - _floor_div(sb[i], t, inv_t), x, ip, sig_a, sig_d,
-                                             sp_a, sp_d, det_a, det_d)
+                    x = xb[i]
+                    theta = thb[i]
                     vj, sg = _fire_fixed(vj, x, theta, gamma, kv, gc, vmax)
                     out = sg * theta
                     pk[i] = out
@@ -416,22 +440,8 @@ def fixed_chunk_plain(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, m
             x1 = a1[k, j0:j1]
             pk = payload[k, j0:j1]
             if mode != 0 and t > 0:
-                # θ̂ ∈ [1, 2^F] cannot change the outcome of m̂ ≤ 0 (no spike, v̂ = m̂): the LUTs are evaluated only
-                # for the neurons with m̂ > 0, gathered branch-free into a dense list (one vectorizable loop).
-                # x̂ and Δ̂ of the whole block first (vectorized; thb holds Δ̂ until the list is made), then the
-                # list itself in a short scalar loop (its store index is a running count)
-                _fixed_prep(n, vb, sb, bb, x0, x1, xb, thb, mul0, add0, sh0, mul1, add1, sh1, two, t, inv_t)
-                cnt = 0
-                for i in range(n):
-                    x = xb[i]
-                    dc[cnt] = thb[i]
-                    xc[cnt] = x
-                    ic[cnt] = i
-                    cnt += np.int64(vb[i] + x > 0)
-                    thb[i] = one
-                _theta_list(cnt, dc, xc, thc, fdtt, fdet, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d)
-                for c in range(cnt):
-                    thb[ic[c]] = thc[c]
+                _fixed_thetas(n, vb, sb, bb, x0, x1, xb, thb, dc, xc, ic, thc, mul0, add0, sh0, mul1, add1, sh1,
+                              two, t, inv_t, one, fdtt, fdet, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d)
                 for i in range(n):
                     vj = vb[i]
                     m = vj + xb[i]
