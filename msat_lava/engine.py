@@ -123,19 +123,32 @@ class _Layout:
         return a.reshape((self.batch,) + self.shape).copy()
 
 
+def _pack_interp(a: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, int]:
+    """(P, k): an interpolation table's (A, D) pair (neuron._interp_tables) as one int64 table P = A·2^k + D, with
+    k one more than D's bit length, so that one read gives both: D = the low k bits read as signed
+    ((P << (64 − k)) >> (64 − k)), A = (P − D) >> k (:func:`fused._pinterp`; the same integers, one gather
+    instead of two)."""
+    a, d = np.asarray(a, dtype=np.int64), np.asarray(d, dtype=np.int64)
+    k = int(np.abs(d).max(initial=0)).bit_length() + 1
+    if k > 30 or int(np.abs(a).max(initial=0)).bit_length() + k > 62:
+        raise ValueError(f"interpolation table out of the packed range (|A| < 2^{62 - k}, |D| < 2^29)")
+    return (a << k) + d, k
+
+
 def _lut_tables(luts) -> tuple:
-    """(ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d) for :func:`fused.fixed_chunk` from a layer's LUTs."""
+    """(ip, sig, sp, det) for :func:`fused.fixed_chunk` from a layer's LUTs: ip the 17 int64 parameters (the last
+    three: each table's k), each table packed by :func:`_pack_interp`."""
     empty = np.zeros(1, dtype=np.int64)
     if luts is None:
-        return (np.zeros(14, dtype=np.int64),) + (empty,) * 6
-    sig_a, sig_d = dyn._interp_tables(luts.sig_lut, luts.sig_shift, luts.sig_guard)
-    sp_a, sp_d = dyn._interp_tables(luts.sp_lut, luts.sp_shift, 0)
-    det_a, det_d = dyn._interp_tables(luts.det_lut, luts.det_shift, 0)
+        return (np.zeros(17, dtype=np.int64),) + (empty,) * 3
+    sig, k_sig = _pack_interp(*dyn._interp_tables(luts.sig_lut, luts.sig_shift, luts.sig_guard))
+    sp, k_sp = _pack_interp(*dyn._interp_tables(luts.sp_lut, luts.sp_shift, 0))
+    det, k_det = _pack_interp(*dyn._interp_tables(luts.det_lut, luts.det_shift, 0))
     ip = np.array([dyn.DELTA_CLIP, luts.dtt_slope_neg, luts.dtt_slope_pos, luts.dtt_slope_shift, luts.dtt_offset,
                    (int(luts.sp_lut.size) - 1) << luts.sp_shift, luts.sp_shift, luts.det_x0,
                    (int(luts.det_lut.size) - 1) << luts.det_shift, luts.det_shift, luts.z_max, luts.sig_shift,
-                   luts.sig_guard, 1 << luts.frac_bits], dtype=np.int64)
-    return (ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d)
+                   luts.sig_guard, 1 << luts.frac_bits, k_sig, k_sp, k_det], dtype=np.int64)
+    return (ip, sig, sp, det)
 
 
 def _gate(stage, lay: _Layout, sample_ids: np.ndarray, seed: int) -> tuple:

@@ -366,3 +366,30 @@ def test_trailing_gain_goes_into_the_kernel_multiplier():
         for op in ops:
             y = engine.apply_op_torch(op, y, False, {})
         assert torch.equal(y, apply_term_torch(term, xf, False, {}))
+
+
+def test_packed_interpolation_tables_give_the_same_integers():
+    """One read of the packed table P = A·2^k + D (engine._pack_interp) interpolates to the very integers of the
+    (A, D) pair (fused._interp), for rising, falling and flat tables, every index and remainder, and shifts with a
+    guard; a table outside the packed range is refused."""
+    import numba
+
+    @numba.njit
+    def both(a_tab, d_tab, p_tab, k, shift, extra, xs):
+        out = np.empty((2, xs.size), np.int64)
+        for j in range(xs.size):
+            out[0, j] = fused._interp(a_tab, d_tab, xs[j], shift, extra)
+            out[1, j] = fused._pinterp(p_tab, xs[j], shift, extra, k)
+        return out
+
+    rng = np.random.default_rng(11)
+    for lut, shift, extra in ((np.cumsum(rng.integers(0, 9000, 300)), 11, 8),
+                              (-np.cumsum(rng.integers(0, 200, 900)) + 10**6, 3, 0),
+                              (rng.integers(-(1 << 20), 1 << 20, 50), 4, 2), (np.zeros(1, np.int64), 0, 0)):
+        a_tab, d_tab = dyn._interp_tables(np.asarray(lut, dtype=np.int64), shift, extra)
+        p_tab, k = engine._pack_interp(a_tab, d_tab)
+        xs = np.arange(((len(lut) - 1) << shift) + 1, dtype=np.int64)
+        got = both(a_tab, d_tab, p_tab, k, shift, extra, xs)
+        np.testing.assert_array_equal(got[1], got[0])
+    with pytest.raises(ValueError, match="packed range"):
+        engine._pack_interp(np.array([1 << 50, 0]), np.array([1 << 20, 0]))

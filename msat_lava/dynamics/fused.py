@@ -220,10 +220,21 @@ def _interp(base, diff, a, shift, extra):
 
 
 @numba.njit(inline="always", cache=_CACHE, error_model="numpy")
-def _fixed_theta(fdtt, fdet, delta, x, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d):
+def _pinterp(tab, a, shift, extra, k):
+    """:func:`_interp` on a packed table (engine._pack_interp: P = A·2^k + D, one read): D = P's low k bits as a
+    signed number, A = (P − D) >> k, then (A + D·r) >> (shift + extra) — the same integer."""
+    i = a >> shift
+    r = a & ((np.int64(1) << shift) - 1)
+    p = tab[i]
+    d = (p << (64 - k)) >> (64 - k)
+    return (((p - d) >> k) + d * r) >> (shift + extra)
+
+
+@numba.njit(inline="always", cache=_CACHE, error_model="numpy")
+def _fixed_theta(fdtt, fdet, delta, x, ip, sig, sp, det):
     """θ̂ for t ≥ 1 (neuron.fixed_msat_theta). fdtt, fdet: 1 where the mode has the DTT / DET part, else 0 (the
     unused part is evaluated on its one-entry zero table at index 0, and multiplied by 0: no branch).
-    ip: the 14 int64 parameters of engine._lut_tables."""
+    ip: the 17 int64 parameters of engine._lut_tables; sig, sp, det: its packed tables (:func:`_pinterp`)."""
     dclip = ip[0]
     d = _imin(_imax(delta, -dclip), dclip)
     neg = d < 0
@@ -231,12 +242,12 @@ def _fixed_theta(fdtt, fdet, delta, x, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_
     p = ip[3]
     lin = (d * slope + ((np.int64(1) << p) >> 1)) >> p
     a = _imin(_select_i64(neg, -d, d), ip[5])
-    z = fdtt * (ip[4] + lin + _interp(sp_a, sp_d, a, ip[6], 0))
+    z = fdtt * (ip[4] + lin + _pinterp(sp, a, ip[6], 0, ip[15]))
     xi = _imin(_imax(x - ip[7], 0), ip[8])
-    z = z + fdet * _interp(det_a, det_d, xi, ip[9], 0)
+    z = z + fdet * _pinterp(det, xi, ip[9], 0, ip[16])
     zmax = ip[10]
     zc = _imin(_imax(z, -zmax), zmax) + zmax
-    theta = _interp(sig_a, sig_d, zc, ip[11], ip[12])
+    theta = _pinterp(sig, zc, ip[11], ip[12], ip[14])
     return _imin(_imax(theta, 1), ip[13])
 
 
@@ -251,7 +262,7 @@ def _fixed_prep(n, vb, sb, bb, x0, x1, xb, db, mul0, add0, sh0, mul1, add1, sh1,
 
 @numba.njit(cache=_CACHE, error_model="numpy")
 def _fixed_thetas(n, vb, sb, bb, x0, x1, xb, thb, dc, xc, ic, thc, mul0, add0, sh0, mul1, add1, sh1, two, t, inv_t,
-                  one, fdtt, fdet, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d):
+                  one, fdtt, fdet, ip, sig, sp, det):
     """xb[i] = x̂ and thb[i] = θ̂ of step t ≥ 1 for a block's n neurons, θ̂ = one where m̂ = v̂ + x̂ ≤ 0 (θ̂ ∈ [1, 2^F]
     cannot change that outcome: no spike, v̂ = m̂), so the LUTs are read only for the neurons with m̂ > 0: x̂ and
     Δ̂ of the block in one vectorized loop (thb holds Δ̂ until the list is made), the list of those neurons in a
@@ -266,7 +277,7 @@ def _fixed_thetas(n, vb, sb, bb, x0, x1, xb, thb, dc, xc, ic, thc, mul0, add0, s
         ic[cnt] = i
         cnt += np.int64(vb[i] + x > 0)
         thb[i] = one
-    _theta_list(cnt, dc, xc, thc, fdtt, fdet, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d)
+    _theta_list(cnt, dc, xc, thc, fdtt, fdet, ip, sig, sp, det)
     for c in range(cnt):
         thb[ic[c]] = thc[c]
 
@@ -280,11 +291,11 @@ def _float_prep(n, vb, sb, bb, x0, x1, xb, db, two, inv_t, inv_u):
 
 
 @_njit_noalias
-def _theta_list(cnt, dc, xc, thc, fdtt, fdet, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d):
+def _theta_list(cnt, dc, xc, thc, fdtt, fdet, ip, sig, sp, det):
     """thc[c] = θ̂(Δ̂ = dc[c], x̂ = xc[c]) for c < cnt: a loop over dense arrays whose arguments do not alias, so
     the compiler vectorizes it (table reads become gathers)."""
     for c in range(cnt):
-        thc[c] = _fixed_theta(fdtt, fdet, dc[c], xc[c], ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d)
+        thc[c] = _fixed_theta(fdtt, fdet, dc[c], xc[c], ip, sig, sp, det)
 
 
 @numba.njit(inline="always", cache=_CACHE, error_model="numpy")
@@ -330,7 +341,7 @@ def _fire_fixed(vj, x, theta, gamma, kv, gc, vmax):
 
 @numba.njit(parallel=True, cache=_CACHE, error_model="numpy")
 def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, theta_const, one, vmax, gamma,
-                gate, gate_code, spikes_only, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d, payload, pmax):
+                gate, gate_code, spikes_only, ip, sig, sp, det, payload, pmax):
     """Advance the fixed model by Tc = payload.shape[0] steps (module docstring); state arrays are updated in
     place. Term k's round-shifted sum is (a_k·mul + add) >> shift with sp_k = (mul, add, shift)
     (:func:`shift_params`). ``gate`` = (E, sample ids (B,), neuron index (N,), K_seed, K) (:class:`Gate`): ε is
@@ -371,7 +382,7 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
             gated = t < g_end
             if mode != 0 and t > 0:
                 _fixed_thetas(n, vb, sb, bb, x0, x1, xb, thb, dc, xc, ic, thc, mul0, add0, sh0, mul1, add1, sh1,
-                              two, t, inv_t, one, fdtt, fdet, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d)
+                              two, t, inv_t, one, fdtt, fdet, ip, sig, sp, det)
                 for i in range(n):
                     vj = vb[i]
                     kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr) if gated else 1
@@ -405,7 +416,7 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
 
 @numba.njit(parallel=True, cache=_CACHE, error_model="numpy")
 def fixed_chunk_plain(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, theta_const, one, vmax,
-                      spikes_only, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d, payload, pmax):
+                      spikes_only, ip, sig, sp, det, payload, pmax):
     """:func:`fixed_chunk` for Γ = 1 with no gate in the chunk (the common case), with the branches that these fix
     taken out of the neuron loop, which the compiler can then vectorize: same arguments less Γ and the gate."""
     tc = payload.shape[0]
@@ -441,7 +452,7 @@ def fixed_chunk_plain(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, m
             pk = payload[k, j0:j1]
             if mode != 0 and t > 0:
                 _fixed_thetas(n, vb, sb, bb, x0, x1, xb, thb, dc, xc, ic, thc, mul0, add0, sh0, mul1, add1, sh1,
-                              two, t, inv_t, one, fdtt, fdet, ip, sig_a, sig_d, sp_a, sp_d, det_a, det_d)
+                              two, t, inv_t, one, fdtt, fdet, ip, sig, sp, det)
                 for i in range(n):
                     vj = vb[i]
                     m = vj + xb[i]
