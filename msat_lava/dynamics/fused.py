@@ -327,6 +327,27 @@ def _keep(sample_id, t, n, kseed, kthr):
 
 
 @numba.njit(inline="always", cache=_CACHE, error_model="numpy")
+def _block_ids(sids, nidx, j0, n, need):
+    """(sample id, logical neuron index) of the block's n neurons from physical index j0 on (sids[j // N],
+    nidx[j % N], N = nidx.size), walked once per chunk instead of two integer divisions per neuron and step;
+    empty when ``need`` is false (no step of the chunk is gated)."""
+    m = n if need else 0
+    bs = np.empty(m, np.int64)
+    bn = np.empty(m, np.int64)
+    n_per = nidx.shape[0]
+    b = j0 // n_per
+    p = j0 - b * n_per
+    for i in range(m):
+        bs[i] = sids[b]
+        bn[i] = nidx[p]
+        p += 1
+        if p == n_per:
+            p = 0
+            b += 1
+    return bs, bn
+
+
+@numba.njit(inline="always", cache=_CACHE, error_model="numpy")
 def _fire_fixed(vj, x, theta, gamma, kv, gc, vmax):
     """(v̂ after the step, s_g) for m̂ = v̂ + x̂ against θ̂; kv = ε (0/1), gc = 1 for the 'code' gate."""
     m = vj + x
@@ -352,7 +373,6 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
     tc = payload.shape[0]
     m_n = payload.shape[1]
     g_end, sids, nidx, kseed, kthr = gate
-    n_per = nidx.shape[0]
     mul0, add0, sh0 = sp0[0], sp0[1], sp0[2]
     mul1, add1, sh1 = sp1[0], sp1[1], sp1[2]
     two = np.int64(1) if nterms > 1 else np.int64(0)
@@ -364,6 +384,7 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
         j0 = blk * BLOCK
         j1 = min(m_n, j0 + BLOCK)
         n = j1 - j0
+        bs, bn = _block_ids(sids, nidx, j0, n, t0 < g_end)  # ε's sample id and neuron index per neuron
         vb = v[j0:j1]
         sb = vsum[j0:j1]
         cb = count[j0:j1]
@@ -385,7 +406,7 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
                               two, t, inv_t, one, fdtt, fdet, ip, sig, sp, det)
                 for i in range(n):
                     vj = vb[i]
-                    kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr) if gated else 1
+                    kv = _keep(bs[i], t, bn[i], kseed, kthr) if gated else 1
                     x = xb[i]
                     theta = thb[i]
                     vj, sg = _fire_fixed(vj, x, theta, gamma, kv, gc, vmax)
@@ -401,7 +422,7 @@ def fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, mode, t
                 outmul = np.int64(1) if spikes_only else theta
                 for i in range(n):
                     vj = vb[i]
-                    kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr) if gated else 1
+                    kv = _keep(bs[i], t, bn[i], kseed, kthr) if gated else 1
                     x = _input_fixed(bb[i], x0[i], x1[i], mul0, add0, sh0, mul1, add1, sh1, two)
                     vj, sg = _fire_fixed(vj, x, theta, gamma, kv, gc, vmax)
                     out = sg * outmul
@@ -494,7 +515,6 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
     tc = payload.shape[0]
     m_n = payload.shape[1]
     g_end, sids, nidx, kseed, kthr = gate
-    n_per = nidx.shape[0]
     inv_u, lsb = fp[0], fp[9]
     dtt = 1.0 if mode == 1 or mode == 3 else 0.0
     det = 1.0 if mode == 2 or mode == 3 else 0.0
@@ -503,6 +523,7 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
         j0 = blk * BLOCK
         j1 = min(m_n, j0 + BLOCK)
         n = j1 - j0
+        bs, bn = _block_ids(sids, nidx, j0, n, t0 < g_end)  # ε's sample id and neuron index per neuron
         vb = v[j0:j1]
         sb = vsum[j0:j1]
         cb = count[j0:j1]
@@ -518,7 +539,7 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
             th0 = k_lam if mode == 0 else lam
             for i in range(n):
                 vj = vb[i]
-                kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr) if gated else 1
+                kv = _keep(bs[i], t, bn[i], kseed, kthr) if gated else 1
                 x = bb[i] + np.float64(x0[i])
                 if nterms > 1:
                     x = x + np.float64(x1[i])
@@ -677,7 +698,6 @@ def dtif_fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, on
     tc = payload.shape[0]
     m_n = payload.shape[1]
     g_end, sids, nidx, kseed, kthr = gate
-    n_per = nidx.shape[0]
     mul0, add0, sh0 = sp0[0], sp0[1], sp0[2]
     mul1, add1, sh1 = sp1[0], sp1[1], sp1[2]
     two = np.int64(1) if nterms > 1 else np.int64(0)
@@ -691,6 +711,7 @@ def dtif_fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, on
         j0 = blk * BLOCK
         j1 = min(m_n, j0 + BLOCK)
         n = j1 - j0
+        bs, bn = _block_ids(sids, nidx, j0, n, t0 < g_end)  # ε's sample id and neuron index per neuron
         vb = v[j0:j1]
         sb = vsum[j0:j1]
         cb = count[j0:j1]
@@ -722,7 +743,7 @@ def dtif_fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0, on
                 else:
                     s = min(max((m - theta) // r + 1, 0), gamma)
                 if gated:
-                    sg = s * _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr)
+                    sg = s * _keep(bs[i], t, bn[i], kseed, kthr)
                 else:
                     sg = s
                 s_eff = sg + gc * (s - sg)
@@ -783,7 +804,6 @@ def uniform_fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0,
     tc = payload.shape[0]
     m_n = payload.shape[1]
     g_end, sids, nidx, kseed, kthr = gate
-    n_per = nidx.shape[0]
     mul0, add0, sh0 = sp0[0], sp0[1], sp0[2]
     mul1, add1, sh1 = sp1[0], sp1[1], sp1[2]
     two = np.int64(1) if nterms > 1 else np.int64(0)
@@ -793,6 +813,7 @@ def uniform_fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0,
         j0 = blk * BLOCK
         j1 = min(m_n, j0 + BLOCK)
         n = j1 - j0
+        bs, bn = _block_ids(sids, nidx, j0, n, t0 < g_end)  # ε's sample id and neuron index per neuron
         vb = v[j0:j1]
         sb = vsum[j0:j1]
         cb = count[j0:j1]
@@ -818,7 +839,7 @@ def uniform_fixed_chunk(a0, sp0, a1, sp1, nterms, base, v, vsum, count, sat, t0,
                 x = ik * _input_fixed(bb[i], x0[i], x1[i], mul0, add0, sh0, mul1, add1, sh1, two)
                 kv = np.int64(1)
                 if gated:
-                    kv = _keep(sids[(j0 + i) // n_per], t, nidx[(j0 + i) % n_per], kseed, kthr)
+                    kv = _keep(bs[i], t, bn[i], kseed, kthr)
                 vj, sg = _fire_fixed(vb[i], x, th, gamma, kv, gc, vmax)
                 out = sg * th
                 pk[i] = out
