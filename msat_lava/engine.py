@@ -9,7 +9,7 @@ steps, so the work can be ordered layer by layer within a chunk of Tc steps:
             a_k = term_k(payload_src(t0 … t1−1))      one (Tc·B)-batched conv / linear per term
             neuron : (state, payload(t0 … t1−1)) = fused neuron loop over the chunk   (dynamics.fused)
                      or, for a model without a fused kernel, its step function for t0 … t1−1
-            lipool : step_lipool for t0 … t1−1
+            lipool : fused.lipool_chunk over t0 … t1−1 (step_lipool's operations, compiled)
             readout: Out(t) = Out(t−1) + bias + Σ_k term_k(t)   (bias only where the model's gate says so)
 
 Only the neuron recursion is sequential in time, and it runs in one compiled pass per stage and chunk with the
@@ -461,15 +461,14 @@ def run_batch(program: Program, inp, steps: int, fixed: bool, seed: int, ids, ca
                 if s.kind == "lipool":
                     geom, st = states[s.name]
                     src, q, _ = payload[s.source]
-                    src = src.reshape((tc, b) + tuple(src.shape[1:]))
-                    ys = []
-                    for k in range(tc):
-                        xk = src[k].to(torch.int64) if fixed else src[k].to(st.acc.dtype)
-                        st, y = lip.step_lipool(geom, st, xk)
-                        ys.append(y)
-                    states[s.name] = (geom, st)
-                    ys = torch.stack(ys).reshape((tc * b,) + s.shape)
-                    top = float(ys.max()) if fixed else 0.0
+                    c_in = int(src.shape[1])
+                    xs = src.contiguous().reshape(tc, b * c_in, -1).numpy()  # NCHW planes of the chunk's steps
+                    acc_np = st.acc.numpy().reshape(b * c_in, -1, st.acc.shape[-1])  # a view: updated in place
+                    y = np.empty((tc, b * c_in, acc_np.shape[1]), dtype=np.float64)
+                    fused.lipool_chunk(xs, geom.index.reshape(acc_np.shape[1:]), geom.valid.reshape(acc_np.shape[1:]),
+                                       acc_np, y)
+                    ys = torch.from_numpy(y).reshape((tc * b,) + s.shape)
+                    top = float(y.max()) if fixed else 0.0
                     payload[s.name] = (ys.to(pay_dtype if top < _F32_LIMIT else torch.float64), q, top)
                 elif s.kind == "readout":
                     xin = base[s.name].unsqueeze(0).expand(tc, b, n_out)

@@ -84,3 +84,30 @@ def test_geometry_shapes_and_errors():
     geom = lipool_geometry((4, 4), 2)
     with pytest.raises(ValueError):
         step_lipool(geom, init_lipool_state(geom, 1, 1), np.zeros((1, 1, 4, 5), dtype=np.int64))
+
+
+@pytest.mark.parametrize("integer", [True, False])
+@pytest.mark.parametrize("hw,kernel,stride,padding", [((6, 6), 2, 2, 0), ((7, 5), 3, 2, 1), ((5, 5), 3, 1, 1)])
+def test_compiled_chunk_equals_the_step_function(integer, hw, kernel, stride, padding):
+    """fused.lipool_chunk (the fast engine's) gives step_lipool's outputs and accumulators bit for bit, step after
+    step, for overlapping windows and padding, in both precisions (float inputs in float32, as payloads come)."""
+    from msat_lava.dynamics import fused
+
+    rng = np.random.default_rng(sum(hw) + kernel + 10 * integer)
+    b, c, tc = 2, 3, 5
+    geom = lipool_geometry(hw, kernel, stride, padding)
+    xs = (rng.integers(0, 9, size=(tc, b, c) + hw) if integer else rng.random((tc, b, c) + hw) * 3).astype(np.float32)
+    st = init_lipool_state(geom, b, c, torch.zeros(0, dtype=torch.float64), integer=integer)
+    want = []
+    for t in range(tc):
+        xt = torch.from_numpy(xs[t]).to(torch.int64 if integer else torch.float64)
+        st, y = step_lipool(geom, st, xt)
+        want.append(y.numpy())
+    acc = init_lipool_state(geom, b, c, torch.zeros(0, dtype=torch.float64), integer=integer).acc.numpy()
+    acc2 = acc.reshape(b * c, -1, acc.shape[-1])
+    got = np.empty((tc, b * c, acc2.shape[1]))
+    fused.lipool_chunk(xs.reshape(tc, b * c, -1), geom.index.reshape(acc2.shape[1:]),
+                       geom.valid.reshape(acc2.shape[1:]), acc2, got)
+    np.testing.assert_array_equal(got.reshape(np.stack(want).shape), np.stack(want))
+    np.testing.assert_array_equal(acc, st.acc.numpy())
+    assert np.stack(want).max() > 0

@@ -647,6 +647,52 @@ def float_chunk_plain(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam
                     cb[i] += np.int64(s)
 
 
+# --- LIPooling (msat_lava.dynamics.lipool) --------------------------------------------------------------------
+@numba.njit(parallel=True, cache=_CACHE, error_model="numpy")
+def lipool_chunk(x, index, valid, acc, y):
+    """Advance LIPooling (:func:`msat_lava.dynamics.lipool.step_lipool`, the same operations in the same order)
+    over Tc = x.shape[0] steps: for each of the P = B·C planes, window w and element j with valid[w, j],
+    A[p, w, j] += x[t, p, index[w, j]], then y[t, p, w] = max_j A[p, w, j] and A[p, w, j] −= y[t, p, w] (padding
+    elements stay 0 and never win). x (Tc, P, H·W): the source payloads (exact integers in a float for the fixed
+    model); acc (P, Ho·Wo, K): int64 (fixed; x is converted exactly) or float64, updated in place; y (Tc, P, Ho·Wo)
+    float64. Planes are independent, so any thread count gives the same bits."""
+    tc = x.shape[0]
+    n_p = x.shape[1]
+    n_w = index.shape[0]
+    n_k = index.shape[1]
+    for p in numba.prange(n_p):
+        a = acc[p]
+        for t in range(tc):
+            xt = x[t, p]
+            yt = y[t, p]
+            for w in range(n_w):
+                best = a[w, 0]  # replaced by the first valid element (every window has one)
+                first = True
+                for j in range(n_k):
+                    if valid[w, j]:
+                        v = a[w, j] + _lip_in(xt[index[w, j]], a[w, j])
+                        a[w, j] = v
+                        if first or v > best:
+                            best = v
+                            first = False
+                for j in range(n_k):
+                    if valid[w, j]:
+                        a[w, j] = a[w, j] - best
+                yt[w] = best
+
+
+def _lip_in(x, like):  # pragma: no cover - replaced by the overload below inside compiled code
+    return x
+
+
+@overload(_lip_in)
+def _lip_in_impl(x, like):
+    """A source payload in the accumulator's type: int64 (exact: the fixed model's payloads are integers)."""
+    if isinstance(like, types.Integer):
+        return lambda x, like: np.int64(x)
+    return lambda x, like: np.float64(x)
+
+
 # --- DTIF-R (msat_lava.dynamics.models.dtif_r), fixed point ------------------------------------------------------
 #: reset/payload variants of DTIF-R: a (2^F, 2^F), b (θ̂, θ̂), c (θ̂, 2^F)
 DTIF_VARIANTS = {"a": 0, "b": 1, "c": 2}
