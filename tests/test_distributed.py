@@ -276,19 +276,21 @@ def test_eval_two_processes_write_what_one_writes(eval_files, tmp_path):
 @pytest.mark.timeout(2 * RUN_TIMEOUT_S)
 def test_accuracy_benchmark_two_processes_write_what_one_writes(tmp_path):
     """``torchrun --nproc_per_node=2 benchmarks/accuracy.py`` = one process (MNIST CNN, 20 images, 8 steps,
-    batches of 6: 2 + 2 batches, the last one short)."""
+    batches of 6: 2 + 2 batches, the last one short), spike confidence (its calibration and gate) included."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import accuracy
 
-    args = ["--model", "mnist", "--samples", "20", "--steps", "8", "--methods", "const,msat-norm+h", "--precision",
+    args = ["--model", "mnist", "--samples", "20", "--steps", "8", "--methods", "const,msat-norm+h,msat+sc", "--precision",
             "fixed,float", "--calib", "32", "--threads", "1", "--batch-size", "6", "--report-steps", "2,4,8"]
     with contextlib.redirect_stdout(io.StringIO()):
         assert accuracy.main(args + ["--out", str(tmp_path / "one")]) == 0
     res = torchrun(["benchmarks/accuracy.py", *args, "--out", str(tmp_path / "two")])
     assert res.returncode == 0, res.stderr[-3000:]
-    assert len(res.stdout.strip().splitlines()) == 4  # one line per row, from rank 0 only
+    assert len(res.stdout.strip().splitlines()) == 6  # one line per row, from rank 0 only
     a = json.loads((tmp_path / "one.json").read_text())
     b = json.loads((tmp_path / "two.json").read_text())
     assert b["distributed"]["world_size"] == 2 and a["samples"] == 20
+    sc = [r["spike_confidence"] for r in a["results"] if r["method"] == "msat+sc"]
+    assert len(sc) == 2 and all(0 < p < 1 for s in sc for p in s["p"].values())
     assert_same(a, b, ignore=frozenset(WALL_KEYS | LAUNCH_KEYS))
     assert (tmp_path / "two.png").is_file()
