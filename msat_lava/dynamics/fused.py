@@ -260,6 +260,22 @@ def _fixed_prep(n, vb, sb, bb, x0, x1, xb, db, mul0, add0, sh0, mul1, add1, sh1,
         db[i] = vb[i] - _floor_div(sb[i], t, inv_t)
 
 
+@numba.njit(inline="always", cache=_CACHE, error_model="numpy")
+def _list_above(n, vb, xb, db, dc, xc, ic, lo, fill):
+    """The dense list of a block's neurons with m = vb[i] + xb[i] ≥ lo: their Δ (db[i]), x and index go to
+    dc, xc, ic[0 … cnt−1]; db[i] becomes ``fill`` for every neuron (the threshold of those left out). A scalar
+    loop (its store index is a running count); returns cnt."""
+    cnt = 0
+    for i in range(n):
+        x = xb[i]
+        dc[cnt] = db[i]
+        xc[cnt] = x
+        ic[cnt] = i
+        cnt += np.int64(vb[i] + x >= lo)
+        db[i] = fill
+    return cnt
+
+
 @numba.njit(cache=_CACHE, error_model="numpy")
 def _fixed_thetas(n, vb, sb, bb, x0, x1, xb, thb, dc, xc, ic, thc, mul0, add0, sh0, mul1, add1, sh1, two, t, inv_t,
                   one, fdtt, fdet, ip, sig, sp, det):
@@ -269,14 +285,7 @@ def _fixed_thetas(n, vb, sb, bb, x0, x1, xb, thb, dc, xc, ic, thc, mul0, add0, s
     short scalar loop (its store index is a running count), their θ̂ in one vectorized loop (:func:`_theta_list`),
     scattered back. dc, xc, ic, thc: scratch of n entries."""
     _fixed_prep(n, vb, sb, bb, x0, x1, xb, thb, mul0, add0, sh0, mul1, add1, sh1, two, t, inv_t)
-    cnt = 0
-    for i in range(n):
-        x = xb[i]
-        dc[cnt] = thb[i]
-        xc[cnt] = x
-        ic[cnt] = i
-        cnt += np.int64(vb[i] + x > 0)
-        thb[i] = one
+    cnt = _list_above(n, vb, xb, thb, dc, xc, ic, np.int64(1), one)  # m̂ ≥ 1: m̂ > 0
     _theta_list(cnt, dc, xc, thc, fdtt, fdet, ip, sig, sp, det)
     for c in range(cnt):
         thb[ic[c]] = thc[c]
@@ -612,14 +621,7 @@ def float_chunk_plain(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam
                 # neurons with m ≥ λ·2^−F, gathered branch-free into a dense list (one vectorized loop)
                 inv_t = 1.0 / t
                 _float_prep(n, vb, sb, bb, x0, x1, xb, thb, two, inv_t, inv_u)  # as in fixed_chunk_plain
-                cnt = 0
-                for i in range(n):
-                    x = xb[i]
-                    dc[cnt] = thb[i]
-                    xc[cnt] = x
-                    ic[cnt] = i
-                    cnt += np.int64(vb[i] + x >= lsb)
-                    thb[i] = lsb
+                cnt = _list_above(n, vb, xb, thb, dc, xc, ic, lsb, lsb)
                 _float_theta_list(cnt, dc, xc, thc, dtt, det, fp, lam)
                 for c in range(cnt):
                     thb[ic[c]] = thc[c]
