@@ -554,7 +554,8 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
                     x = x + np.float64(x1[i])
                 theta = th0
                 if lut and vj + x >= lsb:  # below λ·2^−F ≤ θ, m neither fires nor resets, whatever θ is
-                    theta = _float_theta(dtt, det, (vj - sb[i] * inv_t) * inv_u, x, fp, lam)
+                    theta = _float_theta(dtt, det, (vj - sb[i] * inv_t) * inv_u, x, fp[1], fp[2], fp[3], fp[4],
+                                         fp[5], fp[6], fp[7], fp[8], fp[9], lam)
                 m = vj + x
                 if gamma == 1:
                     s = np.int64(m >= theta)
@@ -570,20 +571,24 @@ def float_chunk(a0, a1, nterms, base, v, vsum, count, t0, mode, lam, k_lam, gamm
 
 
 @numba.njit(inline="always", cache=_CACHE, error_model="numpy")
-def _float_theta(dtt, det, d, x, fp, lam):
+def _float_theta(dtt, det, d, x, lam_f, inv_ki, tau_mp, alpha, k_a, tau_rd, kx, x_max, lsb, lam):
     """θ for t ≥ 1 from d = Δ/u and x (neuron.float_msat_theta, the same operations; dtt, det 1.0 or 0.0 by mode:
-    the unused part is multiplied by 0, no branch)."""
-    z = dtt * (fp[3] * (fp[4] * d - fp[1] + fp[5] * fmath.softplus(d * fp[2])))
-    z = z + det * (fp[6] * fmath.exp(fmath._minimum(x * fp[7], fp[8])))
-    return fmath._maximum(lam * fmath.sigmoid(z), fp[9])
+    the unused part is multiplied by 0, no branch). The parameters are scalars, read from ``fp`` before the
+    loops: with the array read inside, the loop over the list compiled unvectorized whenever the kernel was
+    compiled afresh rather than loaded from numba's cache (measured: ResNet20 msat float 4.1 vs 1.3 s, T = 16)."""
+    z = dtt * (tau_mp * (alpha * d - lam_f + k_a * fmath.softplus(d * inv_ki)))
+    z = z + det * (tau_rd * fmath.exp(fmath._minimum(x * kx, x_max)))
+    return fmath._maximum(lam * fmath.sigmoid(z), lsb)
 
 
 @_njit_noalias
 def _float_theta_list(cnt, dc, xc, thc, dtt, det, fp, lam):
     """thc[c] = θ(d = Δ/u = dc[c], x = xc[c]) for c < cnt (:func:`_float_theta`): a loop over dense arrays that
     do not alias, which the compiler vectorizes."""
+    lam_f, inv_ki, tau_mp, alpha, k_a = fp[1], fp[2], fp[3], fp[4], fp[5]
+    tau_rd, kx, x_max, lsb = fp[6], fp[7], fp[8], fp[9]
     for c in range(cnt):
-        thc[c] = _float_theta(dtt, det, dc[c], xc[c], fp, lam)
+        thc[c] = _float_theta(dtt, det, dc[c], xc[c], lam_f, inv_ki, tau_mp, alpha, k_a, tau_rd, kx, x_max, lsb, lam)
 
 
 @numba.njit(parallel=True, cache=_CACHE, error_model="numpy")
