@@ -120,3 +120,34 @@ def test_burst_scaled_method_divides_lambda(tmp_path):
     for name, spec in burst.neurons.items():
         assert spec.lam == pytest.approx(plain.neurons[name].lam / 4, rel=1e-12)
         assert (spec.gamma, spec.v_init, plain.neurons[name].gamma) == (4, 0.5, 1)
+
+
+def test_table_coverage_reports_full_rows_and_prices_the_missing(tmp_path):
+    """benchmarks/table_coverage.py: a full-set row is reported with its file and longest T; shard files are
+    ignored; a missing cell is priced N·T·c with c = the reference model's core-ms per sample-step (ms per
+    sample-step × processes × threads; × 55/19 for ResNet56), and the full-set row wins over a subset one."""
+    import table_coverage as tc
+
+    def manifest(name, model, subset, samples, rows, world=1, threads=1, shard=None):
+        m = {"model": model, "subset": subset, "samples": samples, "shard": shard, "torch_threads": threads,
+             "distributed": {"world_size": world} if world > 1 else None,
+             "results": [{"method": meth, "precision": prec, "curve": [0.5] * steps, "ms_per_sample_step": ms}
+                         for meth, prec, steps, ms in rows]}
+        p = tmp_path / f"{name}.json"
+        p.write_text(json.dumps(m))
+        return p
+
+    files = [manifest("full", "resnet20", "full", 10000, [("p99.9", "fixed", 64, 2.0)], world=2),
+             manifest("sub", "resnet20", "strided", 250, [("p99.9", "fixed", 128, 30.0), ("dtt", "fixed", 64, 9.0)]),
+             manifest("shard", "resnet56", "shard 1/2 of full", 5000, [("p99.9", "fixed", 64, 1.0)],
+                      shard={"k": 1, "n": 2})]
+    rows = {(r["model"], r["method"], r["precision"]): r for r in tc.coverage(tc.collect(files), 64)}
+    full = rows[("resnet20", "p99.9", "fixed")]
+    assert full["status"] == "full set" and full["file"].endswith("full.json") and full["steps"] == 64
+    r56 = rows[("resnet56", "p99.9", "fixed")]  # the shard file does not count
+    assert r56["status"] == "missing"
+    assert r56["core_ms_per_sample_step"] == pytest.approx(2.0 * 2 * 55 / 19, rel=1e-3)
+    assert r56["cost_core_hours"] == pytest.approx(10000 * 64 * 2.0 * 2 * 55 / 19 / 3.6e6, rel=1e-2)
+    dtt = rows[("resnet20", "dtt", "float")]  # priced from the other precision's subset run
+    assert dtt["core_ms_per_sample_step"] == pytest.approx(9.0) and "250-image" in dtt["cost_basis"]
+    assert "| resnet20 | p99.9 | fixed | yes (T = 64) |" in tc.markdown(list(rows.values()))
