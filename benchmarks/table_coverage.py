@@ -14,7 +14,7 @@ best subset row and what the full set would cost at ``--steps`` T on this kind o
                               precision, then the median of the model's rows
 
 ``--measure`` prices every missing cell instead from a timing of this checkout's engine on this machine: each
-model's const and msat networks, fixed and float, 25 test images × 16 steps, 1 thread (``FAMILY`` maps a method
+model's const and msat networks, fixed and float, 25 test images × ``--measure-steps`` (default 64) steps, 1 thread (``FAMILY`` maps a method
 to the one it costs like). Full-set rows come first as a basis (they ran on today's engine); old subset rows ran on slower engines and
 overstate the cost. Prints a markdown table and writes the same as JSON (``--out``). Nothing here simulates.
 """
@@ -44,7 +44,7 @@ FAMILY = {"const": "const", "p99.9": "const", "dtt": "msat", "det": "msat", "msa
           "p99.9+h+bs4": "const", "p99.9+h+bs8": "const"}
 
 
-def measure(models=tuple(MODELS), images: int = 25, steps: int = 16) -> dict:
+def measure(models=tuple(MODELS), images: int = 25, steps: int = 64) -> dict:
     """{(model, family, precision): core-ms per sample-step} of this checkout's engine (1 thread)."""
     import torch
     from tqdm.auto import tqdm
@@ -168,9 +168,11 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=64, help="T at which a missing cell is priced")
     ap.add_argument("--out", default=None, help="also write the rows as JSON here")
     ap.add_argument("--measure", action="store_true", help="price the missing cells from a timing made now")
+    ap.add_argument("--measure-steps", type=int, default=64,
+                    help="T of that timing (short runs read low: early steps are sparse and silent chunks are skipped)")
     args = ap.parse_args(argv)
     paths = args.files or sorted(RESULTS.glob("*.json"))
-    measured = measure() if args.measure else None
+    measured = measure(steps=args.measure_steps) if args.measure else None
     rows = coverage(collect(paths), args.steps, measured)
     print(markdown(rows))
     done = sum(r["status"] == "full set" for r in rows)
@@ -180,7 +182,7 @@ def main(argv=None) -> int:
           f"{total:.1f} core-hours at T = {args.steps}.")
     if args.out:
         from accuracy import write_json  # benchmarks/accuracy.py: atomic
-        write_json({"steps": args.steps, "rows": rows, "measured_core_ms_per_sample_step": None if measured is None
+        write_json({"steps": args.steps, "measure_steps": args.measure_steps if measured else None, "rows": rows, "measured_core_ms_per_sample_step": None if measured is None
                     else {"/".join(k): v for k, v in measured.items()}, "full_cells": done, "missing_cells": len(missing),
                     "missing_core_hours": round(total, 1)}, Path(args.out))
     return 0
